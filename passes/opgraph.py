@@ -1,0 +1,219 @@
+"""The operator graph handed from the TVM side to the learning side.
+
+Plain Python data only: a dataset of OpGraphs must be usable for training on a
+machine without TVM, so nothing here may import tvm or torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMAT = "nar-tvm.opgraph/1"
+LEVELS = ("op", "fused")
+
+DTYPE_BYTES = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2,
+    "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
+}
+
+
+class OpGraphError(ValueError):
+    """A malformed OpGraph (bad JSON, dangling edge, cycle, unknown level)."""
+
+
+def numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def tensor_bytes(shape, dtype: str) -> int:
+    return numel(shape) * DTYPE_BYTES.get(dtype, 4)
+
+
+@dataclass
+class TensorSpec:
+    shape: list[int]
+    dtype: str = "float32"
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes(self.shape, self.dtype)
+
+
+@dataclass
+class OpNode:
+    """One operator (op level) or one fused kernel (fused level).
+
+    Weights and constants are not nodes: as in NAR-Former V2 they are properties
+    of the operator that consumes them, recorded here by shape.
+    """
+
+    op: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    inputs: list[TensorSpec] = field(default_factory=list)
+    weights: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+    flops: int = 0
+    # Operators inside this node: [op] at op level, the fused ops at fused level.
+    ops: list[str] = field(default_factory=list)
+    # The kernel (PrimFunc) this node runs as, when known: joins per-kernel timings.
+    kernel: str | None = None
+
+    @property
+    def params(self) -> int:
+        return sum(numel(w.shape) for w in self.weights)
+
+    @property
+    def bytes(self) -> int:
+        """Memory traffic if every operand is read once and every result written once."""
+        return sum(t.nbytes for t in (*self.inputs, *self.weights, *self.outputs))
+
+
+@dataclass
+class OpGraph:
+    nodes: list[OpNode]
+    edges: list[tuple[int, int]]
+    level: str = "op"
+    inputs: list[TensorSpec] = field(default_factory=list)
+    name: str = ""
+    # Provenance (source file, frontend, pipeline); excluded from the content hash.
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.edges = [(int(s), int(d)) for s, d in self.edges]
+        self.validate()
+
+    def validate(self) -> None:
+        if self.level not in LEVELS:
+            raise OpGraphError(f"unknown graph level {self.level!r}; expected one of {LEVELS}")
+        n = len(self.nodes)
+        for s, d in self.edges:
+            if not (0 <= s < n and 0 <= d < n):
+                raise OpGraphError(f"edge ({s}, {d}) refers to a node outside 0..{n - 1}")
+            if s >= d:
+                # Node order is topological by construction; a backward edge means a cycle
+                # or a graph built out of order, and the tokenizer relies on the order.
+                raise OpGraphError(f"edge ({s}, {d}) goes backwards: nodes must be in topological order")
+
+    # ---- whole-graph statistics (NAR-Former V2's static features) ----
+    @property
+    def num_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def flops(self) -> int:
+        return sum(nd.flops for nd in self.nodes)
+
+    @property
+    def params(self) -> int:
+        return sum(nd.params for nd in self.nodes)
+
+    @property
+    def memory_access(self) -> int:
+        return sum(nd.bytes for nd in self.nodes)
+
+    @property
+    def batch(self) -> int:
+        for t in self.inputs:
+            if t.shape:
+                return int(t.shape[0])
+        return 1
+
+    def op_counts(self) -> Counter:
+        return Counter(nd.op for nd in self.nodes)
+
+    def predecessors(self) -> list[list[int]]:
+        preds: list[list[int]] = [[] for _ in self.nodes]
+        for s, d in self.edges:
+            preds[d].append(s)
+        return preds
+
+    def depth(self) -> int:
+        """Length of the longest path, counted in nodes."""
+        level = [1] * len(self.nodes)
+        for s, d in sorted(self.edges, key=lambda e: e[1]):
+            level[d] = max(level[d], level[s] + 1)
+        return max(level, default=0)
+
+    # ---- serialisation ----
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "level": self.level,
+            "inputs": [asdict(t) for t in self.inputs],
+            "nodes": [asdict(nd) for nd in self.nodes],
+            "edges": [list(e) for e in self.edges],
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OpGraph":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise OpGraphError(f"not an OpGraph: format is {got!r}, expected {FORMAT!r}")
+        try:
+            nodes = [
+                OpNode(
+                    op=nd["op"],
+                    attrs=nd.get("attrs", {}),
+                    inputs=[TensorSpec(**t) for t in nd.get("inputs", [])],
+                    weights=[TensorSpec(**t) for t in nd.get("weights", [])],
+                    outputs=[TensorSpec(**t) for t in nd.get("outputs", [])],
+                    flops=int(nd.get("flops", 0)),
+                    ops=list(nd.get("ops", [])),
+                    kernel=nd.get("kernel"),
+                )
+                for nd in data["nodes"]
+            ]
+            return cls(
+                nodes=nodes,
+                edges=[tuple(e) for e in data["edges"]],
+                level=data.get("level", "op"),
+                inputs=[TensorSpec(**t) for t in data.get("inputs", [])],
+                name=data.get("name", ""),
+                meta=data.get("meta", {}),
+            )
+        except (KeyError, TypeError) as exc:
+            raise OpGraphError(f"malformed OpGraph: {exc!r}") from exc
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "OpGraph":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise OpGraphError(f"OpGraph JSON does not parse: {exc}") from exc
+        return cls.from_dict(data)
+
+    def content_hash(self) -> str:
+        """Identifies the network, not where it came from: name and meta are left out."""
+        body = self.to_dict()
+        body.pop("name")
+        body.pop("meta")
+        for nd in body["nodes"]:
+            nd.pop("kernel")  # kernel names carry arbitrary numeric suffixes
+        canon = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:20]
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "level": self.level,
+            "nodes": self.num_nodes,
+            "edges": len(self.edges),
+            "depth": self.depth(),
+            "flops": self.flops,
+            "params": self.params,
+            "memory_access_bytes": self.memory_access,
+            "batch": self.batch,
+            "op_counts": dict(self.op_counts().most_common()),
+            "hash": self.content_hash(),
+        }
