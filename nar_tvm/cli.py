@@ -1,0 +1,198 @@
+"""`nar-tvm` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+class CLIError(Exception):
+    pass
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _add_model_args(p: argparse.ArgumentParser, many: bool = True) -> None:
+    p.add_argument("models", nargs="+" if many else 1, metavar="MODEL", help="ONNX file(s)")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                   help="static shape for a dynamic input (repeatable)")
+    p.add_argument("--level", choices=["op", "fused"], default=None,
+                   help="graph level: op (one node per Relax op) or fused (one node per fused kernel)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+# ------------------------------------------------------------------- inspect
+def cmd_inspect(args) -> int:
+    from .api import extract
+    from .loaders import parse_input_shapes
+
+    shapes = parse_input_shapes(args.input_shape)
+    out = []
+    for model in args.models:
+        graph = extract(model, level=args.level or "op", input_shapes=shapes)
+        info = graph.summary()
+        if args.nodes:
+            info["node_list"] = [
+                {"id": i, "op": n.op, "ops": n.ops, "out": [o.shape for o in n.outputs], "flops": n.flops}
+                for i, n in enumerate(graph.nodes)
+            ]
+        out.append(info)
+    if args.json:
+        _print_json(out if len(out) > 1 else out[0])
+        return 0
+    for info in out:
+        print(f"{info['name']}  level={info['level']}  nodes={info['nodes']}  edges={info['edges']}  "
+              f"depth={info['depth']}  hash={info['hash']}")
+        print(f"  FLOPs {info['flops'] / 1e6:,.2f} M   params {info['params'] / 1e6:,.3f} M   "
+              f"memory access {info['memory_access_bytes'] / 2**20:,.2f} MiB   batch {info['batch']}")
+        for op, n in info["op_counts"].items():
+            print(f"  {n:5d}  {op}")
+        for node in info.get("node_list", []):
+            print(f"  [{node['id']:4d}] {node['op']:<32} out={node['out']}  flops={node['flops']:,}")
+    return 0
+
+
+# ------------------------------------------------------------------- profile
+def _platform_from_args(args):
+    from .platform import PlatformSpec
+
+    target = json.loads(args.target) if args.target else {}
+    return PlatformSpec(target=target, pipeline=args.pipeline, threads=args.threads, device=args.device)
+
+
+def _add_platform_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", help='TVM target as JSON, e.g. \'{"kind":"llvm","mcpu":"znver4"}\' '
+                                    "(default: this CPU)")
+    p.add_argument("--pipeline", default="default", choices=["default", "dlight"], help="compile pipeline")
+    p.add_argument("--threads", type=int, default=1, help="TVM_NUM_THREADS for measurement (default 1)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+
+def cmd_profile(args) -> int:
+    from .dataset import DatasetStore, stats
+    from .measure import Protocol
+    from .profiler import Profiler, WorkerConfig, zoo_jobs
+    from . import zoo
+
+    families = args.families.split(",") if args.families else list(zoo.FAMILIES)
+    unknown = set(families) - set(zoo.FAMILIES)
+    if unknown:
+        raise CLIError(f"unknown families {sorted(unknown)}; choose from {', '.join(zoo.FAMILIES)}")
+    affinity = [int(c) for c in args.cpu_affinity.split(",")] if args.cpu_affinity else None
+    cfg = WorkerConfig(
+        spec=_platform_from_args(args),
+        protocol=Protocol(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms),
+        cpu_affinity=affinity, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
+    )
+    if args.rpc_tracker and not args.rpc_key:
+        raise CLIError("--rpc-tracker needs --rpc-key (the key the device's RPC server registered)")
+    store = DatasetStore(args.out, shard_size=args.shard_size)
+    profiler = Profiler(store, cfg, measure_timeout=args.timeout)
+    print(f"platform {profiler.platform_id}: {json.dumps(profiler.fingerprint)}", file=sys.stderr)
+    try:
+        if args.remeasure:
+            counts = profiler.remeasure(args.remeasure, seed=args.seed)
+        else:
+            counts = profiler.profile(zoo_jobs(families, args.per_family, args.start_seed),
+                                      total=len(families) * args.per_family)
+    finally:
+        profiler.close()
+    if args.seal:
+        store.seal_active()
+    print(f"this run: {counts}")
+    _print_stats(stats(args.out))
+    return 0
+
+
+def _print_stats(s: dict) -> None:
+    print(f"records: {s['status']}   platforms: {s['platforms']}")
+    for fam, f in s["families"].items():
+        print(f"  {fam:<14} {f['count']:5d}   {f['min_ms']:9.3f} .. {f['median_ms']:9.3f} .. {f['max_ms']:9.3f} ms")
+    if s["median_cv"] is not None:
+        print(f"median CV of repeats: {s['median_cv']:.4f}   median compile: {s['median_compile_s']:.2f} s")
+    if s["noise_floor"]:
+        nf = s["noise_floor"]
+        print(f"noise floor: median relative difference {nf['median_rel_diff']:.4f} over {nf['count']} "
+              f"re-measured models (p90 {nf['p90_rel_diff']:.4f})")
+
+
+def cmd_dataset(args) -> int:
+    from .dataset import DatasetStore, stats
+
+    if not os.path.exists(args.dataset):
+        raise CLIError(f"{args.dataset}: no such dataset")
+    if args.action == "stats":
+        s = stats(args.dataset)
+        _print_json(s) if args.json else _print_stats(s)
+    elif args.action == "seal":
+        sealed = DatasetStore(args.dataset).seal_active()
+        print(f"sealed {sealed}" if sealed else "nothing to seal")
+    return 0
+
+
+# ---------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nar-tvm", description=__doc__.strip() + " NAR-Former V2 latency "
+                                     "prediction for models compiled with Apache TVM.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="print a model's operator graph")
+    _add_model_args(p)
+    p.add_argument("--nodes", action="store_true", help="list every node")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("profile", help="compile and measure zoo models into a dataset")
+    p.add_argument("--families", help="comma-separated zoo families (default: all)")
+    p.add_argument("--per-family", type=int, default=10)
+    p.add_argument("--start-seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="dataset folder (created; resumed if it exists)")
+    _add_platform_args(p)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--min-repeat-ms", type=int, default=40)
+    p.add_argument("--timeout", type=float, default=600, help="seconds allowed to compile and measure one model")
+    p.add_argument("--cpu-affinity", help="cores to pin the measuring process to, e.g. 1")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a device from this RPC tracker")
+    p.add_argument("--rpc-key", help="device key registered with the tracker")
+    p.add_argument("--remeasure", type=float, metavar="FRACTION",
+                   help="re-measure this share of measured models instead (noise floor)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=200)
+    p.add_argument("--seal", action="store_true", help="gzip the open shard at the end")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("dataset", help="dataset utilities")
+    p.add_argument("action", choices=["stats", "seal"])
+    p.add_argument("dataset")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dataset)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from nar_tvm.passes.opgraph import OpGraphError
+
+    from .dataset import DatasetError
+    from .loaders import ModelLoadError
+
+    try:
+        return args.func(args)
+    except (CLIError, ModelLoadError, DatasetError, OpGraphError, FileNotFoundError) as exc:
+        print(f"nar-tvm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001
+        from nar_tvm.passes.extract import ExtractionError
+
+        if isinstance(exc, ExtractionError):
+            print(f"nar-tvm {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

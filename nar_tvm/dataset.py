@@ -1,0 +1,234 @@
+"""The latency dataset store: a folder of JSON-lines shards, append-only and resumable.
+
+Each record is flushed and fsynced as it is written, so killing a profiling run
+loses at most the model being measured; a torn last line is dropped on read.
+Full shards are sealed (gzipped) so the committed data stays small. Nothing here
+imports tvm or torch: training reads the store on machines without them.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Iterator
+
+from nar_tvm.passes.opgraph import OpGraph
+
+SHARD_PREFIX = "shard-"
+
+
+class DatasetError(ValueError):
+    pass
+
+
+class DatasetStore:
+    def __init__(self, root, shard_size: int = 200):
+        self.root = Path(root)
+        self.shard_size = shard_size
+        self._active: Path | None = None
+        self._active_count = 0
+
+    # ------------------------------------------------------------ reading
+    def shards(self) -> list[Path]:
+        if not self.root.exists():
+            return []
+        if self.root.is_file():
+            return [self.root]
+        return sorted(p for p in self.root.iterdir()
+                      if p.name.startswith(SHARD_PREFIX) and p.name.endswith((".jsonl", ".jsonl.gz")))
+
+    @staticmethod
+    def _read_shard(path: Path) -> Iterator[dict]:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    # Only a crash mid-write tears a line, and only the last one.
+                    continue
+
+    def records(self, status: str | None = None) -> Iterator[dict]:
+        for shard in self.shards():
+            for rec in self._read_shard(shard):
+                if status is None or rec.get("status") == status:
+                    yield rec
+
+    def job_keys(self) -> set[str]:
+        return {r["job"] for r in self.records()}
+
+    # ------------------------------------------------------------ writing
+    def _open_active(self) -> Path:
+        if self._active is not None and self._active_count < self.shard_size:
+            return self._active
+        if self._active is not None:
+            self.seal_active()
+        self.root.mkdir(parents=True, exist_ok=True)
+        open_shards = [p for p in self.shards() if p.name.endswith(".jsonl")]
+        if open_shards:
+            path = open_shards[-1]
+            self._repair_tail(path)
+            count = sum(1 for _ in self._read_shard(path))
+            if count < self.shard_size:
+                self._active, self._active_count = path, count
+                return path
+            self._active = path
+            self.seal_active()
+        index = len(self.shards())
+        self._active, self._active_count = self.root / f"{SHARD_PREFIX}{index:05d}.jsonl", 0
+        return self._active
+
+    @staticmethod
+    def _repair_tail(path: Path) -> None:
+        """Cut a torn final line left by a crash, so the next append starts clean."""
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(path, "r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, record: dict) -> None:
+        path = self._open_active()
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._active_count += 1
+
+    def seal_active(self) -> Path | None:
+        """Gzip the open shard (safe to call at any time; appends then start a new shard)."""
+        path = self._active or next((p for p in reversed(self.shards()) if p.name.endswith(".jsonl")), None)
+        self._active, self._active_count = None, 0
+        if path is None or not path.exists():
+            return None
+        sealed = path.with_name(path.name + ".gz")
+        tmp = sealed.with_name(sealed.name + ".tmp")
+        with open(path, "rb") as src, gzip.open(tmp, "wb", compresslevel=9) as dst:
+            dst.write(src.read())
+        os.replace(tmp, sealed)
+        path.unlink()
+        return sealed
+
+
+# ------------------------------------------------------------------ loading
+class Sample:
+    """One measured model, as training and evaluation see it."""
+
+    __slots__ = ("job", "family", "name", "latency_ms", "record")
+
+    def __init__(self, record: dict):
+        self.record = record
+        self.job = record["job"]
+        self.family = record["model"].get("family", "unknown")
+        self.name = record["model"].get("name", self.job)
+        self.latency_ms = float(record["measurement"]["median_ms"])
+
+    def graph(self, level: str = "op") -> OpGraph:
+        return OpGraph.from_dict(self.record["graphs"][level])
+
+
+def platforms(path) -> dict[str, dict]:
+    return {r["platform_id"]: r["platform"] for r in DatasetStore(path).records("ok")}
+
+
+def load_samples(path, platform_id: str | None = None) -> list[Sample]:
+    """Successfully measured samples of one platform (required when several are present)."""
+    if not Path(path).exists():
+        raise DatasetError(f"{path}: no such dataset")
+    records = list(DatasetStore(path).records("ok"))
+    if not records:
+        raise DatasetError(f"{path}: no successfully measured records")
+    ids = Counter(r["platform_id"] for r in records)
+    if platform_id is None:
+        if len(ids) > 1:
+            listing = ", ".join(f"{k} ({n} records)" for k, n in ids.most_common())
+            raise DatasetError(f"{path}: holds several platforms ({listing}); choose one with --platform")
+        platform_id = next(iter(ids))
+    elif platform_id not in ids:
+        raise DatasetError(f"{path}: no records for platform {platform_id}; present: {sorted(ids)}")
+    return [Sample(r) for r in records if r["platform_id"] == platform_id]
+
+
+def split_in_domain(samples: list[Sample], seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> dict[str, list[Sample]]:
+    """Random split within each family, so every family is in train, val and test."""
+    rng = random.Random(seed)
+    out = {"train": [], "val": [], "test": []}
+    by_family = defaultdict(list)
+    for s in sorted(samples, key=lambda s: s.job):
+        by_family[s.family].append(s)
+    for fam in sorted(by_family):
+        items = by_family[fam]
+        rng.shuffle(items)
+        n_val = round(len(items) * fractions[1])
+        n_test = round(len(items) * fractions[2])
+        out["val"] += items[:n_val]
+        out["test"] += items[n_val:n_val + n_test]
+        out["train"] += items[n_val + n_test:]
+    return out
+
+
+def split_out_of_domain(samples: list[Sample], held_out: str, seed: int = 0, val_fraction: float = 0.1) -> dict[str, list[Sample]]:
+    """Leave one family out for test; validation is drawn from the other families."""
+    families = {s.family for s in samples}
+    if held_out not in families:
+        raise DatasetError(f"family {held_out!r} is not in the dataset; families: {sorted(families)}")
+    rest = sorted((s for s in samples if s.family != held_out), key=lambda s: s.job)
+    random.Random(seed).shuffle(rest)
+    n_val = round(len(rest) * val_fraction)
+    return {"train": rest[n_val:], "val": rest[:n_val],
+            "test": sorted((s for s in samples if s.family == held_out), key=lambda s: s.job)}
+
+
+def make_split(samples: list[Sample], split: str, seed: int = 0) -> dict[str, list[Sample]]:
+    """`in-domain` or `ood:<family>`."""
+    if split == "in-domain":
+        return split_in_domain(samples, seed)
+    if split.startswith("ood:"):
+        return split_out_of_domain(samples, split[4:], seed)
+    raise DatasetError(f"unknown split {split!r}; use 'in-domain' or 'ood:<family>'")
+
+
+# -------------------------------------------------------------------- stats
+def noise_floor(store: DatasetStore) -> dict | None:
+    """Median relative difference between first and repeated measurements of the same model."""
+    first = {r["job"]: r["measurement"]["median_ms"] for r in store.records("ok")}
+    diffs = [abs(r["measurement"]["median_ms"] - first[r["remeasure_of"]]) / first[r["remeasure_of"]]
+             for r in store.records("remeasure") if r["remeasure_of"] in first]
+    if not diffs:
+        return None
+    return {"count": len(diffs), "median_rel_diff": statistics.median(diffs),
+            "p90_rel_diff": sorted(diffs)[int(0.9 * (len(diffs) - 1))]}
+
+
+def stats(path) -> dict:
+    store = DatasetStore(path)
+    status = Counter()
+    per_family: dict[str, list[float]] = defaultdict(list)
+    cvs, compile_s, fps = [], [], Counter()
+    for r in store.records():
+        status[r["status"]] += 1
+        if r["status"] == "ok":
+            m = r["measurement"]
+            per_family[r["model"].get("family", "unknown")].append(m["median_ms"])
+            cvs.append(m["cv"])
+            compile_s.append(m["compile_s"])
+            fps[r["platform_id"]] += 1
+    families = {
+        fam: {"count": len(v), "min_ms": min(v), "median_ms": statistics.median(v), "max_ms": max(v)}
+        for fam, v in sorted(per_family.items())
+    }
+    return {
+        "status": dict(status),
+        "platforms": dict(fps),
+        "families": families,
+        "median_cv": statistics.median(cvs) if cvs else None,
+        "median_compile_s": statistics.median(compile_s) if compile_s else None,
+        "noise_floor": noise_floor(store),
+    }

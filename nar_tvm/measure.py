@@ -1,0 +1,153 @@
+"""Compile a Relax module for a platform and measure it with the VM's time evaluator.
+
+Runs inside the profiler's worker process (see profiler.py), locally or against
+a remote device through TVM's RPC tracker.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import tvm
+from tvm import relax
+
+from .platform import PlatformSpec
+
+
+@dataclass
+class Protocol:
+    """How latency is measured: warm-up calls, then `repeat` timings of `number` calls each."""
+
+    warmup: int = 1
+    repeat: int = 5
+    min_repeat_ms: int = 40  # short models run several times per timing to beat timer noise
+
+    def to_dict(self) -> dict:
+        return {"warmup": self.warmup, "repeat": self.repeat, "min_repeat_ms": self.min_repeat_ms}
+
+
+def compile_pipeline(name: str, target):
+    """The Relax pipeline a platform compiles with, by name."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    if name == "default":
+        return relax.get_default_pipeline(target)
+    if name == "dlight":
+        from tvm.s_tir import dlight as dl
+
+        @tvm.transform.module_pass(opt_level=0, name="nar_tvm.DlightPipeline")
+        def _pipeline(mod, _ctx):
+            with target:
+                rules = dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())
+                seq = tvm.transform.Sequential(
+                    cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + [rules]
+                    + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+                )
+                return seq(mod)
+
+        return _pipeline
+    raise ValueError(f"unknown compile pipeline {name!r}")
+
+
+def build(mod: tvm.IRModule, spec: PlatformSpec):
+    target = spec.tvm_target()
+    return tvm.compile(mod, target=target, relax_pipeline=compile_pipeline(spec.pipeline, target))
+
+
+def random_inputs(mod: tvm.IRModule, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for p in mod["main"].params:
+        shape = [int(d) for d in p.ty.shape.values]
+        dtype = str(p.ty.dtype)
+        if dtype.startswith("float"):
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        else:
+            arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
+    return arrays
+
+
+def _cv(values: list[float]) -> float:
+    return statistics.pstdev(values) / statistics.mean(values) if len(values) > 1 else 0.0
+
+
+class Session:
+    """Where kernels run: this process, or a remote device from an RPC tracker."""
+
+    def __init__(self, spec: PlatformSpec, rpc_tracker: str | None = None, rpc_key: str | None = None):
+        self.spec = spec
+        self.remote = None
+        if rpc_tracker:
+            from tvm import rpc
+
+            host, _, port = rpc_tracker.rpartition(":")
+            tracker = rpc.connect_tracker(host, int(port))
+            self.remote = tracker.request(rpc_key, priority=1, session_timeout=600)
+            self.dev = self.remote.cuda() if spec.device == "cuda" else self.remote.cpu()
+        else:
+            self.dev = tvm.cuda() if spec.device == "cuda" else tvm.cpu()
+
+    def load(self, ex):
+        if self.remote is None:
+            return relax.VirtualMachine(ex, self.dev)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.so")
+            ex.export_library(path)
+            self.remote.upload(path)
+        return relax.VirtualMachine(self.remote.load_module("model.so"), self.dev)
+
+    def to_device(self, arrays):
+        return [tvm.runtime.tensor(a, self.dev) for a in arrays]
+
+
+def kernel_breakdown(vm, args) -> dict[str, float]:
+    """Milliseconds per kernel symbol over one instrumented run (summed over repeated calls)."""
+    times: dict[str, float] = {}
+    started: dict[str, float] = {}
+
+    def instrument(func, symbol, before_run, ret_value, *rest):  # noqa: ARG001 - TVM's signature
+        now = time.perf_counter()
+        if before_run:
+            started[symbol] = now
+        else:
+            times[symbol] = times.get(symbol, 0.0) + (now - started.pop(symbol, now)) * 1e3
+        return 0  # VMInstrumentReturnKind.NO_OP: keep running
+
+    vm.set_instrument(instrument)
+    try:
+        vm["main"](*args)
+    finally:
+        vm.set_instrument(None)
+    return {k: round(v, 6) for k, v in sorted(times.items(), key=lambda kv: -kv[1])}
+
+
+def measure(mod: tvm.IRModule, spec: PlatformSpec, session: Session, protocol: Protocol,
+            with_kernels: bool = True) -> dict:
+    """Compile and time `mod`; returns the measurement part of a dataset record."""
+    t0 = time.perf_counter()
+    ex = build(mod, spec)
+    compile_s = time.perf_counter() - t0
+    vm = session.load(ex)
+    args = session.to_device(random_inputs(mod))
+    for _ in range(protocol.warmup):
+        vm["main"](*args)
+    evaluator = vm.time_evaluator("main", session.dev, number=1, repeat=protocol.repeat,
+                                  min_repeat_ms=protocol.min_repeat_ms)
+    result = evaluator(*args)
+    repeats_ms = [float(r) * 1e3 for r in result.results]
+    out = {
+        "median_ms": statistics.median(repeats_ms),
+        "repeats_ms": repeats_ms,
+        "cv": _cv(repeats_ms),
+        "compile_s": compile_s,
+        "protocol": protocol.to_dict(),
+    }
+    if with_kernels and session.remote is None:
+        # Python callbacks cannot cross RPC; remote records carry no breakdown.
+        out["kernels_ms"] = kernel_breakdown(vm, args)
+    return out

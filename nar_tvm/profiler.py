@@ -1,0 +1,291 @@
+"""Offline profiling: compile and measure many models, appending to a dataset store.
+
+Every model is imported, extracted and measured in a worker process, so a model
+that crashes or hangs TVM becomes a failed record and the run goes on. The run
+is resumable: jobs already in the store (ok, failed or duplicate) are skipped.
+"""
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import os
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .dataset import DatasetStore
+from .measure import Protocol
+from .platform import PlatformSpec, fingerprint, platform_id
+
+
+@dataclass
+class Job:
+    key: str  # unique per model source; the store keys records by key@platform
+    name: str
+    onnx_bytes: bytes
+    family: str = "custom"
+    seed: int | None = None
+    params: dict = field(default_factory=dict)
+    input_shapes: dict | None = None
+
+
+@dataclass
+class WorkerConfig:
+    spec: PlatformSpec
+    protocol: Protocol
+    cpu_affinity: list[int] | None = None
+    rpc_tracker: str | None = None
+    rpc_key: str | None = None
+    with_kernels: bool = True
+
+
+def _worker_main(conn, cfg: WorkerConfig):
+    # Thread count and core pinning must be in place before TVM starts its thread pool.
+    os.environ["TVM_NUM_THREADS"] = str(cfg.spec.threads)
+    if cfg.cpu_affinity:
+        os.sched_setaffinity(0, cfg.cpu_affinity)
+    import onnx
+
+    from nar_tvm.loaders import load_onnx
+    from nar_tvm.measure import Session, measure
+    from nar_tvm.passes.extract import extract_opgraph
+
+    session = Session(cfg.spec, cfg.rpc_tracker, cfg.rpc_key)
+    machine = None
+    if session.remote is not None:
+        machine = {"cpu": f"remote:{cfg.rpc_key}", "cores": -1, "host": cfg.rpc_tracker}
+    conn.send(("ready", fingerprint(cfg.spec, machine)))
+    loaded = None
+    while True:
+        msg = conn.recv()
+        try:
+            if msg[0] == "extract":
+                _, onnx_bytes, shapes, name = msg
+                loaded = load_onnx(onnx.load_from_string(onnx_bytes), shapes, name)
+                target = cfg.spec.tvm_target()
+                graphs = {lvl: extract_opgraph(loaded.mod, lvl, target, name).to_dict() for lvl in ("op", "fused")}
+                conn.send(("ok", graphs))
+            elif msg[0] == "measure":
+                conn.send(("ok", measure(loaded.mod, cfg.spec, session, cfg.protocol, cfg.with_kernels)))
+            elif msg[0] == "stop":
+                return
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a record, not a crash
+            tail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            conn.send(("error", tail[-2000:]))
+
+
+class Worker:
+    """A child process that survives nothing: crash or timeout -> killed and respawned."""
+
+    def __init__(self, cfg: WorkerConfig, start_timeout: float = 300):
+        self.cfg = cfg
+        self.start_timeout = start_timeout
+        self.proc = None
+        self.conn = None
+        self.fingerprint = None
+
+    def start(self):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, self.cfg), daemon=True)
+        self.proc.start()
+        status, fp = self._recv(self.start_timeout)
+        if status != "ready":
+            raise RuntimeError(f"profiling worker failed to start: {fp}")
+        self.fingerprint = fp
+
+    def _recv(self, timeout: float):
+        if not self.conn.poll(timeout):
+            self.kill()
+            return "error", f"timed out after {timeout:.0f} s"
+        try:
+            return self.conn.recv()
+        except (EOFError, ConnectionError):
+            code = self.proc.exitcode if self.proc else None
+            self.kill()
+            return "error", f"worker process died (exit code {code}): TVM crashed on this model"
+
+    def call(self, msg, timeout: float):
+        if self.proc is None or not self.proc.is_alive():
+            self.start()
+        self.conn.send(msg)
+        return self._recv(timeout)
+
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.join(5)
+        self.proc = None
+
+    def stop(self):
+        if self.proc is not None and self.proc.is_alive():
+            self.conn.send(("stop",))
+            self.proc.join(10)
+        self.kill()
+
+
+def onnx_bytes_of(module, example_input) -> bytes:
+    """torch -> ONNX with the legacy exporter: it folds BatchNorm into convolutions,
+    as deployment graphs (and NNLQP's) have it."""
+    import torch
+
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(module, (example_input,), buf, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"])
+    return buf.getvalue()
+
+
+def zoo_jobs(families, per_family: int, start_seed: int = 0):
+    """Zoo jobs, interleaved across families so a partial run stays balanced."""
+    from . import zoo
+
+    for seed in range(start_seed, start_seed + per_family):
+        for family in families:
+            variant = zoo.generate(family, seed)
+            yield variant.name, lambda v=variant: Job(
+                key=f"zoo:{v.family}:{v.seed}", name=v.name, family=v.family, seed=v.seed,
+                params=v.params, onnx_bytes=onnx_bytes_of(v.build(), v.example_input()),
+            )
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Profiler:
+    def __init__(self, store: DatasetStore, cfg: WorkerConfig, extract_timeout: float = 300,
+                 measure_timeout: float = 600):
+        self.store = store
+        self.cfg = cfg
+        self.extract_timeout = extract_timeout
+        self.measure_timeout = measure_timeout
+        self.worker = Worker(cfg)
+        self.worker.start()
+        self.fingerprint = self.worker.fingerprint
+        self.platform_id = platform_id(self.fingerprint)
+        self.done = set()
+        self.measured_graphs = {}
+        for r in store.records():
+            if r.get("platform_id") != self.platform_id:
+                continue
+            self.done.add(r["job"])
+            if r["status"] == "ok":
+                self.measured_graphs[r["graph_hash"]] = r["job"]
+
+    def job_id(self, key: str) -> str:
+        return f"{key}@{self.platform_id}"
+
+    def _base(self, job: Job) -> dict:
+        return {
+            "job": self.job_id(job.key),
+            "model": {"name": job.name, "family": job.family, "seed": job.seed, "params": job.params},
+            "platform_id": self.platform_id,
+            "platform": self.fingerprint,
+            "time": _now(),
+        }
+
+    def run_job(self, job: Job) -> dict:
+        record = self._base(job)
+        status, graphs = self.worker.call(("extract", job.onnx_bytes, job.input_shapes, job.name),
+                                          self.extract_timeout)
+        if status != "ok":
+            record.update(status="failed", stage="extract", error=graphs)
+            return record
+        from nar_tvm.passes.opgraph import OpGraph
+
+        graph_hash = OpGraph.from_dict(graphs["op"]).content_hash()
+        record["graph_hash"] = graph_hash
+        if graph_hash in self.measured_graphs:
+            record.update(status="duplicate", duplicate_of=self.measured_graphs[graph_hash])
+            return record
+        status, measurement = self.worker.call(("measure",), self.measure_timeout)
+        if status != "ok":
+            record.update(status="failed", stage="measure", error=measurement, graphs=graphs)
+            return record
+        record.update(status="ok", graphs=graphs, measurement=measurement)
+        self.measured_graphs[graph_hash] = record["job"]
+        return record
+
+    def profile(self, jobs, total: int | None = None, progress: bool = True) -> dict:
+        """`jobs` yields (key-name, make_job) so skipped jobs cost nothing to build."""
+        from tqdm import tqdm
+
+        counts = {"ok": 0, "failed": 0, "duplicate": 0, "skipped": 0}
+        bar = tqdm(jobs, total=total, disable=not progress, unit="model", dynamic_ncols=True)
+        for name, make_job in bar:
+            key = name if name.startswith(("zoo:", "file:", "remeasure:")) else None
+            job = None
+            if key is None:
+                job = make_job()
+                key = job.key
+            if self.job_id(key) in self.done:
+                counts["skipped"] += 1
+                continue
+            try:
+                job = job or make_job()
+            except Exception as exc:  # noqa: BLE001 - a model that cannot even be exported
+                rec = self._base(Job(key=key, name=name, onnx_bytes=b""))
+                rec.update(status="failed", stage="export", error=f"{type(exc).__name__}: {exc}"[:2000])
+            else:
+                rec = self.run_job(job)
+            self.store.append(rec)
+            self.done.add(rec["job"])
+            counts[rec["status"]] += 1
+            bar.set_postfix(ok=counts["ok"], failed=counts["failed"], dup=counts["duplicate"])
+        return counts
+
+    def remeasure(self, fraction: float, seed: int = 0, progress: bool = True) -> dict:
+        """Re-measure a seeded random share of ok records: the dataset's noise floor."""
+        import gzip  # noqa: F401 - records may live in sealed shards; the store handles it
+
+        ok = sorted((r for r in self.store.records("ok") if r["platform_id"] == self.platform_id),
+                    key=lambda r: r["job"])
+        chosen = random.Random(seed).sample(ok, max(1, round(fraction * len(ok)))) if ok else []
+
+        def jobs():
+            for r in chosen:
+                key = f"remeasure:{r['job'].rsplit('@', 1)[0]}"
+
+                def make(r=r, key=key):
+                    return r, key
+                yield key, make
+
+        from tqdm import tqdm
+
+        counts = {"remeasure": 0, "failed": 0, "skipped": 0}
+        for key, make in tqdm(list(jobs()), disable=not progress, unit="model"):
+            if self.job_id(key) in self.done:
+                counts["skipped"] += 1
+                continue
+            original, _ = make()
+            rec = {k: original[k] for k in ("model", "platform_id", "platform")}
+            rec.update(job=self.job_id(key), remeasure_of=original["job"], time=_now())
+            onnx_bytes = self._regenerate(original)
+            status, _ = self.worker.call(("extract", onnx_bytes, None, original["model"]["name"]),
+                                         self.extract_timeout)
+            if status == "ok":
+                status, m = self.worker.call(("measure",), self.measure_timeout)
+            else:
+                m = _
+            if status == "ok":
+                rec.update(status="remeasure", measurement=m)
+            else:
+                rec.update(status="failed", stage="remeasure", error=m)
+            self.store.append(rec)
+            self.done.add(rec["job"])
+            counts[rec["status"]] += 1
+        return counts
+
+    @staticmethod
+    def _regenerate(record: dict) -> bytes:
+        from . import zoo
+
+        model = record["model"]
+        variant = zoo.generate(model["family"], model["seed"])
+        return onnx_bytes_of(variant.build(), variant.example_input())
+
+    def close(self):
+        self.worker.stop()

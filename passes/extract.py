@@ -1,0 +1,330 @@
+"""Relax module pass that turns a model's `main` function into an OpGraph.
+
+It reads the module as it finds it, so it works at any point of the pipeline:
+plain Relax operator calls (after import), `call_tir` kernels (after
+legalization or FuseTIR) and calls to primitive functions (after FuseOps).
+`prepare_for_level` brings a freshly imported module to one of the two levels
+the project trains on.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax
+
+from .flops import op_flops
+from .opgraph import OpGraph, OpNode, TensorSpec
+
+
+class ExtractionError(ValueError):
+    """The module cannot be turned into an OpGraph (dynamic shape, no `main`, ...)."""
+
+
+# ---------------------------------------------------------------- conversions
+def to_python(value):
+    """TVM attribute values as plain JSON-able Python values."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return str(value)  # DataType and String are str subclasses with a TVM repr
+    if isinstance(value, (tvm.tirx.IntImm,)):
+        return int(value.value)
+    if isinstance(value, (tvm.tirx.FloatImm,)):
+        return float(value.value)
+    if isinstance(value, (list, tuple)) or type(value).__name__ in ("Array", "List"):
+        return [to_python(v) for v in value]
+    if type(value).__name__ in ("Map", "Dict") or isinstance(value, dict):
+        return {str(k): to_python(v) for k, v in value.items()}
+    if hasattr(value, "value") and isinstance(getattr(value, "value"), (int, float, str)):
+        return value.value
+    return str(value)
+
+
+def attrs_to_dict(attrs) -> dict:
+    if attrs is None:
+        return {}
+    info = getattr(type(attrs), "__tvm_ffi_type_info__", None)
+    if info is None:
+        return {}
+    return {f.name: to_python(getattr(attrs, f.name)) for f in info.fields}
+
+
+def _static_dims(shape, where: str) -> list[int]:
+    dims = []
+    for d in shape.values if hasattr(shape, "values") else shape:
+        if isinstance(d, tvm.tirx.IntImm):
+            dims.append(int(d.value))
+        elif isinstance(d, int):
+            dims.append(d)
+        else:
+            raise ExtractionError(
+                f"{where} has a dynamic dimension {d}: latency prediction needs static shapes; "
+                "give the input shapes explicitly (e.g. --input-shape input=1,3,224,224)"
+            )
+    return dims
+
+
+def tensor_specs(ty, where: str) -> list[TensorSpec]:
+    """Flattened tensor specs of a Relax type (tuples expand to their fields)."""
+    if isinstance(ty, relax.TensorType):
+        if ty.shape is None:
+            raise ExtractionError(f"{where} has an unknown rank/shape; static shapes are required")
+        return [TensorSpec(_static_dims(ty.shape, where), str(ty.dtype))]
+    if isinstance(ty, tvm.ir.TupleType):
+        return [spec for field in ty.fields for spec in tensor_specs(field, where)]
+    return []  # shapes, prim values, objects: not tensors, not data
+
+
+# ------------------------------------------------------------------ sources
+@dataclass(frozen=True)
+class _Src:
+    """Where a value comes from: a node's output, a graph input, or a constant."""
+
+    kind: str  # "node" | "input" | "const"
+    index: int = -1
+    spec: TensorSpec | None = None
+
+
+_KERNEL_SUFFIX = re.compile(r"\d+$")
+
+
+# Legalized kernel names that contain underscores themselves.
+_MULTIWORD_KERNELS = {
+    "max_pool2d", "avg_pool2d", "max_pool1d", "avg_pool1d", "max_pool3d", "avg_pool3d",
+    "adaptive_avg_pool2d", "adaptive_avg_pool1d", "adaptive_max_pool2d", "strided_slice",
+    "layer_norm", "batch_norm", "group_norm", "rms_norm", "expand_dims", "log_softmax",
+    "permute_dims", "conv2d_transpose", "conv1d_transpose", "broadcast_to", "image_resize2d",
+    "collapse_sum", "dynamic_strided_slice", "gelu_tanh", "zeros_like", "ones_like", "full_like",
+}
+
+
+def _kernel_ops(name: str) -> list[str]:
+    """Op list of an already fused PrimFunc, recovered from its name (fused_conv2d_add_relu)."""
+    name = _KERNEL_SUFFIX.sub("", name)
+    if name.startswith("fused_"):
+        name = name[len("fused_"):]
+    words = [_KERNEL_SUFFIX.sub("", w) if not w.endswith("d") else w for w in name.split("_")]
+    ops, i = [], 0
+    while i < len(words):
+        for j in range(len(words), i, -1):
+            joined = "_".join(words[i:j])
+            if j - i == 1 or joined in _MULTIWORD_KERNELS:
+                ops.append(joined)
+                i = j
+                break
+    return ops
+
+
+class _Extractor:
+    def __init__(self, mod: tvm.IRModule, func_name: str, level: str):
+        if func_name not in [gv.name_hint for gv in mod.get_global_vars()]:
+            raise ExtractionError(f"the module has no function {func_name!r} to extract")
+        self.mod = mod
+        self.func = mod[func_name]
+        if not isinstance(self.func, relax.Function):
+            raise ExtractionError(f"{func_name!r} is not a Relax function")
+        self.level = level
+        self.nodes: list[OpNode] = []
+        self.edges: set[tuple[int, int]] = set()
+        self.env: dict = {}  # relax Var -> list[_Src] (a tuple value has several)
+        self.inputs: list[TensorSpec] = []
+
+    # Values that only depend on constants (weight transposes, reshaped biases)
+    # are weights of their consumer, not operators of the network.
+    def _sources(self, expr) -> list[_Src]:
+        if isinstance(expr, tvm.ir.Constant):
+            return [_Src("const", spec=s) for s in tensor_specs(expr.ty, "constant")]
+        if isinstance(expr, relax.Var):
+            if expr not in self.env:
+                raise ExtractionError(f"variable {expr.name} is used before it is defined")
+            return self.env[expr]
+        if isinstance(expr, relax.Tuple):
+            return [s for field in expr.fields for s in self._sources(field)]
+        if isinstance(expr, relax.TupleGetItem):
+            return [self._sources(expr.tuple_value)[expr.index]]
+        return []  # shape expressions, prim values, strings: attributes, not data
+
+    def _add_node(self, var, call, op: str, ops: list[str], data_args, attrs: dict, flops_fn, kernel=None):
+        where = f"{op} (binding {var.name})"
+        srcs = [s for a in data_args for s in self._sources(a)]
+        outputs = tensor_specs(var.ty, where)
+        if srcs and all(s.kind == "const" for s in srcs):
+            self.env[var] = [_Src("const", spec=o) for o in outputs]
+            return
+        inputs, weights = [], []
+        node_id = len(self.nodes)
+        for s in srcs:
+            if s.kind == "const":
+                weights.append(s.spec)
+            else:
+                inputs.append(s.spec)
+                if s.kind == "node":
+                    self.edges.add((s.index, node_id))
+        node = OpNode(op=op, attrs=attrs, inputs=inputs, weights=weights, outputs=outputs,
+                      ops=ops, kernel=kernel)
+        node.flops = int(flops_fn(node))
+        self.nodes.append(node)
+        self.env[var] = [_Src("node", node_id, o) for o in outputs]
+
+    def _bind_call(self, var, call: relax.Call):
+        op = call.op
+        if isinstance(op, tvm.ir.Op):
+            if op.name in ("relax.call_tir", "relax.call_tir_inplace", "relax.call_tir_with_grad"):
+                gv = call.args[0]
+                prim = self.mod[gv]
+                ops = _kernel_ops(gv.name_hint)
+                self._add_node(var, call, "kernel:" + _anchor(ops), ops,
+                               [call.args[1]], {}, lambda n: _tir_flops(prim), kernel=gv.name_hint)
+                return
+            attrs = attrs_to_dict(call.attrs)
+            data_args = []
+            for i, a in enumerate(call.args):
+                if isinstance(a, relax.ShapeExpr):
+                    attrs[f"arg{i}_shape"] = [to_python(v) for v in a.values]
+                elif type(a).__name__ == "PrimValue":
+                    attrs[f"arg{i}"] = to_python(a.value)
+                else:
+                    data_args.append(a)
+            name = op.name
+            self._add_node(var, call, name, [name], data_args, attrs, lambda n: op_flops(name, n))
+            return
+        if isinstance(op, tvm.ir.GlobalVar):
+            callee = self.mod[op]
+            if isinstance(callee, relax.Function):
+                self._add_fused(var, call, op, callee)
+                return
+            raise ExtractionError(f"call to {op.name_hint}, a {type(callee).__name__}, is not supported")
+        raise ExtractionError(f"call to {op} ({type(op).__name__}) at {var.name} is not supported")
+
+    def _add_fused(self, var, call, gv, fn: relax.Function):
+        """A FuseOps group: one kernel after FuseTIR, carrying the ops it contains."""
+        ops, flops = [], 0
+        for block in fn.body.blocks:
+            for b in block.bindings:
+                inner = b.value
+                if not isinstance(inner, relax.Call):
+                    continue
+                if isinstance(inner.op, tvm.ir.Op) and inner.op.name.startswith("relax.call_tir"):
+                    prim_gv = inner.args[0]
+                    ops.append(_KERNEL_SUFFIX.sub("", prim_gv.name_hint))
+                    flops += _tir_flops(self.mod[prim_gv])
+                elif isinstance(inner.op, tvm.ir.Op):
+                    ops.append(inner.op.name)
+        anchor = _anchor(ops)
+        self._add_node(var, call, "kernel:" + anchor, ops, list(call.args), {}, lambda n: flops,
+                       kernel=gv.name_hint)
+
+    def run(self) -> OpGraph:
+        for p in self.func.params:
+            specs = tensor_specs(p.ty, f"input {p.name}")
+            base = len(self.inputs)
+            self.inputs.extend(specs)
+            self.env[p] = [_Src("input", base + i, s) for i, s in enumerate(specs)]
+        body = self.func.body
+        if not isinstance(body, relax.SeqExpr):
+            raise ExtractionError("main's body is not a sequence of bindings; run relax.transform.Normalize first")
+        for block in body.blocks:
+            for b in block.bindings:
+                value = b.value
+                if isinstance(value, relax.Call):
+                    self._bind_call(b.var, value)
+                else:
+                    self.env[b.var] = self._sources(value)
+        return OpGraph(nodes=self.nodes, edges=sorted(self.edges), level=self.level, inputs=self.inputs)
+
+
+# Higher rank = the op that dominates a fused kernel's cost (TVM's OpPatternKind order).
+_ANCHOR_HINTS = ("conv", "matmul", "dense", "pool", "softmax", "norm", "mean", "sum", "max", "take")
+
+
+def _anchor(ops: list[str]) -> str:
+    for hint in _ANCHOR_HINTS:
+        for o in ops:
+            if hint in o:
+                return o
+    return ops[0] if ops else "empty"
+
+
+def _tir_flops(prim) -> int:
+    try:
+        return int(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": prim})))
+    except Exception:  # noqa: BLE001 - opaque/extern kernels have no countable loop nest
+        return 0
+
+
+def _detect_level(mod: tvm.IRModule, func_name: str) -> str:
+    fn = mod[func_name]
+    for block in fn.body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, relax.Call) and (
+                isinstance(v.op, tvm.ir.GlobalVar)
+                or (isinstance(v.op, tvm.ir.Op) and v.op.name.startswith("relax.call_tir"))
+            ):
+                return "fused"
+    return "op"
+
+
+def extract_from_module(mod: tvm.IRModule, func_name: str = "main") -> OpGraph:
+    """Extract the graph of `mod` as it is (no passes applied)."""
+    return _Extractor(mod, func_name, _detect_level(mod, func_name)).run()
+
+
+@tvm.ir.transform.module_pass(opt_level=0, name="nar_tvm.ExtractOpGraph")
+class ExtractOpGraph:
+    """Analysis pass: records the OpGraph of `main` and returns the module unchanged.
+
+    Use it inside any `tvm.transform.Sequential`; the graphs it saw are in
+    `.graphs` (one per module it ran on), the last one in `.graph`.
+    """
+
+    def __init__(self, func_name: str = "main"):
+        self.func_name = func_name
+        self.graphs: list[OpGraph] = []
+
+    @property
+    def graph(self) -> OpGraph | None:
+        return self.graphs[-1] if self.graphs else None
+
+    def transform_module(self, mod, ctx):  # noqa: ARG002 - signature fixed by TVM
+        self.graphs.append(extract_from_module(mod, self.func_name))
+        return mod
+
+
+def default_target() -> tvm.target.Target:
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+
+
+def level_passes(level: str) -> list:
+    """Passes that bring an imported module to `level` (fused = CPU pipeline up to FuseOps)."""
+    passes = [relax.transform.DecomposeOpsForInference()]
+    if level == "fused":
+        passes += [
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+        ]
+    elif level != "op":
+        raise ValueError(f"unknown level {level!r}; expected 'op' or 'fused'")
+    return passes
+
+
+def prepare_for_level(mod: tvm.IRModule, level: str, target=None) -> tvm.IRModule:
+    target = target or default_target()
+    with target:
+        return tvm.transform.Sequential(level_passes(level))(mod)
+
+
+def extract_opgraph(mod: tvm.IRModule, level: str = "op", target=None, name: str = "") -> OpGraph:
+    """Bring an imported module to `level`, then extract its OpGraph."""
+    extractor = ExtractOpGraph()
+    target = target or default_target()
+    with target:
+        tvm.transform.Sequential([*level_passes(level), extractor])(mod)
+    graph = extractor.graph
+    graph.level = level
+    graph.name = name
+    return graph
