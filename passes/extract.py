@@ -232,7 +232,24 @@ class _Extractor:
                     self._bind_call(b.var, value)
                 else:
                     self.env[b.var] = self._sources(value)
-        return OpGraph(nodes=self.nodes, edges=sorted(self.edges), level=self.level, inputs=self.inputs)
+        return self._live_graph(self._sources(body.body))
+
+    def _live_graph(self, outputs: list[_Src]) -> OpGraph:
+        """Keep the nodes the result depends on: frontends leave dead values behind
+        (torch.export's max-pool indices) that are never computed after DCE."""
+        preds: dict[int, list[int]] = {}
+        for s, d in self.edges:
+            preds.setdefault(d, []).append(s)
+        live, stack = set(), [o.index for o in outputs if o.kind == "node"]
+        while stack:
+            n = stack.pop()
+            if n not in live:
+                live.add(n)
+                stack.extend(preds.get(n, []))
+        order = sorted(live)
+        new_id = {old: new for new, old in enumerate(order)}
+        edges = sorted((new_id[s], new_id[d]) for s, d in self.edges if s in live and d in live)
+        return OpGraph(nodes=[self.nodes[i] for i in order], edges=edges, level=self.level, inputs=self.inputs)
 
 
 # Higher rank = the op that dominates a fused kernel's cost (TVM's OpPatternKind order).

@@ -1,0 +1,204 @@
+"""Graph extraction: node by node, edge by edge, on hand-built networks."""
+import io
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+
+import tvm
+from tvm import relax
+
+from nar_tvm.api import extract
+from nar_tvm.loaders import ModelLoadError, load_model
+from nar_tvm.passes import OpGraph
+from nar_tvm.passes.extract import ExtractOpGraph, ExtractionError, extract_from_module, prepare_for_level
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        y = torch.relu(self.conv1(x))
+        return torch.relu(self.conv2(y) + y)
+
+
+class DepthwiseConcat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4, bias=False)
+        self.pw = nn.Conv2d(4, 6, 1, stride=2, bias=False)
+
+    def forward(self, x):
+        return torch.cat([self.dw(x), self.pw(x)], dim=1)
+
+
+class Attention(nn.Module):
+    def __init__(self, d=8):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(d, d, bias=False) for _ in range(3))
+
+    def forward(self, x):
+        att = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2), dim=-1)
+        return att @ self.v(x)
+
+
+def torch_graph(module, *shape, level="op"):
+    return extract(module.eval(), level=level, example_inputs=(torch.randn(*shape),))
+
+
+def onnx_proto(module, x, dynamic_batch=False, view_flatten=False) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    kwargs = {"dynamic_axes": {"x": {0: "N"}}} if dynamic_batch else {}
+    torch.onnx.export(module.eval(), (x,), buf, dynamo=False, opset_version=17, input_names=["x"], **kwargs)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def test_residual_nodes_and_edges():
+    g = torch_graph(Residual(), 1, 3, 8, 8)
+    assert [n.op for n in g.nodes] == ["relax.nn.conv2d", "relax.nn.relu", "relax.nn.conv2d", "relax.add", "relax.nn.relu"]
+    # relu feeds both the second conv and the residual add.
+    assert g.edges == [(0, 1), (1, 2), (1, 3), (2, 3), (3, 4)]
+    conv = g.nodes[0]
+    assert conv.inputs[0].shape == [1, 3, 8, 8] and conv.outputs[0].shape == [1, 8, 8, 8]
+    assert conv.weights[0].shape == [8, 3, 3, 3]  # weights are attributes, not nodes
+    assert conv.attrs["padding"] == [1, 1, 1, 1] and conv.attrs["groups"] == 1
+    assert conv.flops == 2 * (8 * 8 * 8) * (3 * 3 * 3)
+    assert g.nodes[3].flops == 8 * 8 * 8 and g.nodes[3].weights == []
+    assert g.inputs[0].shape == [1, 3, 8, 8]
+    assert g.params == 8 * 3 * 9 + 8 * 8 * 9
+
+
+def test_depthwise_and_concat():
+    g = torch_graph(DepthwiseConcat(), 1, 4, 8, 8)
+    ops = [n.op for n in g.nodes]
+    assert ops == ["relax.nn.conv2d", "relax.nn.conv2d", "relax.concat"]
+    dw, pw, cat = g.nodes
+    assert dw.attrs["groups"] == 4 and dw.attrs["strides"] == [2, 2]
+    assert dw.weights[0].shape == [4, 1, 3, 3]
+    assert dw.flops == 2 * (4 * 4 * 4) * 9
+    assert g.edges == [(0, 2), (1, 2)]
+    assert cat.outputs[0].shape == [1, 10, 4, 4] and cat.attrs["axis"] == 1
+    assert [i.shape for i in cat.inputs] == [[1, 4, 4, 4], [1, 6, 4, 4]]
+
+
+def test_attention_matmuls():
+    g = torch_graph(Attention(), 1, 5, 8)
+    counts = g.op_counts()
+    assert counts["relax.matmul"] == 5 and counts["relax.nn.softmax"] == 1
+    # The transposes of constant weights fold into the weights of their matmul.
+    weighted = [n for n in g.nodes if n.op == "relax.matmul" and n.weights]
+    assert len(weighted) == 3 and all(n.weights[0].shape == [8, 8] for n in weighted)
+    qk = next(n for n in g.nodes if n.op == "relax.matmul" and len(n.inputs) == 2)
+    assert qk.outputs[0].shape == [1, 5, 5] and qk.flops == 2 * 25 * 8
+
+
+def test_onnx_and_torch_export_agree():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    from_torch = extract(net, example_inputs=(x,))
+    from_onnx = extract(onnx_proto(net, x))
+    core = lambda g: {k: v for k, v in g.op_counts().items() if k not in ("relax.reshape", "relax.flatten")}
+    assert core(from_torch) == core(from_onnx)
+    assert from_torch.flops == from_onnx.flops
+
+
+def test_json_round_trip_and_stable_hash():
+    g = torch_graph(Residual(), 1, 3, 8, 8)
+    again = torch_graph(Residual(), 1, 3, 8, 8)  # other weights, same network
+    assert g.content_hash() == again.content_hash()
+    back = OpGraph.from_json(g.to_json())
+    assert back.to_dict() == g.to_dict() and back.content_hash() == g.content_hash()
+    other = torch_graph(Residual(), 1, 3, 16, 16)
+    assert other.content_hash() != g.content_hash()
+
+
+def test_fused_level_carries_contained_ops():
+    g = torch_graph(Residual(), 1, 3, 8, 8, level="fused")
+    assert g.level == "fused"
+    assert [n.ops for n in g.nodes] == [["conv2d", "relu"], ["conv2d", "add", "relu"]]
+    assert g.edges == [(0, 1)]
+    assert all(n.op == "kernel:conv2d" and n.kernel.startswith("fused_conv2d") for n in g.nodes)
+    # TIR FLOP counting includes the fused element-wise work on top of the convolution.
+    assert g.nodes[0].flops >= 2 * 512 * 27
+
+
+def test_pass_inside_sequential_pipeline_after_fusetir():
+    loaded = load_model(Residual().eval(), example_inputs=(torch.randn(1, 3, 8, 8),))
+    mod = prepare_for_level(loaded.mod, "fused")
+    probe = ExtractOpGraph()
+    out = tvm.transform.Sequential([relax.transform.FuseTIR(), probe])(mod)
+    assert probe.graph is not None and probe.graph.level == "fused"
+    tvm.ir.assert_structural_equal(out, relax.transform.FuseTIR()(mod))
+    assert [n.ops for n in probe.graph.nodes] == [["conv2d", "relu"], ["conv2d", "add", "relu"]]
+
+
+def test_stripped_weights_give_same_graph():
+    net = Residual()
+    proto = onnx_proto(net, torch.randn(1, 3, 8, 8))
+    full = extract(proto)
+    for init in proto.graph.initializer:
+        init.ClearField("raw_data")
+        init.ClearField("float_data")
+    stripped = extract(proto)
+    assert stripped.content_hash() == full.content_hash()
+
+
+class ViewFlatten(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc(y.view(y.size(0), -1))  # exported as Shape/Gather/Concat arithmetic
+
+
+def test_legacy_export_shape_arithmetic_and_dynamic_batch(tmp_path):
+    proto = onnx_proto(ViewFlatten(), torch.randn(1, 3, 8, 8), dynamic_batch=True)
+    assert {"Shape", "Gather", "Concat"} <= {n.op_type for n in proto.graph.node}
+    path = tmp_path / "legacy.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelLoadError, match=r"input 'x' has dynamic shape.*--input-shape x=N,3,8,8"):
+        extract(path)
+    g = extract(path, input_shapes={"x": [2, 3, 8, 8]})
+    assert g.batch == 2 and g.nodes[-1].outputs[0].shape == [2, 2]
+
+
+def test_bad_inputs_are_named(tmp_path):
+    with pytest.raises(ModelLoadError, match="missing.onnx: no such file"):
+        extract(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\x01definitely not protobuf")
+    with pytest.raises(ModelLoadError, match="junk.onnx: not an ONNX model"):
+        extract(junk)
+    proto = onnx_proto(Residual(), torch.randn(1, 3, 8, 8))
+    with pytest.raises(ModelLoadError, match=r"names \['y'\], but the inputs are \['x'\]"):
+        extract(proto, input_shapes={"y": [1, 3, 8, 8]})
+    with pytest.raises(ModelLoadError, match="rank 4"):
+        extract(proto, input_shapes={"x": [1, 3, 8]})
+    with pytest.raises(ModelLoadError, match="cannot load a model from a int"):
+        load_model(42)
+
+
+def test_dynamic_relax_module_is_rejected():
+    from tvm.script import relax as R
+
+    @tvm.script.ir_module
+    class Dyn:
+        @R.function
+        def main(x: R.Tensor(("n", 4), "float32")):
+            with R.dataflow():
+                y = R.nn.relu(x)
+                R.output(y)
+            return y
+
+    with pytest.raises(ExtractionError, match="dynamic dimension"):
+        extract_from_module(Dyn)
