@@ -78,10 +78,15 @@ def _onnx_inputs(model) -> dict[str, tuple[list, str]]:
 def load_onnx(source, input_shapes: dict[str, list[int]] | None = None, name: str | None = None) -> LoadedModel:
     import onnx
 
-    label = str(source) if not isinstance(source, onnx.ModelProto) else (name or "onnx-model")
+    label = (name or "onnx-model") if isinstance(source, (onnx.ModelProto, bytes)) else str(source)
     if isinstance(source, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(source)
+    elif isinstance(source, bytes):
+        try:
+            model = onnx.load_from_string(source)
+        except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
+            raise ModelLoadError(f"{label}: not an ONNX model ({exc.__class__.__name__}: {exc})") from exc
     else:
         path = Path(source)
         if not path.is_file():

@@ -46,8 +46,6 @@ def _worker_main(conn, cfg: WorkerConfig):
     os.environ["TVM_NUM_THREADS"] = str(cfg.spec.threads)
     if cfg.cpu_affinity:
         os.sched_setaffinity(0, cfg.cpu_affinity)
-    import onnx
-
     from nar_tvm.loaders import load_onnx
     from nar_tvm.measure import Session, measure
     from nar_tvm.passes.extract import extract_opgraph
@@ -63,7 +61,7 @@ def _worker_main(conn, cfg: WorkerConfig):
         try:
             if msg[0] == "extract":
                 _, onnx_bytes, shapes, name = msg
-                loaded = load_onnx(onnx.load_from_string(onnx_bytes), shapes, name)
+                loaded = load_onnx(onnx_bytes, shapes, name)
                 target = cfg.spec.tvm_target()
                 graphs = {lvl: extract_opgraph(loaded.mod, lvl, target, name).to_dict() for lvl in ("op", "fused")}
                 conn.send(("ok", graphs))

@@ -1,0 +1,144 @@
+"""Profiling: measurement in a worker, failures as records, resumable store, RPC."""
+import gzip
+import json
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+
+from nar_tvm.dataset import DatasetStore, Sample, load_samples, split_in_domain, split_out_of_domain, stats, DatasetError
+from nar_tvm.measure import Protocol
+from nar_tvm.platform import PlatformSpec
+from nar_tvm.profiler import Job, Profiler, WorkerConfig, onnx_bytes_of
+
+FAST = Protocol(warmup=1, repeat=3, min_repeat_ms=1)
+
+
+def tiny_job(key, width=4, res=8):
+    net = nn.Sequential(nn.Conv2d(3, width, 3), nn.BatchNorm2d(width), nn.ReLU()).eval()
+    data = onnx_bytes_of(net, torch.randn(1, 3, res, res))
+    return key, lambda: Job(key=key, name=key, family="tiny", onnx_bytes=data)
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds") / "data"
+    store = DatasetStore(root, shard_size=2)
+    prof = Profiler(store, WorkerConfig(PlatformSpec(), FAST))
+    jobs = [tiny_job("file:a"), tiny_job("file:a-again"), tiny_job("file:b", width=6),
+            ("file:junk", lambda: Job(key="file:junk", name="junk", onnx_bytes=b"not onnx"))]
+    counts = prof.profile(jobs, progress=False)
+    yield root, prof, counts
+    prof.close()
+
+
+def test_records_hold_graphs_measurement_and_fingerprint(profiled):
+    root, prof, counts = profiled
+    assert counts == {"ok": 2, "failed": 1, "duplicate": 1, "skipped": 0}
+    recs = {r["job"].split("@")[0]: r for r in DatasetStore(root).records()}
+    ok = recs["file:a"]
+    m = ok["measurement"]
+    assert m["median_ms"] > 0 and len(m["repeats_ms"]) == 3 and m["compile_s"] > 0
+    assert sorted(m["repeats_ms"])[1] == pytest.approx(m["median_ms"])
+    assert any(k.startswith("fused_conv2d") for k in m["kernels_ms"])
+    assert set(ok["graphs"]) == {"op", "fused"}
+    fp = ok["platform"]
+    assert fp["threads"] == 1 and fp["tvm"].startswith("0.27") and fp["pipeline"] == "default" and fp["cpu"]
+    assert ok["platform_id"] == prof.platform_id
+    # Same network under another key: recognised by graph hash, not measured twice.
+    assert recs["file:a-again"]["status"] == "duplicate"
+    assert recs["file:a-again"]["duplicate_of"] == ok["job"]
+    assert recs["file:junk"]["status"] == "failed" and "not an ONNX model" in recs["file:junk"]["error"]
+
+
+def test_resume_measures_nothing_twice(profiled):
+    root, prof, _ = profiled
+    before = len(list(DatasetStore(root).records()))
+    counts = prof.profile([tiny_job("file:a"), tiny_job("file:b", width=6), tiny_job("file:c", width=5)],
+                          progress=False)
+    assert counts["skipped"] == 2 and counts["ok"] == 1
+    assert len(list(DatasetStore(root).records())) == before + 1
+
+
+def test_hang_becomes_failure_and_run_goes_on(tmp_path):
+    store = DatasetStore(tmp_path / "d")
+    prof = Profiler(store, WorkerConfig(PlatformSpec(), FAST), measure_timeout=0.01)
+    try:
+        counts = prof.profile([tiny_job("file:slow")], progress=False)
+        assert counts["failed"] == 1
+        rec = next(store.records())
+        assert rec["stage"] == "measure" and "timed out" in rec["error"]
+        prof.measure_timeout = 120
+        assert prof.profile([tiny_job("file:next", width=7)], progress=False)["ok"] == 1
+    finally:
+        prof.close()
+
+
+def test_store_survives_torn_line_and_seals(tmp_path):
+    store = DatasetStore(tmp_path / "s", shard_size=3)
+    for i in range(4):
+        store.append({"job": f"j{i}", "status": "failed"})
+    shards = store.shards()
+    assert [p.name for p in shards] == ["shard-00000.jsonl.gz", "shard-00001.jsonl"]
+    with open(shards[1], "a") as fh:
+        fh.write('{"job": "torn", "sta')  # a crash mid-write
+    fresh = DatasetStore(tmp_path / "s", shard_size=3)
+    assert fresh.job_keys() == {"j0", "j1", "j2", "j3"}
+    fresh.append({"job": "j4", "status": "failed"})
+    assert DatasetStore(tmp_path / "s").job_keys() == {"j0", "j1", "j2", "j3", "j4"}
+    sealed = fresh.seal_active()
+    with gzip.open(sealed, "rt") as fh:
+        assert [json.loads(l)["job"] for l in fh] == ["j3", "j4"]
+
+
+def _fake(job, family, ms, platform="p1"):
+    return {"job": job, "status": "ok", "platform_id": platform, "platform": {},
+            "model": {"family": family, "name": job}, "measurement": {"median_ms": ms, "cv": 0.01, "compile_s": 1}}
+
+
+def test_splits_and_platform_separation(tmp_path):
+    store = DatasetStore(tmp_path / "d")
+    for fam in ("a", "b", "c"):
+        for i in range(20):
+            store.append(_fake(f"{fam}{i}", fam, 1 + i))
+    samples = load_samples(tmp_path / "d")
+    ind = split_in_domain(samples, seed=1)
+    assert [len(ind[k]) for k in ("train", "val", "test")] == [48, 6, 6]
+    for part in ind.values():
+        assert {s.family for s in part} == {"a", "b", "c"}
+    assert {s.job for s in ind["test"]} == {s.job for s in split_in_domain(samples, seed=1)["test"]}
+    ood = split_out_of_domain(samples, "b", seed=0)
+    assert {s.family for s in ood["test"]} == {"b"} and len(ood["test"]) == 20
+    assert "b" not in {s.family for s in ood["train"] + ood["val"]}
+    store.append(_fake("x", "a", 3.0, platform="p2"))
+    with pytest.raises(DatasetError, match="several platforms"):
+        load_samples(tmp_path / "d")
+    assert len(load_samples(tmp_path / "d", platform_id="p2")) == 1
+    s = stats(tmp_path / "d")
+    assert s["families"]["a"]["count"] == 21 and s["families"]["b"]["max_ms"] == 20
+
+
+def test_profile_through_rpc_tracker(tmp_path):
+    pytest.importorskip("tornado")
+    from tvm import rpc
+    from tvm.rpc.tracker import Tracker
+
+    tracker = Tracker(host="127.0.0.1", port=9190, port_end=9290, silent=True)
+    server = rpc.Server(host="127.0.0.1", port=9300, port_end=9400, key="loopback",
+                        tracker_addr=("127.0.0.1", tracker.port), silent=True)
+    try:
+        time.sleep(0.5)
+        store = DatasetStore(tmp_path / "rpc")
+        cfg = WorkerConfig(PlatformSpec(), FAST, rpc_tracker=f"127.0.0.1:{tracker.port}", rpc_key="loopback")
+        prof = Profiler(store, cfg)
+        try:
+            assert prof.profile([tiny_job("file:remote")], progress=False)["ok"] == 1
+        finally:
+            prof.close()
+        rec = next(store.records())
+        assert rec["measurement"]["median_ms"] > 0 and "kernels_ms" not in rec["measurement"]
+        assert rec["platform"]["cpu"] == "remote:loopback"
+    finally:
+        server.terminate()
+        tracker.terminate()
