@@ -1,0 +1,328 @@
+"""OpGraph -> token sequence, as NAR-Former V2's tokenizer.
+
+Each node becomes one token: what it is (op-type one-hot, plus a multi-hot of the
+operators fused into it) and how big it is (sinusoidal encodings of its numeric
+attributes, output shape and cost). The graph structure is kept as a neighbour
+list for the graph-aided attention mask, and whole-graph statistics become a
+separate, normalised static-feature vector.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from nar_tvm.passes.opgraph import OpGraph, OpNode
+
+UNK = "<unk>"
+STATE_FORMAT = "nar-tvm.tokenizer/1"
+STATIC_FEATURES = ("batch", "flops", "params", "memory_access", "num_nodes", "depth")
+# Spatial dims of the kernel window (kh, kw); conv1d fills one, conv3d keeps its last two.
+KERNEL_SLOTS = 2
+COST_FEATURES = ("flops", "bytes", "params")
+
+
+class Vocabulary:
+    """Op-type names -> indices; index 0 is reserved for names never seen in training."""
+
+    def __init__(self, names: Sequence[str] = (UNK,)):
+        names = list(names)
+        if not names or names[0] != UNK:
+            raise ValueError(f"a vocabulary must start with {UNK!r}, got {names[:1]}")
+        if len(set(names)) != len(names):
+            raise ValueError("vocabulary names must be unique")
+        self.names = names
+        self.index = {name: i for i, name in enumerate(names)}
+
+    @classmethod
+    def fit(cls, graphs: Iterable[OpGraph]) -> "Vocabulary":
+        seen: set[str] = set()
+        for g in graphs:
+            for nd in g.nodes:
+                seen.add(nd.op)
+                seen.update(nd.ops)
+        seen.discard(UNK)
+        # Sorted, so that the same training set gives the same vocabulary whatever its order.
+        return cls([UNK, *sorted(seen)])
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.index
+
+    def lookup(self, name: str) -> int:
+        return self.index.get(name, 0)
+
+    def to_list(self) -> list[str]:
+        return list(self.names)
+
+
+@dataclass
+class TokenizerConfig:
+    # Width of one scalar's sinusoidal encoding (sin/cos pairs), as in the paper.
+    pe_dim: int = 8
+    # Frequencies run geometrically from 1 down to pe_base**(-(k-1)/k) radians per unit of
+    # log2 value; 100 keeps the slowest one monotone over the ~40 octaves of FLOP counts.
+    pe_base: float = 100.0
+    max_shape_dims: int = 4
+    # Attribute key -> number of scalar slots it gets (values truncated / zero-padded).
+    attr_slots: dict[str, int] = field(
+        default_factory=lambda: {"strides": 2, "padding": 4, "dilation": 2, "groups": 1}
+    )
+
+    def __post_init__(self):
+        if self.pe_dim < 2 or self.pe_dim % 2:
+            raise ValueError(f"pe_dim must be a positive even number, got {self.pe_dim}")
+
+    @property
+    def num_scalars(self) -> int:
+        """Scalar slots per node, each encoded into pe_dim features."""
+        return (
+            KERNEL_SLOTS + sum(self.attr_slots.values()) + 1  # + number of weights
+            + self.max_shape_dims + len(COST_FEATURES)
+        )
+
+
+@dataclass
+class GraphTokens:
+    x: np.ndarray  # [N, D] float32 node tokens
+    # [E, 2] int64 directed graph neighbours (src, dst), deduplicated. Kept sparse so that a
+    # tokenised dataset costs O(E) memory; `adj` densifies on demand.
+    edges: np.ndarray
+    degree: np.ndarray  # [N, 2] int64 (in-degree, out-degree)
+    static: np.ndarray  # [S] float32 normalised whole-graph features
+    unknown_ops: int = 0  # nodes with an op (or a fused-in op) outside the vocabulary
+    unknown_op_names: tuple[str, ...] = ()
+
+    @property
+    def num_nodes(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def adj(self) -> np.ndarray:
+        """[N, N] bool graph-aided attention mask: predecessors, successors and self."""
+        n = self.num_nodes
+        adj = np.eye(n, dtype=bool)
+        adj[self.edges[:, 0], self.edges[:, 1]] = True
+        adj[self.edges[:, 1], self.edges[:, 0]] = True
+        return adj
+
+
+def sinusoidal(values: np.ndarray, dim: int, base: float) -> np.ndarray:
+    """Transformer-style encoding of scalars: [..., dim] with interleaved sin/cos pairs."""
+    k = dim // 2
+    freqs = base ** (-np.arange(k) / k)
+    angles = values[..., None] * freqs
+    out = np.empty((*values.shape, dim), dtype=np.float32)
+    out[..., 0::2] = np.sin(angles)
+    out[..., 1::2] = np.cos(angles)
+    return out
+
+
+def log_scale(values):
+    """Signed log2(1 + |v|): octaves are what matters for sizes that span 1 to 1e10."""
+    return np.sign(values) * np.log2(1.0 + np.abs(values))
+
+
+def _numbers(value: Any) -> list[float]:
+    """Flatten an attribute value into its numeric leaves; strings and None carry no size."""
+    if isinstance(value, (bool, int, float, np.number)):
+        return [float(value)]
+    if isinstance(value, (list, tuple)):
+        try:  # the common case, a flat list of numbers, without a call per element
+            return [float(v) for v in value]
+        except (TypeError, ValueError):
+            return [x for v in value for x in _numbers(v)]
+    return []
+
+
+def _fit(values: list[float], slots: int) -> list[float]:
+    values = values[:slots]
+    return values + [np.nan] * (slots - len(values))
+
+
+def _kernel_window(node: OpNode) -> list[float]:
+    if "pool_size" in node.attrs:
+        return _numbers(node.attrs["pool_size"])
+    for w in node.weights:
+        if len(w.shape) >= 3:  # conv weights; dense/bias weights have no window
+            axes = [c.upper() for c in node.attrs.get("kernel_layout", "") if c.isalpha()]
+            if len(axes) == len(w.shape):
+                return [float(d) for c, d in zip(axes, w.shape) if c in "DHW"]
+            return [float(d) for d in w.shape[2:]]  # OIHW-like default
+    return []
+
+
+def _shape(shape: Sequence[int], slots: int) -> list[float]:
+    dims = [float(d) for d in shape]
+    if len(dims) > slots:
+        # Fold the excess trailing dims into the last slot so the element count survives.
+        dims = dims[: slots - 1] + [float(np.prod(dims[slots - 1 :]))]
+    return dims
+
+
+class Tokenizer:
+    def __init__(self, config: TokenizerConfig | None = None, vocab: Vocabulary | None = None,
+                 static_mean: Sequence[float] | None = None, static_std: Sequence[float] | None = None):
+        self.config = config or TokenizerConfig()
+        self.vocab = vocab or Vocabulary()
+        s = len(STATIC_FEATURES)
+        self.static_mean = np.zeros(s) if static_mean is None else np.asarray(static_mean, dtype=np.float64)
+        self.static_std = np.ones(s) if static_std is None else np.asarray(static_std, dtype=np.float64)
+
+    # ---- fitting and state ----
+    def fit(self, graphs: Sequence[OpGraph]) -> "Tokenizer":
+        graphs = list(graphs)
+        if not graphs:
+            raise ValueError("cannot fit a tokenizer on zero graphs")
+        self.vocab = Vocabulary.fit(graphs)
+        raw = np.stack([self._raw_static(g, self._node_scalars(g)) for g in graphs])
+        self.static_mean = raw.mean(axis=0)
+        std = raw.std(axis=0)
+        # A feature constant over the training set (e.g. batch size 1) must not blow up.
+        self.static_std = np.where(std > 1e-6, std, 1.0)
+        return self
+
+    def state_dict(self) -> dict:
+        return {
+            "format": STATE_FORMAT,
+            "config": asdict(self.config),
+            "vocab": self.vocab.to_list(),
+            "static_features": list(STATIC_FEATURES),
+            "static_mean": [float(v) for v in self.static_mean],
+            "static_std": [float(v) for v in self.static_std],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Tokenizer":
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"tokenizer state format is {state.get('format')!r}, expected {STATE_FORMAT!r}")
+        if list(state["static_features"]) != list(STATIC_FEATURES):
+            raise ValueError(f"tokenizer state has static features {state['static_features']}, "
+                             f"this code computes {list(STATIC_FEATURES)}")
+        return cls(TokenizerConfig(**state["config"]), Vocabulary(state["vocab"]),
+                   state["static_mean"], state["static_std"])
+
+    # ---- layout ----
+    @property
+    def token_dim(self) -> int:
+        return 2 * len(self.vocab) + self.config.num_scalars * self.config.pe_dim
+
+    @property
+    def static_dim(self) -> int:
+        return len(STATIC_FEATURES)
+
+    def layout(self) -> dict[str, tuple[int, int]]:
+        """Feature name -> [start, stop) columns of a token."""
+        c, v = self.config, len(self.vocab)
+        widths = [("op_type", v), ("contained_ops", v), ("kernel", KERNEL_SLOTS)]
+        widths += [(f"attr.{k}", n) for k, n in c.attr_slots.items()]
+        widths += [("num_weights", 1), ("output_shape", c.max_shape_dims)]
+        widths += [(name, 1) for name in COST_FEATURES]
+        spans, start = {}, 0
+        for name, width in widths:
+            if name not in ("op_type", "contained_ops"):
+                width *= c.pe_dim
+            spans[name] = (start, start + width)
+            start += width
+        return spans
+
+    # ---- encoding ----
+    @staticmethod
+    def _raw_static(graph: OpGraph, scalars: np.ndarray) -> np.ndarray:
+        # The graph's flops / bytes / params are the sums of its nodes' (OpGraph defines
+        # them so): read off the node columns instead of walking every tensor again.
+        total = dict(zip(COST_FEATURES, scalars[:, -len(COST_FEATURES):].sum(axis=0)))
+        return np.log1p(np.array([
+            graph.batch, total["flops"], total["params"], total["bytes"], graph.num_nodes, graph.depth(),
+        ], dtype=np.float64))
+
+    def _node_scalars(self, graph: OpGraph) -> np.ndarray:
+        """[N, num_scalars] numeric slots in token order; NaN marks an absent value."""
+        rows = [self._scalars(nd) for nd in graph.nodes]
+        return np.array(rows, dtype=np.float64).reshape(len(rows), self.config.num_scalars)
+
+    def _scalars(self, node: OpNode) -> list[float]:
+        c = self.config
+        row = _fit(_kernel_window(node), KERNEL_SLOTS)
+        for key, slots in c.attr_slots.items():
+            row += _fit(_numbers(node.attrs.get(key)), slots)
+        row.append(float(len(node.weights)))
+        shape = node.outputs[0].shape if node.outputs else []
+        row += _fit(_shape(shape, c.max_shape_dims), c.max_shape_dims)
+        row += [float(getattr(node, name)) for name in COST_FEATURES]
+        return row
+
+    def encode(self, graph: OpGraph) -> GraphTokens:
+        c, v = self.config, len(self.vocab)
+        n = graph.num_nodes
+        op_idx = np.fromiter((self.vocab.lookup(nd.op) for nd in graph.nodes), dtype=np.int64, count=n)
+        contained = [(i, self.vocab.lookup(name)) for i, nd in enumerate(graph.nodes) for name in nd.ops]
+        unknown: set[str] = set()
+        unknown_nodes = 0
+        for nd in graph.nodes:
+            missing = [name for name in (nd.op, *nd.ops) if name not in self.vocab]
+            unknown.update(missing)
+            unknown_nodes += bool(missing)
+
+        scalars = self._node_scalars(graph)
+        present = ~np.isnan(scalars)
+        pe = sinusoidal(log_scale(np.where(present, scalars, 0.0)), c.pe_dim, c.pe_base)
+        # An absent value (an op without strides, a rank-2 output's missing dims) is all
+        # zeros, which no present value encodes to (cos never vanishes at 0).
+        pe *= present[..., None]
+
+        x = np.zeros((n, 2 * v + c.num_scalars * c.pe_dim), dtype=np.float32)
+        x[np.arange(n), op_idx] = 1.0
+        if contained:
+            rows, cols = np.array(contained, dtype=np.int64).T
+            x[rows, v + cols] = 1.0
+        x[:, 2 * v:] = pe.reshape(n, -1)
+
+        edges = np.unique(np.array(graph.edges, dtype=np.int64).reshape(-1, 2), axis=0)
+        degree = np.stack([
+            np.bincount(edges[:, 1], minlength=n),
+            np.bincount(edges[:, 0], minlength=n),
+        ], axis=1).astype(np.int64)
+        static = ((self._raw_static(graph, scalars) - self.static_mean) / self.static_std).astype(np.float32)
+        return GraphTokens(x, edges, degree, static, unknown_nodes, tuple(sorted(unknown)))
+
+    def encode_many(self, graphs: Iterable[OpGraph]) -> list[GraphTokens]:
+        return [self.encode(g) for g in graphs]
+
+
+def collate(items: Sequence[GraphTokens]) -> dict[str, torch.Tensor]:
+    """Pad a list of graphs to the largest one; `mask` is True on real nodes."""
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    b = len(items)
+    sizes = np.array([t.num_nodes for t in items])
+    n = max(int(sizes.max()), 1)
+    d = items[0].x.shape[1]
+
+    x = np.zeros((b, n, d), dtype=np.float32)
+    degree = np.zeros((b, n, 2), dtype=np.int64)
+    for i, t in enumerate(items):
+        x[i, : sizes[i]] = t.x
+        degree[i, : sizes[i]] = t.degree
+    mask = np.arange(n)[None, :] < sizes[:, None]
+
+    adj = np.zeros((b, n, n), dtype=bool)
+    idx = np.arange(n)
+    adj[:, idx, idx] = mask
+    graph_of = np.repeat(np.arange(b), [len(t.edges) for t in items])
+    if len(graph_of):
+        src, dst = np.concatenate([t.edges for t in items]).T
+        adj[graph_of, src, dst] = True
+        adj[graph_of, dst, src] = True
+
+    return {
+        "x": torch.from_numpy(x),
+        "adj": torch.from_numpy(adj),
+        "degree": torch.from_numpy(degree),
+        "static": torch.from_numpy(np.stack([t.static for t in items])),
+        "mask": torch.from_numpy(mask),
+    }
