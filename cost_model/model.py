@@ -1,0 +1,168 @@
+"""NAR-Former V2: a Transformer given a GNN's inductive bias, for whole-network latency.
+
+The paper's three changes to a pre-norm Transformer encoder are all here and all
+switchable, so that each can be ablated against the plain Transformer:
+graph-aided attention (scores restricted to graph neighbours, as message passing
+is), a degree gate (a node's fan-in / fan-out modulates its update, which a
+sum-aggregating GNN gets implicitly) and a grouped feed-forward network (fewer
+parameters, which the paper finds generalises better to unseen networks).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+READOUTS = ("sum", "mean")
+
+
+@dataclass
+class NARFormerV2Config:
+    # Input widths come from the tokenizer; train() fills them in.
+    token_dim: int | None = None
+    static_dim: int | None = None
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    ffn_ratio: int = 4
+    ffn_groups: int = 8
+    head_hidden: int = 128
+    dropout: float = 0.05
+    # Branches start almost switched off, so early training sees the readout of the
+    # input tokens and the encoder is eased in (CaiT's layer scale; the paper uses 1e-4).
+    layer_scale_init: float = 1e-4
+    # Degrees above this share one embedding: fan-in/out beyond it is rare in DNN graphs.
+    max_degree: int = 16
+    use_graph_attention: bool = True
+    use_degree_gate: bool = True
+    grouped_ffn: bool = True
+    use_static: bool = True
+    readout: str = "sum"
+
+    def validate(self) -> None:
+        if self.token_dim is None or self.static_dim is None:
+            raise ValueError("token_dim and static_dim must be set (from the tokenizer) to build a model")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.grouped_ffn and (self.d_model % self.ffn_groups or (self.d_model * self.ffn_ratio) % self.ffn_groups):
+            raise ValueError(f"d_model {self.d_model} and its FFN width must be divisible by ffn_groups {self.ffn_groups}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+
+
+class GroupedLinear(nn.Module):
+    """Block-diagonal linear map: features split into groups, each with its own weights."""
+
+    def __init__(self, d_in: int, d_out: int, groups: int):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(groups, d_in // groups, d_out // groups))
+        self.bias = nn.Parameter(torch.zeros(d_out))
+        # Each group is a d_in/groups -> d_out/groups linear layer; initialise it as nn.Linear would.
+        bound = 1.0 / math.sqrt(d_in // groups)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unflatten(-1, (self.groups, -1))
+        return torch.einsum("...gi,gio->...go", x, self.weight).flatten(-2) + self.bias
+
+
+class DegreeGate(nn.Module):
+    def __init__(self, d_model: int, max_degree: int):
+        super().__init__()
+        self.max_degree = max_degree
+        self.in_degree = nn.Embedding(max_degree + 1, d_model)
+        self.out_degree = nn.Embedding(max_degree + 1, d_model)
+        # Zero embeddings make the gate a uniform 0.5 at first: no degree is favoured until learned.
+        nn.init.zeros_(self.in_degree.weight)
+        nn.init.zeros_(self.out_degree.weight)
+
+    def forward(self, degree: torch.Tensor) -> torch.Tensor:
+        degree = degree.clamp(max=self.max_degree)
+        return torch.sigmoid(self.in_degree(degree[..., 0]) + self.out_degree(degree[..., 1]))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, cfg: NARFormerV2Config):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.dropout
+        self.norm_attn = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.scale_attn = nn.Parameter(torch.full((d,), cfg.layer_scale_init))
+
+        self.norm_ffn = nn.LayerNorm(d)
+        self.gate = DegreeGate(d, cfg.max_degree) if cfg.use_degree_gate else None
+        groups = cfg.ffn_groups if cfg.grouped_ffn else 1
+        self.ffn = nn.Sequential(
+            GroupedLinear(d, d * cfg.ffn_ratio, groups),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            GroupedLinear(d * cfg.ffn_ratio, d, groups),
+            nn.Dropout(cfg.dropout),
+        )
+        self.scale_ffn = nn.Parameter(torch.full((d,), cfg.layer_scale_init))
+
+    def attend(self, h: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(h).unflatten(-1, (3, self.n_heads, -1)).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed[:, None], dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(out.transpose(1, 2).flatten(-2))
+
+    def forward(self, h: torch.Tensor, allowed: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+        h = h + self.scale_attn * self.attend(self.norm_attn(h), allowed)
+        u = self.norm_ffn(h)
+        if self.gate is not None:
+            u = u * self.gate(degree)
+        return h + self.scale_ffn * self.ffn(u)
+
+
+class NARFormerV2(nn.Module):
+    """Batched graphs in (see tokenizer.collate), predicted log-latency (log ms) out.
+
+    Log space because latencies span orders of magnitude: exp() of the output is
+    positive by construction and a relative error is a difference there.
+    """
+
+    def __init__(self, cfg: NARFormerV2Config):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.embed = nn.Sequential(nn.Linear(cfg.token_dim, d), nn.Dropout(cfg.dropout))
+        self.blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_layers))
+        self.norm_out = nn.LayerNorm(d)
+        if cfg.use_static:
+            self.static_mlp = nn.Sequential(nn.Linear(cfg.static_dim, d), nn.ReLU(), nn.Dropout(cfg.dropout))
+        head_in = 2 * d if cfg.use_static else d
+        self.head = nn.Sequential(
+            nn.Linear(head_in, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.head_hidden, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.head_hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
+                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        keys = mask[:, None, :]
+        allowed = (adj & keys) if self.cfg.use_graph_attention else keys.expand(-1, n, -1)
+        # Padded rows would otherwise have nothing to attend to and softmax to NaN;
+        # they are dropped at readout, and valid rows never see padded keys.
+        allowed = allowed | torch.eye(n, dtype=torch.bool, device=x.device)
+
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h, allowed, degree)
+        h = self.norm_out(h) * mask[..., None]
+        pooled = h.sum(dim=1)
+        if self.cfg.readout == "mean":
+            pooled = pooled / mask.sum(dim=1, keepdim=True).clamp(min=1)
+        if self.cfg.use_static:
+            pooled = torch.cat([pooled, self.static_mlp(static)], dim=-1)
+        return self.head(pooled).squeeze(-1)
