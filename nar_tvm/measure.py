@@ -31,32 +31,42 @@ class Protocol:
         return {"warmup": self.warmup, "repeat": self.repeat, "min_repeat_ms": self.min_repeat_ms}
 
 
-def compile_pipeline(name: str, target):
-    """The Relax pipeline a platform compiles with, by name."""
+def compile_pipeline(name: str, target, probe=None):
+    """The Relax pipeline a platform compiles with, by name.
+
+    `probe` (an analysis pass such as ExtractOpGraph) runs right after FuseOps,
+    where each fused group still lists its operators, so the fused-level graph
+    comes out of the compile that is measured instead of a second lowering.
+    """
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    if name == "default":
-        return relax.get_default_pipeline(target)
+    if name not in ("default", "dlight"):
+        raise ValueError(f"unknown compile pipeline {name!r}")
+    legalize = cpu.legalize_passes(target)
+    if probe is not None:
+        fuse_tir = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR")
+        legalize = legalize[:fuse_tir] + [probe] + legalize[fuse_tir:]
     if name == "dlight":
         from tvm.s_tir import dlight as dl
 
-        @tvm.transform.module_pass(opt_level=0, name="nar_tvm.DlightPipeline")
-        def _pipeline(mod, _ctx):
-            with target:
-                rules = dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())
-                seq = tvm.transform.Sequential(
-                    cpu.library_dispatch_passes(target) + cpu.legalize_passes(target) + [rules]
-                    + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
-                )
-                return seq(mod)
+        legalize = legalize + [dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())]
 
-        return _pipeline
-    raise ValueError(f"unknown compile pipeline {name!r}")
+    @tvm.transform.module_pass(opt_level=0, name=f"nar_tvm.{name}_pipeline")
+    def _pipeline(mod, _ctx):
+        with target:
+            seq = tvm.transform.Sequential(
+                cpu.library_dispatch_passes(target) + legalize
+                + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return _pipeline
 
 
-def build(mod: tvm.IRModule, spec: PlatformSpec):
+def build(mod: tvm.IRModule, spec: PlatformSpec, probe=None):
     target = spec.tvm_target()
-    return tvm.compile(mod, target=target, relax_pipeline=compile_pipeline(spec.pipeline, target))
+    mod = relax.transform.DecomposeOpsForInference()(mod)
+    return tvm.compile(mod, target=target, relax_pipeline=compile_pipeline(spec.pipeline, target, probe))
 
 
 def random_inputs(mod: tvm.IRModule, seed: int = 0) -> list[np.ndarray]:
@@ -127,10 +137,10 @@ def kernel_breakdown(vm, args) -> dict[str, float]:
 
 
 def measure(mod: tvm.IRModule, spec: PlatformSpec, session: Session, protocol: Protocol,
-            with_kernels: bool = True) -> dict:
+            with_kernels: bool = True, probe=None) -> dict:
     """Compile and time `mod`; returns the measurement part of a dataset record."""
     t0 = time.perf_counter()
-    ex = build(mod, spec)
+    ex = build(mod, spec, probe)
     compile_s = time.perf_counter() - t0
     vm = session.load(ex)
     args = session.to_device(random_inputs(mod))

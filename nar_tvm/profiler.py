@@ -48,7 +48,7 @@ def _worker_main(conn, cfg: WorkerConfig):
         os.sched_setaffinity(0, cfg.cpu_affinity)
     from nar_tvm.loaders import load_onnx
     from nar_tvm.measure import Session, measure
-    from nar_tvm.passes.extract import extract_opgraph
+    from nar_tvm.passes.extract import ExtractOpGraph, extract_opgraph
 
     session = Session(cfg.spec, cfg.rpc_tracker, cfg.rpc_key)
     machine = None
@@ -62,11 +62,13 @@ def _worker_main(conn, cfg: WorkerConfig):
             if msg[0] == "extract":
                 _, onnx_bytes, shapes, name = msg
                 loaded = load_onnx(onnx_bytes, shapes, name)
-                target = cfg.spec.tvm_target()
-                graphs = {lvl: extract_opgraph(loaded.mod, lvl, target, name).to_dict() for lvl in ("op", "fused")}
-                conn.send(("ok", graphs))
+                conn.send(("ok", extract_opgraph(loaded.mod, "op", cfg.spec.tvm_target(), name).to_dict()))
             elif msg[0] == "measure":
-                conn.send(("ok", measure(loaded.mod, cfg.spec, session, cfg.protocol, cfg.with_kernels)))
+                probe = ExtractOpGraph()
+                result = measure(loaded.mod, cfg.spec, session, cfg.protocol, cfg.with_kernels, probe)
+                fused = probe.graph
+                fused.name = loaded.name
+                conn.send(("ok", (fused.to_dict(), result)))
             elif msg[0] == "stop":
                 return
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record, not a crash
@@ -187,23 +189,24 @@ class Profiler:
 
     def run_job(self, job: Job) -> dict:
         record = self._base(job)
-        status, graphs = self.worker.call(("extract", job.onnx_bytes, job.input_shapes, job.name),
-                                          self.extract_timeout)
+        status, op_graph = self.worker.call(("extract", job.onnx_bytes, job.input_shapes, job.name),
+                                            self.extract_timeout)
         if status != "ok":
-            record.update(status="failed", stage="extract", error=graphs)
+            record.update(status="failed", stage="extract", error=op_graph)
             return record
         from nar_tvm.passes.opgraph import OpGraph
 
-        graph_hash = OpGraph.from_dict(graphs["op"]).content_hash()
+        graph_hash = OpGraph.from_dict(op_graph).content_hash()
         record["graph_hash"] = graph_hash
         if graph_hash in self.measured_graphs:
             record.update(status="duplicate", duplicate_of=self.measured_graphs[graph_hash])
             return record
-        status, measurement = self.worker.call(("measure",), self.measure_timeout)
+        status, result = self.worker.call(("measure",), self.measure_timeout)
         if status != "ok":
-            record.update(status="failed", stage="measure", error=measurement, graphs=graphs)
+            record.update(status="failed", stage="measure", error=result, graphs={"op": op_graph})
             return record
-        record.update(status="ok", graphs=graphs, measurement=measurement)
+        fused_graph, measurement = result
+        record.update(status="ok", graphs={"op": op_graph, "fused": fused_graph}, measurement=measurement)
         self.measured_graphs[graph_hash] = record["job"]
         return record
 
@@ -266,6 +269,7 @@ class Profiler:
                                          self.extract_timeout)
             if status == "ok":
                 status, m = self.worker.call(("measure",), self.measure_timeout)
+                m = m[1] if status == "ok" else m
             else:
                 m = _
             if status == "ok":
