@@ -1,0 +1,97 @@
+"""One-file checkpoints that load with torch.load(weights_only=True).
+
+Only tensors and plain Python values go in, so loading never unpickles code: a
+checkpoint from an untrusted source can at worst fail to load.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from .model import NARFormerV2, NARFormerV2Config
+from .predictor import LatencyPredictor
+from .tokenizer import Tokenizer
+
+FORMAT = "nar-tvm.cost-model"
+VERSION = 1
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable, or not one this code can load."""
+
+
+def _check_plain(value, where: str) -> None:
+    # Exact types: weights_only loading refuses subclasses too (torch.__version__ is one).
+    if type(value) is dict:
+        for k, v in value.items():
+            if type(k) not in _PLAIN:
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}, not a plain value")
+            _check_plain(v, f"{where}[{k!r}]")
+    elif type(value) in (list, tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif type(value) not in _PLAIN:
+        # weights_only loading would refuse it, so refuse it when saving instead.
+        raise TypeError(f"{where} is a {type(value).__name__}; checkpoints hold only plain Python values")
+
+
+def save_checkpoint(predictor: LatencyPredictor, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": asdict(predictor.model.cfg),
+        "state_dict": {k: v.detach().cpu() for k, v in predictor.model.state_dict().items()},
+        "tokenizer": predictor.tokenizer.state_dict(),
+        "platform": predictor.platform,
+        "provenance": predictor.provenance,
+    }
+    for key in ("model_config", "tokenizer", "platform", "provenance"):
+        _check_plain(payload[key], key)
+    # Write-then-rename: an interrupted save must not leave a truncated checkpoint behind.
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LatencyPredictor:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: format is {got!r}, expected {FORMAT!r}")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r}, "
+                              f"this code reads version {VERSION}")
+    missing = {"model_config", "state_dict", "tokenizer"} - payload.keys()
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
+
+    known = {f.name for f in fields(NARFormerV2Config)}
+    unknown = set(payload["model_config"]) - known
+    if unknown:
+        raise CheckpointError(f"{path}: model config has unknown fields {sorted(unknown)}")
+    try:
+        tokenizer = Tokenizer.from_state(payload["tokenizer"])
+        cfg = NARFormerV2Config(**payload["model_config"])
+        if (cfg.token_dim, cfg.static_dim) != (tokenizer.token_dim, tokenizer.static_dim):
+            raise ValueError(f"model expects tokens of width {cfg.token_dim} and {cfg.static_dim} static "
+                             f"features, the tokenizer makes {tokenizer.token_dim} and {tokenizer.static_dim}")
+        model = NARFormerV2(cfg)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: config and weights do not fit together: {exc}") from exc
+    model.to(map_location).eval()
+    return LatencyPredictor(tokenizer, model, payload.get("platform"), payload.get("provenance"))

@@ -1,0 +1,63 @@
+"""A trained cost model ready to use: tokenizer + network + what it was trained for."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from nar_tvm.passes.opgraph import OpGraph
+
+from .model import NARFormerV2
+from .tokenizer import GraphTokens, Tokenizer, collate
+
+
+@dataclass
+class PredictionResult:
+    latency_ms: np.ndarray  # [G] float64
+    # Per graph: nodes whose op type the model never saw in training. Their tokens fall
+    # back to the unknown slot, so a non-zero count means the prediction is extrapolated.
+    unknown_ops: np.ndarray  # [G] int64
+    unknown_op_names: list[tuple[str, ...]] = field(default_factory=list)
+
+
+class LatencyPredictor:
+    def __init__(self, tokenizer: Tokenizer, model: NARFormerV2,
+                 platform: dict | None = None, provenance: dict | None = None):
+        self.tokenizer = tokenizer
+        self.model = model
+        # Where the training latencies were measured (target, device, TVM version...):
+        # a latency model only holds for the platform it was trained on.
+        self.platform = dict(platform or {})
+        self.provenance = dict(provenance or {})
+
+    def predict(self, graphs: Sequence[OpGraph] | OpGraph, batch_size: int = 256) -> PredictionResult:
+        if isinstance(graphs, OpGraph):
+            graphs = [graphs]
+        tokens = self.tokenizer.encode_many(graphs)
+        return PredictionResult(
+            latency_ms=self.predict_tokens(tokens, batch_size),
+            unknown_ops=np.array([t.unknown_ops for t in tokens], dtype=np.int64),
+            unknown_op_names=[t.unknown_op_names for t in tokens],
+        )
+
+    @torch.no_grad()
+    def predict_tokens(self, tokens: Sequence[GraphTokens], batch_size: int = 256) -> np.ndarray:
+        """Latency (ms) of already tokenised graphs, in their order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        was_training = self.model.training
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        # Chunks of similar size waste little compute on padding.
+        order = np.argsort([t.num_nodes for t in tokens], kind="stable")
+        log_ms = np.empty(len(tokens), dtype=np.float64)
+        try:
+            for start in range(0, len(tokens), batch_size):
+                idx = order[start:start + batch_size]
+                batch = {k: v.to(device) for k, v in collate([tokens[i] for i in idx]).items()}
+                log_ms[idx] = self.model(**batch).double().cpu().numpy()
+        finally:
+            self.model.train(was_training)
+        return np.exp(log_ms)
