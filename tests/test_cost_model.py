@@ -1,0 +1,394 @@
+"""Learning side: tokenizer, NAR-Former V2 model, training, checkpoints, metrics.
+
+Everything runs on tiny synthetic OpGraphs built in Python, so no TVM is needed.
+"""
+import json
+import math
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from nar_tvm.cost_model import (
+    CheckpointError, NARFormerV2, NARFormerV2Config, Tokenizer, TokenizerConfig, TrainConfig,
+    Vocabulary, collate, load_checkpoint, regression_report, save_checkpoint, train,
+)
+from nar_tvm.cost_model.checkpoint import FORMAT, VERSION
+from nar_tvm.cost_model.synthetic import random_graph, synthetic_latency_ms
+from nar_tvm.cost_model.train import rse_loss, sr_loss
+from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
+
+TINY_MODEL = NARFormerV2Config(d_model=32, n_layers=1, n_heads=2, ffn_groups=4, head_hidden=32)
+ABLATIONS = {
+    "full": {},
+    "no_degree_gate": {"use_degree_gate": False},
+    "plain_ffn": {"grouped_ffn": False},
+    "no_static": {"use_static": False},
+    "plain_transformer": {"use_graph_attention": False},
+    "mean_readout": {"readout": "mean"},
+}
+
+
+def conv_relu_graph() -> OpGraph:
+    conv = OpNode(
+        op="relax.nn.conv2d",
+        attrs={"strides": [2, 2], "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1,
+               "data_layout": "NCHW"},
+        inputs=[TensorSpec([1, 3, 32, 32])],
+        weights=[TensorSpec([8, 3, 3, 3]), TensorSpec([8])],
+        outputs=[TensorSpec([1, 8, 16, 16])],
+        flops=2 * 8 * 16 * 16 * 3 * 9,
+        ops=["relax.nn.conv2d"],
+    )
+    relu = OpNode(op="relax.nn.relu", inputs=[TensorSpec([1, 8, 16, 16])],
+                  outputs=[TensorSpec([1, 8, 16, 16])], flops=2048, ops=["relax.nn.relu"])
+    pool = OpNode(op="relax.nn.max_pool2d", attrs={"pool_size": [2, 2], "strides": [2, 2]},
+                  inputs=[TensorSpec([1, 8, 16, 16])], outputs=[TensorSpec([1, 8, 8, 8])],
+                  flops=2048, ops=["relax.nn.max_pool2d"])
+    dense = OpNode(op="relax.matmul", inputs=[TensorSpec([1, 512])], weights=[TensorSpec([512, 10])],
+                   outputs=[TensorSpec([1, 10])], flops=2 * 512 * 10, ops=["relax.matmul"])
+    return OpGraph(nodes=[conv, relu, pool, dense], edges=[(0, 1), (1, 2), (2, 3), (0, 2)],
+                   inputs=[TensorSpec([1, 3, 32, 32])])
+
+
+def pe(value: float, dim: int = 8, base: float = 100.0) -> np.ndarray:
+    """The tokenizer's scalar encoding, written out by hand."""
+    t = math.log2(1 + value)
+    out = []
+    for j in range(dim // 2):
+        w = base ** (-j / (dim // 2))
+        out += [math.sin(t * w), math.cos(t * w)]
+    return np.array(out, dtype=np.float32)
+
+
+def dataset(n: int, seed: int, sizes=(6, 16)):
+    rng = np.random.default_rng(seed)
+    graphs = [random_graph(rng, int(rng.integers(*sizes)), batch=int(rng.choice([1, 2, 4])))
+              for _ in range(n)]
+    return graphs, np.array([synthetic_latency_ms(g, rng) for g in graphs])
+
+
+@pytest.fixture(scope="module")
+def data():
+    tr_g, tr_y = dataset(200, seed=1)
+    va_g, va_y = dataset(32, seed=2)
+    return tr_g, tr_y, va_g, va_y
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    cfg = TrainConfig(epochs=40, batch_size=16, lr=2e-3, seed=0, patience=None)
+    return train(*data, model_cfg=TINY_MODEL, train_cfg=cfg, progress=False)
+
+
+# ---------------------------------------------------------------- tokenizer
+
+def test_vocabulary_reserves_unknown_slot():
+    vocab = Vocabulary.fit([conv_relu_graph()])
+    assert vocab.to_list() == ["<unk>", "relax.matmul", "relax.nn.conv2d", "relax.nn.max_pool2d",
+                               "relax.nn.relu"]
+    assert vocab.lookup("relax.nn.conv2d") == 2
+    assert vocab.lookup("relax.nn.softmax") == 0
+    assert Vocabulary(vocab.to_list()).to_list() == vocab.to_list()
+    with pytest.raises(ValueError):
+        Vocabulary(["relax.add"])
+
+
+def test_token_values_match_hand_computed_encoding():
+    g = conv_relu_graph()
+    tok = Tokenizer().fit([g])
+    span = tok.layout()
+    x = tok.encode(g).x
+    assert x.shape == (4, tok.token_dim)
+    assert tok.token_dim == 2 * 5 + 8 * (2 + 2 + 4 + 2 + 1 + 1 + 4 + 3)
+
+    def cols(name, node, slot=0):
+        start = span[name][0] + 8 * slot
+        return x[node, start:start + 8]
+
+    # op type one-hot and contained-op multi-hot, both over the vocabulary
+    a, b = span["op_type"]
+    np.testing.assert_array_equal(x[0, a:b], [0, 0, 1, 0, 0])
+    a, b = span["contained_ops"]
+    np.testing.assert_array_equal(x[3, a:b], [0, 1, 0, 0, 0])
+    # stride 2 -> PE(log2(3)); its first entry is sin(log2 3)
+    np.testing.assert_allclose(cols("attr.strides", 0), pe(2), atol=1e-6)
+    assert cols("attr.strides", 0)[0] == pytest.approx(math.sin(math.log2(3)), abs=1e-6)
+    np.testing.assert_allclose(cols("attr.padding", 0, slot=3), pe(1), atol=1e-6)
+    # kernel window from the OIHW weight, and from pool_size for the pool
+    np.testing.assert_allclose(cols("kernel", 0, slot=1), pe(3), atol=1e-6)
+    np.testing.assert_allclose(cols("kernel", 2, slot=0), pe(2), atol=1e-6)
+    np.testing.assert_allclose(cols("num_weights", 0), pe(2), atol=1e-6)
+    np.testing.assert_allclose(cols("output_shape", 0, slot=1), pe(8), atol=1e-6)
+    np.testing.assert_allclose(cols("flops", 0), pe(g.nodes[0].flops), atol=1e-5)
+    np.testing.assert_allclose(cols("bytes", 3), pe(g.nodes[3].bytes), atol=1e-5)
+    # absent values are all-zero blocks: relu has no strides; the dense output is rank 2
+    assert not cols("attr.strides", 1).any()
+    assert not cols("kernel", 3).any()
+    assert not cols("output_shape", 3, slot=2).any()
+    np.testing.assert_allclose(cols("output_shape", 3, slot=1), pe(10), atol=1e-6)
+
+
+def test_fused_node_gets_multi_hot_of_its_contents():
+    fused = OpNode(op="fused_conv2d_add_relu", ops=["conv2d", "add", "relu"],
+                   outputs=[TensorSpec([1, 8, 8, 8])], flops=100)
+    g = OpGraph(nodes=[fused], edges=[], level="fused")
+    tok = Tokenizer().fit([g])
+    a, b = tok.layout()["contained_ops"]
+    hot = [tok.vocab.names[i] for i in np.flatnonzero(tok.encode(g).x[0, a:b])]
+    assert sorted(hot) == ["add", "conv2d", "relu"]
+
+
+def test_static_features_are_log1p_z_normalised():
+    g1 = conv_relu_graph()
+    g2 = OpGraph(nodes=g1.nodes[:2], edges=[(0, 1)], inputs=g1.inputs)
+    tok = Tokenizer().fit([g1, g2])
+
+    def raw(g):
+        return np.log1p([g.batch, g.flops, g.params, g.memory_access, g.num_nodes, g.depth()])
+
+    r1, r2 = raw(g1), raw(g2)
+    mean, std = (r1 + r2) / 2, np.abs(r1 - r2) / 2
+    std[std == 0] = 1.0  # batch is 1 in both: a constant feature is left unscaled
+    np.testing.assert_allclose(tok.encode(g1).static, (r1 - mean) / std, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tok.encode(g2).static, [0, -1, -1, -1, -1, -1], atol=1e-5)
+
+
+def test_unknown_ops_use_the_unknown_slot_and_are_counted():
+    g = conv_relu_graph()
+    tok = Tokenizer().fit([g])
+    odd = OpNode(op="relax.nn.softmax", outputs=[TensorSpec([1, 10])], ops=["relax.nn.softmax"])
+    new = OpGraph(nodes=[*g.nodes, odd, odd], edges=[*g.edges, (3, 4), (4, 5)])
+    t = tok.encode(new)
+    a, b = tok.layout()["op_type"]
+    np.testing.assert_array_equal(t.x[4, a:b], [1, 0, 0, 0, 0])
+    assert t.unknown_ops == 2
+    assert t.unknown_op_names == ("relax.nn.softmax",)
+    assert tok.encode(g).unknown_ops == 0
+
+
+def test_adjacency_is_symmetric_neighbours_plus_self_loops():
+    g = conv_relu_graph()
+    t = Tokenizer().fit([g]).encode(g)
+    expected = np.eye(4, dtype=bool)
+    for s, d in g.edges:
+        expected[s, d] = expected[d, s] = True
+    np.testing.assert_array_equal(t.adj, expected)
+    np.testing.assert_array_equal(t.degree, [[0, 2], [1, 1], [2, 1], [1, 0]])  # (in, out)
+
+
+def test_collate_pads_and_masks():
+    g = conv_relu_graph()
+    small = OpGraph(nodes=g.nodes[:2], edges=[(0, 1)])
+    tok = Tokenizer().fit([g])
+    ts = [tok.encode(small), tok.encode(g)]
+    batch = collate(ts)
+    assert batch["x"].shape == (2, 4, tok.token_dim)
+    assert batch["mask"].tolist() == [[True, True, False, False], [True] * 4]
+    np.testing.assert_array_equal(batch["adj"][1].numpy(), ts[1].adj)
+    np.testing.assert_array_equal(batch["adj"][0, :2, :2].numpy(), ts[0].adj)
+    assert not batch["adj"][0, 2:].any() and not batch["adj"][0, :, 2:].any()
+    assert not batch["x"][0, 2:].any()
+    assert batch["static"].shape == (2, tok.static_dim)
+
+
+def test_tokenizer_state_round_trips_through_json(data):
+    graphs = data[0]
+    tok = Tokenizer(TokenizerConfig(pe_dim=16)).fit(graphs)
+    back = Tokenizer.from_state(json.loads(json.dumps(tok.state_dict())))
+    for g in graphs[:5]:
+        a, b = tok.encode(g), back.encode(g)
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.static, b.static)
+
+
+# ---------------------------------------------------------------- model
+
+def build(tok: Tokenizer, **overrides) -> NARFormerV2:
+    torch.manual_seed(0)
+    cfg = replace(TINY_MODEL, token_dim=tok.token_dim, static_dim=tok.static_dim, **overrides)
+    return NARFormerV2(cfg)
+
+
+@pytest.mark.parametrize("switches", [{}, {"use_graph_attention": False}], ids=["graph", "plain"])
+def test_batched_forward_equals_one_graph_at_a_time(switches):
+    graphs, _ = dataset(5, seed=3, sizes=(3, 40))
+    assert len({g.num_nodes for g in graphs}) > 1
+    tok = Tokenizer().fit(graphs)
+    model = build(tok, **switches).eval()
+    # Layer scale near zero would hide any leak from padding; make the branches count.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "scale" in name or "degree" in name:
+                p.normal_(0.0, 0.5)
+    tokens = tok.encode_many(graphs)
+    with torch.no_grad():
+        batched = model(**collate(tokens))
+        single = torch.cat([model(**collate([t])) for t in tokens])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("switches", ABLATIONS.values(), ids=ABLATIONS.keys())
+def test_each_ablation_builds_and_runs(switches, data):
+    tok = Tokenizer().fit(data[0])
+    model = build(tok, **switches)
+    out = model(**collate(tok.encode_many(data[0][:4])))
+    assert out.shape == (4,) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_ablations_change_the_architecture(data):
+    tok = Tokenizer().fit(data[0])
+    full = build(tok)
+    sizes = {k: sum(p.numel() for p in build(tok, **v).parameters()) for k, v in ABLATIONS.items()}
+    assert sizes["no_degree_gate"] < sizes["full"]
+    assert sizes["plain_ffn"] > sizes["full"]  # groups cut the FFN's parameters
+    assert sizes["no_static"] < sizes["full"]
+    assert not any("gate" in n for n, _ in build(tok, use_degree_gate=False).named_parameters())
+    assert any("gate" in n for n, _ in full.named_parameters())
+
+
+def test_config_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        NARFormerV2(NARFormerV2Config())  # no token_dim from a tokenizer
+    with pytest.raises(ValueError):
+        NARFormerV2(NARFormerV2Config(token_dim=8, static_dim=6, d_model=30, n_heads=4))
+    with pytest.raises(ValueError):
+        NARFormerV2(NARFormerV2Config(token_dim=8, static_dim=6, readout="max"))
+
+
+# ---------------------------------------------------------------- training
+
+def test_losses_match_their_definitions():
+    y = torch.tensor([1.0, 10.0, 100.0])
+    pred = torch.tensor([1.1, 8.0, 100.0])
+    assert rse_loss(pred.log(), y).item() == pytest.approx((0.1 ** 2 + 0.2 ** 2) / 3, rel=1e-5)
+    g = torch.Generator().manual_seed(0)
+    assert sr_loss(y.log(), y, g).item() == pytest.approx(0.0, abs=1e-6)
+    assert sr_loss((2 * y).log(), y, g).item() == pytest.approx(0.0, abs=1e-6)  # scale-free
+    assert sr_loss(pred.log(), y, g).item() > 0
+
+
+def test_training_lowers_loss_and_val_mape(trained):
+    _, history = trained
+    losses = [e["train_loss"] for e in history.epochs]
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+    assert history.best_val_mape < 0.5 * history.init_val_mape
+    assert history.epochs[history.best_epoch - 1]["val_mape"] == history.best_val_mape
+
+
+def test_trained_predictor_reports_provenance_and_best_model(trained, data):
+    predictor, history = trained
+    _, _, va_g, va_y = data
+    result = predictor.predict(va_g)
+    assert result.latency_ms.shape == (len(va_g),) and (result.latency_ms > 0).all()
+    assert result.unknown_ops.tolist() == [0] * len(va_g)
+    report = regression_report(result.latency_ms, va_y)
+    assert report["mape"] == pytest.approx(history.best_val_mape, rel=1e-5)
+    assert predictor.provenance["best_epoch"] == history.best_epoch
+    assert predictor.provenance["val_report"]["mape"] == pytest.approx(report["mape"])
+
+
+def test_training_is_deterministic_for_a_seed(data):
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=7, loss="rse+sr")
+    runs = [train(*data, model_cfg=TINY_MODEL, train_cfg=cfg, progress=False) for _ in range(2)]
+    preds = [p.predict(data[2]).latency_ms for p, _ in runs]
+    np.testing.assert_array_equal(preds[0], preds[1])
+    other, _ = train(*data, model_cfg=TINY_MODEL, train_cfg=replace(cfg, seed=8), progress=False)
+    assert not np.array_equal(other.predict(data[2]).latency_ms, preds[0])
+
+
+def test_training_rejects_bad_targets(data):
+    tr_g, tr_y, va_g, va_y = data
+    with pytest.raises(ValueError, match="positive"):
+        train(tr_g, -tr_y, va_g, va_y, progress=False)
+    with pytest.raises(ValueError, match="targets"):
+        train(tr_g, tr_y[:-1], va_g, va_y, progress=False)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def test_checkpoint_round_trip_gives_identical_predictions(trained, data, tmp_path):
+    predictor, _ = trained
+    predictor.platform = {"target": "llvm -mcpu=znver3", "threads": 1}
+    path = save_checkpoint(predictor, tmp_path / "model.pt")
+    loaded = load_checkpoint(path)
+    np.testing.assert_array_equal(loaded.predict(data[2]).latency_ms, predictor.predict(data[2]).latency_ms)
+    assert loaded.platform == predictor.platform
+    assert loaded.provenance == predictor.provenance
+    assert loaded.tokenizer.state_dict() == predictor.tokenizer.state_dict()
+    assert not loaded.model.training
+
+
+def test_checkpoint_refuses_non_plain_metadata(trained, tmp_path):
+    predictor, _ = trained
+    predictor.platform = {"device": np.float32(1.0)}
+    try:
+        with pytest.raises(TypeError, match="platform"):
+            save_checkpoint(predictor, tmp_path / "bad.pt")
+    finally:
+        predictor.platform = {}
+
+
+def test_checkpoint_load_errors_name_the_file(trained, tmp_path):
+    predictor, _ = trained
+    good = save_checkpoint(predictor, tmp_path / "good.pt")
+    payload = torch.load(good, weights_only=True)
+
+    def write(name, obj):
+        path = tmp_path / name
+        torch.save(obj, path)
+        return path
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"definitely not a zip archive")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    wrong_state = dict(payload, state_dict={k: v for k, v in payload["state_dict"].items() if "head" not in k})
+    cases = {
+        tmp_path / "missing.pt": "no such",
+        corrupt: "not a readable",
+        truncated: "not a readable",
+        write("other_format.pt", {"format": "something-else", "version": VERSION}): "format",
+        write("list.pt", [1, 2, 3]): "format",
+        write("future.pt", dict(payload, version=VERSION + 1)): "version",
+        write("wrong_config.pt", dict(payload, model_config=dict(payload["model_config"], d_model=64))): "do not fit",
+        write("wrong_state.pt", wrong_state): "do not fit",
+        write("unknown_field.pt", dict(payload, model_config=dict(payload["model_config"], colour="red"))): "unknown",
+    }
+    for path, why in cases.items():
+        with pytest.raises(CheckpointError, match=why) as err:
+            load_checkpoint(path)
+        assert path.name in str(err.value)
+    assert payload["format"] == FORMAT
+
+
+# ---------------------------------------------------------------- metrics
+
+def test_metrics_on_hand_computed_example():
+    true = [100.0, 200.0, 50.0, 400.0]
+    pred = [110.0, 180.0, 50.0, 600.0]  # relative errors 0.1, 0.1, 0, 0.5
+    r = regression_report(pred, true)
+    assert r["n"] == 4
+    assert r["mape"] == pytest.approx(0.175)
+    assert r["rmse"] == pytest.approx(math.sqrt((10 ** 2 + 20 ** 2 + 0 + 200 ** 2) / 4))
+    assert r["acc@5%"] == pytest.approx(0.25)
+    assert r["acc@10%"] == pytest.approx(0.75)
+    assert r["kendall_tau"] == pytest.approx(1.0) and r["spearman"] == pytest.approx(1.0)
+
+    ranked = regression_report([1.0, 2.0, 4.0, 3.0], [1.0, 2.0, 3.0, 4.0])
+    assert ranked["kendall_tau"] == pytest.approx(4 / 6)  # 5 concordant, 1 discordant pair
+    assert ranked["spearman"] == pytest.approx(1 - 6 * 2 / (4 * 15))
+
+
+# ---------------------------------------------------------------- isolation
+
+def test_cost_model_never_imports_tvm():
+    code = ("import sys, nar_tvm.cost_model; "
+            "bad = [m for m in sys.modules if m == 'tvm' or m.startswith(('tvm.', 'nar_tvm.api', 'nar_tvm.loaders'))]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
