@@ -32,32 +32,49 @@ class LatencyPredictor:
         self.platform = dict(platform or {})
         self.provenance = dict(provenance or {})
 
-    def predict(self, graphs: Sequence[OpGraph] | OpGraph, batch_size: int = 256) -> PredictionResult:
+    def predict(self, graphs: Sequence[OpGraph] | OpGraph, batch_size: int = 256,
+                max_batch_nodes: int = 4096) -> PredictionResult:
         if isinstance(graphs, OpGraph):
             graphs = [graphs]
         tokens = self.tokenizer.encode_many(graphs)
         return PredictionResult(
-            latency_ms=self.predict_tokens(tokens, batch_size),
+            latency_ms=self.predict_tokens(tokens, batch_size, max_batch_nodes),
             unknown_ops=np.array([t.unknown_ops for t in tokens], dtype=np.int64),
             unknown_op_names=[t.unknown_op_names for t in tokens],
         )
 
     @torch.no_grad()
-    def predict_tokens(self, tokens: Sequence[GraphTokens], batch_size: int = 256) -> np.ndarray:
-        """Latency (ms) of already tokenised graphs, in their order."""
+    def predict_tokens(self, tokens: Sequence[GraphTokens], batch_size: int = 256,
+                       max_batch_nodes: int = 4096) -> np.ndarray:
+        """Latency (ms) of already tokenised graphs, in their order.
+
+        One forward pass per chunk of at most `batch_size` graphs and, unless a single
+        graph is larger, `max_batch_nodes` padded nodes.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         was_training = self.model.training
         self.model.eval()
         device = next(self.model.parameters()).device
-        # Chunks of similar size waste little compute on padding.
-        order = np.argsort([t.num_nodes for t in tokens], kind="stable")
         log_ms = np.empty(len(tokens), dtype=np.float64)
         try:
-            for start in range(0, len(tokens), batch_size):
-                idx = order[start:start + batch_size]
+            for idx in _chunks([t.num_nodes for t in tokens], batch_size, max_batch_nodes):
                 batch = {k: v.to(device) for k, v in collate([tokens[i] for i in idx]).items()}
                 log_ms[idx] = self.model(**batch).double().cpu().numpy()
         finally:
             self.model.train(was_training)
         return np.exp(log_ms)
+
+
+def _chunks(sizes: Sequence[int], batch_size: int, max_batch_nodes: int) -> list[np.ndarray]:
+    """Indices grouped by similar size: padding to the largest in a chunk then wastes
+    little, and a node budget keeps the padded activations small enough to stay in cache
+    (on one CPU thread, 64 graphs of 50-250 nodes in one pass are slower than 16)."""
+    order = np.argsort(sizes, kind="stable")
+    chunks, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or end - start == batch_size \
+                or (end - start + 1) * sizes[order[end]] > max_batch_nodes:
+            chunks.append(order[start:end])
+            start = end
+    return chunks

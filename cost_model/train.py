@@ -66,7 +66,7 @@ def sr_loss(log_pred: torch.Tensor, y: torch.Tensor, generator: torch.Generator)
     magnitude that is dominated by the slowest networks, so the differences here are
     of log-latency, i.e. the pair's latency ratio, scale-free like the RSE term.
     """
-    perm = torch.randperm(len(y), generator=generator, device=y.device)
+    perm = torch.randperm(len(y), generator=generator).to(y.device)
     log_y = torch.log(y)
     return ((log_pred - log_pred[perm]) - (log_y - log_y[perm])).abs().mean()
 
@@ -82,14 +82,17 @@ def _warmup_then_linear_decay(warmup: int, total: int):
 @contextmanager
 def _deterministic(seed: int):
     """Seeded, deterministic torch for the duration, leaving the caller's RNG and flags as they were."""
-    previous = torch.are_deterministic_algorithms_enabled()
+    previous = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True)
+        # warn_only: an op without a deterministic kernel (on some accelerator) should
+        # not abort a training run; on CPU every op used here has one.
+        torch.use_deterministic_algorithms(True, warn_only=True)
         try:
             yield
         finally:
-            torch.use_deterministic_algorithms(previous)
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
 def _targets(graphs: Sequence[OpGraph], targets, what: str) -> np.ndarray:

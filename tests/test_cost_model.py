@@ -293,6 +293,16 @@ def test_trained_predictor_reports_provenance_and_best_model(trained, data):
     assert predictor.provenance["val_report"]["mape"] == pytest.approx(report["mape"])
 
 
+def test_predictor_chunks_agree_with_one_pass_and_keep_order(trained, data):
+    predictor, _ = trained
+    tokens = predictor.tokenizer.encode_many(data[2])
+    whole = predictor.predict_tokens(tokens, batch_size=len(tokens), max_batch_nodes=10 ** 9)
+    chunked = predictor.predict_tokens(tokens, batch_size=3, max_batch_nodes=40)
+    single = np.array([predictor.predict_tokens([t], batch_size=1)[0] for t in tokens])
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5)
+    np.testing.assert_allclose(single, whole, rtol=1e-5)
+
+
 def test_training_is_deterministic_for_a_seed(data):
     cfg = TrainConfig(epochs=2, batch_size=16, seed=7, loss="rse+sr")
     runs = [train(*data, model_cfg=TINY_MODEL, train_cfg=cfg, progress=False) for _ in range(2)]
