@@ -6,6 +6,11 @@ graph-aided attention (scores restricted to graph neighbours, as message passing
 is), a degree gate (a node's fan-in / fan-out modulates its update, which a
 sum-aggregating GNN gets implicitly) and a grouped feed-forward network (fewer
 parameters, which the paper finds generalises better to unseen networks).
+
+Two liberties, both within the paper's description: attention is standard softmax
+attention over the neighbours (the authors' code normalises sigmoid-kernel scores
+instead), and the degree gate scales the FFN branch's input from in- and
+out-degree embeddings (their code gates the attention input from the degree).
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from nar_tvm.passes.opgraph import OpGraph, OpNode
 UNK = "<unk>"
 STATE_FORMAT = "nar-tvm.tokenizer/1"
 STATIC_FEATURES = ("batch", "flops", "params", "memory_access", "num_nodes", "depth")
-# Spatial dims of the kernel window (kh, kw); conv1d fills one, conv3d keeps its last two.
+# Spatial dims of the kernel window (kh, kw): conv1d fills one, conv3d's depth is dropped.
 KERNEL_SLOTS = 2
 COST_FEATURES = ("flops", "bytes", "params")
 
@@ -247,7 +247,7 @@ class Tokenizer:
 
     def _scalars(self, node: OpNode) -> list[float]:
         c = self.config
-        row = _fit(_kernel_window(node), KERNEL_SLOTS)
+        row = _fit(_kernel_window(node)[-KERNEL_SLOTS:], KERNEL_SLOTS)
         for key, slots in c.attr_slots.items():
             row += _fit(_numbers(node.attrs.get(key)), slots)
         row.append(float(len(node.weights)))
@@ -272,7 +272,7 @@ class Tokenizer:
         present = ~np.isnan(scalars)
         pe = sinusoidal(log_scale(np.where(present, scalars, 0.0)), c.pe_dim, c.pe_base)
         # An absent value (an op without strides, a rank-2 output's missing dims) is all
-        # zeros, which no present value encodes to (cos never vanishes at 0).
+        # zeros, which no present value encodes to: each of its sin/cos pairs has norm 1.
         pe *= present[..., None]
 
         x = np.zeros((n, 2 * v + c.num_scalars * c.pe_dim), dtype=np.float32)
@@ -305,19 +305,12 @@ def collate(items: Sequence[GraphTokens]) -> dict[str, torch.Tensor]:
 
     x = np.zeros((b, n, d), dtype=np.float32)
     degree = np.zeros((b, n, 2), dtype=np.int64)
-    for i, t in enumerate(items):
-        x[i, : sizes[i]] = t.x
-        degree[i, : sizes[i]] = t.degree
-    mask = np.arange(n)[None, :] < sizes[:, None]
-
     adj = np.zeros((b, n, n), dtype=bool)
-    idx = np.arange(n)
-    adj[:, idx, idx] = mask
-    graph_of = np.repeat(np.arange(b), [len(t.edges) for t in items])
-    if len(graph_of):
-        src, dst = np.concatenate([t.edges for t in items]).T
-        adj[graph_of, src, dst] = True
-        adj[graph_of, dst, src] = True
+    for i, (t, size) in enumerate(zip(items, sizes)):
+        x[i, :size] = t.x
+        degree[i, :size] = t.degree
+        adj[i, :size, :size] = t.adj
+    mask = np.arange(n)[None, :] < sizes[:, None]
 
     return {
         "x": torch.from_numpy(x),

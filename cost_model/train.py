@@ -46,10 +46,10 @@ class TrainConfig:
 
 @dataclass
 class TrainHistory:
-    init_val_mape: float
+    init_val_mape: float  # of the initial model: the best constant predictor
+    best_val_mape: float
+    best_epoch: int = 0  # 0: no epoch beat the initial model
     epochs: list[dict] = field(default_factory=list)  # epoch, lr, train_loss, val_mape
-    best_epoch: int = 0
-    best_val_mape: float = float("inf")
     stopped_early: bool = False
 
 
@@ -117,8 +117,8 @@ def train(
     progress: bool = True,
 ) -> tuple[LatencyPredictor, TrainHistory]:
     """Fit a latency predictor (targets in ms); the model kept is the one with the best
-    validation MAPE. A tokenizer without a vocabulary (or None) is fitted on the
-    training graphs; a fitted one is used as it is.
+    validation MAPE. A tokenizer without a vocabulary (or None) is fitted, in place, on
+    the training graphs; a fitted one is used as it is.
     """
     train_cfg = train_cfg or TrainConfig()
     train_cfg.validate()
@@ -144,9 +144,9 @@ def train(
         with torch.no_grad():
             # Start every graph at the constant that minimises the training RSE. The RSE
             # bounds the penalty for under-prediction, so through exp() its gradient fades
-            # for graphs predicted far too fast; from a higher start (a random one, or the
-            # geometric mean) the small graphs' huge over-prediction errors push everything
-            # down into that flat region and training stalls.
+            # for graphs predicted far too fast; from a higher start (random, or the
+            # geometric mean) the small graphs' huge over-prediction errors push all
+            # predictions down into that flat region and training stalls.
             model.head[-1].weight.zero_()
             model.head[-1].bias.fill_(float(np.log((1 / y_train).sum() / (1 / y_train ** 2).sum())))
         predictor = LatencyPredictor(tokenizer, model)
@@ -154,9 +154,9 @@ def train(
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_then_linear_decay(warmup, total_steps))
         shuffle_gen = torch.Generator().manual_seed(train_cfg.seed)
 
-        history = TrainHistory(init_val_mape=mape(predictor.predict_tokens(val_tokens), y_val))
+        init_val_mape = mape(predictor.predict_tokens(val_tokens), y_val)
+        history = TrainHistory(init_val_mape=init_val_mape, best_val_mape=init_val_mape)
         best_state = copy.deepcopy(model.state_dict())
-        history.best_val_mape = history.init_val_mape
         bar = tqdm(range(1, train_cfg.epochs + 1), desc="train", disable=not progress, leave=False)
         for epoch in bar:
             model.train()
