@@ -18,15 +18,18 @@ from nar_tvm.cost_model import LatencyPredictor, NARFormerV2, NARFormerV2Config,
 from nar_tvm.cost_model.synthetic import random_graph
 
 
-def best_rate(fn, items: int, repeats: int) -> float:
-    """Items per second of the fastest of `repeats` runs (after one warm-up run)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+def best_rates(runs: dict, items: int, repeats: int) -> dict[str, float]:
+    """Items per second of each run's fastest repetition. Repetitions go round-robin
+    over the runs, so a burst of load from elsewhere on the machine hits them alike."""
+    best = dict.fromkeys(runs, float("inf"))
+    for fn in runs.values():  # warm-up
         fn()
-        best = min(best, time.perf_counter() - start)
-    return items / best
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: items / seconds for name, seconds in best.items()}
 
 
 def main() -> None:
@@ -35,7 +38,7 @@ def main() -> None:
     parser.add_argument("--min-nodes", type=int, default=50)
     parser.add_argument("--max-nodes", type=int, default=250)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -56,17 +59,22 @@ def main() -> None:
           f"(mean {nodes / args.graphs:.0f}), token dim {tokenizer.token_dim}, "
           f"d_model {cfg.d_model}, {cfg.n_layers} layers, torch threads {torch.get_num_threads()}")
 
-    rate = best_rate(lambda: tokenizer.encode_many(graphs), args.graphs, args.repeats)
-    print(f"tokenizer                     {rate:10.1f} graphs/s  {rate * nodes / args.graphs:10.0f} nodes/s")
-
-    single = best_rate(lambda: [predictor.predict_tokens([t], batch_size=1) for t in tokens],
-                       args.graphs, args.repeats)
-    print(f"predictor, one graph at a time {single:9.1f} graphs/s")
+    runs = {
+        "tokenizer": lambda: tokenizer.encode_many(graphs),
+        "single": lambda: [predictor.predict_tokens([t], batch_size=1) for t in tokens],
+        **{f"batched {bs}": (lambda bs=bs: predictor.predict_tokens(tokens, batch_size=bs))
+           for bs in args.batch_sizes},
+        "end-to-end": lambda: predictor.predict(graphs),
+    }
+    rate = best_rates(runs, args.graphs, args.repeats)
+    print(f"tokenizer                      {rate['tokenizer']:9.1f} graphs/s  "
+          f"{rate['tokenizer'] * nodes / args.graphs:9.0f} nodes/s")
+    print(f"predictor, one graph at a time {rate['single']:9.1f} graphs/s")
     for bs in args.batch_sizes:
-        batched = best_rate(lambda: predictor.predict_tokens(tokens, batch_size=bs), args.graphs, args.repeats)
-        print(f"predictor, batched ({bs:>4})     {batched:9.1f} graphs/s  {batched / single:6.1f}x one-at-a-time")
-    end_to_end = best_rate(lambda: predictor.predict(graphs), args.graphs, args.repeats)
-    print(f"predict() incl. tokenizing    {end_to_end:10.1f} graphs/s")
+        batched = rate[f"batched {bs}"]
+        print(f"predictor, batched (<= {bs:>3})   {batched:9.1f} graphs/s  "
+              f"{batched / rate['single']:5.1f}x one-at-a-time")
+    print(f"predict() incl. tokenizing     {rate['end-to-end']:9.1f} graphs/s")
 
 
 if __name__ == "__main__":

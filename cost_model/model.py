@@ -58,21 +58,32 @@ class NARFormerV2Config:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
 
 
-class GroupedLinear(nn.Module):
-    """Block-diagonal linear map: features split into groups, each with its own weights."""
+class GroupedFeedForward(nn.Module):
+    """Two-layer FFN split into groups, each with its own weights (block-diagonal maps).
 
-    def __init__(self, d_in: int, d_out: int, groups: int):
+    Activations stay group-major ([groups, nodes, width]) between the two layers, so a
+    batched matmul reads them in place: no copies of the wide hidden layer.
+    """
+
+    def __init__(self, d_model: int, hidden: int, groups: int, dropout: float):
         super().__init__()
         self.groups = groups
-        self.weight = nn.Parameter(torch.empty(groups, d_in // groups, d_out // groups))
-        self.bias = nn.Parameter(torch.zeros(d_out))
-        # Each group is a d_in/groups -> d_out/groups linear layer; initialise it as nn.Linear would.
-        bound = 1.0 / math.sqrt(d_in // groups)
-        nn.init.uniform_(self.weight, -bound, bound)
+        self.w_in = nn.Parameter(torch.empty(groups, d_model // groups, hidden // groups))
+        self.b_in = nn.Parameter(torch.zeros(groups, 1, hidden // groups))
+        self.w_out = nn.Parameter(torch.empty(groups, hidden // groups, d_model // groups))
+        self.b_out = nn.Parameter(torch.zeros(groups, 1, d_model // groups))
+        self.dropout = nn.Dropout(dropout)
+        # Each group is a small linear layer; initialise it as nn.Linear would one of its size.
+        for w in (self.w_in, self.w_out):
+            bound = 1.0 / math.sqrt(w.shape[1])
+            nn.init.uniform_(w, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unflatten(-1, (self.groups, -1))
-        return torch.einsum("...gi,gio->...go", x, self.weight).flatten(-2) + self.bias
+        shape = x.shape
+        x = x.reshape(-1, self.groups, shape[-1] // self.groups).transpose(0, 1)
+        h = self.dropout(torch.relu(torch.baddbmm(self.b_in, x, self.w_in)))
+        out = torch.baddbmm(self.b_out, h, self.w_out)
+        return self.dropout(out.transpose(0, 1).reshape(shape))
 
 
 class DegreeGate(nn.Module):
@@ -104,13 +115,7 @@ class EncoderBlock(nn.Module):
         self.norm_ffn = nn.LayerNorm(d)
         self.gate = DegreeGate(d, cfg.max_degree) if cfg.use_degree_gate else None
         groups = cfg.ffn_groups if cfg.grouped_ffn else 1
-        self.ffn = nn.Sequential(
-            GroupedLinear(d, d * cfg.ffn_ratio, groups),
-            nn.ReLU(),
-            nn.Dropout(cfg.dropout),
-            GroupedLinear(d * cfg.ffn_ratio, d, groups),
-            nn.Dropout(cfg.dropout),
-        )
+        self.ffn = GroupedFeedForward(d, d * cfg.ffn_ratio, groups, cfg.dropout)
         self.scale_ffn = nn.Parameter(torch.full((d,), cfg.layer_scale_init))
 
     def attend(self, h: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
