@@ -1,7 +1,7 @@
 """One-file checkpoints that load with torch.load(weights_only=True).
 
-Only tensors and plain Python values go in, so loading never unpickles code: a
-checkpoint from an untrusted source can at worst fail to load.
+Only tensors and plain Python values go in, so loading never has to unpickle
+arbitrary objects, and a file from elsewhere cannot run code when it is loaded.
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ The paper's three changes to a pre-norm Transformer encoder are all here and all
 switchable, so that each can be ablated against the plain Transformer:
 graph-aided attention (scores restricted to graph neighbours, as message passing
 is), a degree gate (a node's fan-in / fan-out modulates its update, which a
-sum-aggregating GNN gets implicitly) and a grouped feed-forward network (fewer
-parameters, which the paper finds generalises better to unseen networks).
+sum-aggregating GNN gets implicitly) and a grouped feed-forward network
+(block-diagonal, so a fraction of the parameters: less room to overfit the few
+network families a latency data set has).
 
 Two liberties, both within the paper's description: attention is standard softmax
 attention over the neighbours (the authors' code normalises sigmoid-kernel scores
