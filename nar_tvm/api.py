@@ -1,6 +1,9 @@
 """Python API mirroring the CLI: extract an OpGraph, predict latency."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from nar_tvm.passes.opgraph import OpGraph
 
 from .loaders import load_model
@@ -15,3 +18,64 @@ def extract(model, level: str = "op", input_shapes: dict | None = None, example_
     graph = extract_opgraph(loaded.mod, level, target, loaded.name)
     graph.meta.update({"frontend": loaded.frontend, "input_shapes": loaded.input_shapes})
     return graph
+
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
+
+
+class NoCheckpointError(FileNotFoundError):
+    pass
+
+
+def resolve_checkpoint(checkpoint=None) -> Path:
+    if checkpoint is not None:
+        return Path(checkpoint)
+    if DEFAULT_CHECKPOINT.is_file():
+        return DEFAULT_CHECKPOINT
+    raise NoCheckpointError(
+        "no trained default checkpoint ships with this installation; train one with "
+        "`nar-tvm train DATASET --out model.pt` and pass --checkpoint model.pt"
+    )
+
+
+def platform_mismatch(checkpoint_platform: dict, spec=None) -> list[str]:
+    """Fingerprint fields in which this machine differs from where the checkpoint's data was measured."""
+    from .platform import PlatformSpec, fingerprint
+
+    here = fingerprint(spec or PlatformSpec(threads=int(checkpoint_platform.get("threads", 1))))
+    keys = ("cpu", "mcpu", "threads", "tvm", "pipeline", "device")
+    return [f"{k}: checkpoint {checkpoint_platform.get(k)!r}, here {here.get(k)!r}"
+            for k in keys if k in checkpoint_platform and str(checkpoint_platform[k]) != str(here.get(k))]
+
+
+@dataclass
+class Prediction:
+    name: str
+    latency_ms: float
+    level: str
+    nodes: int
+    unknown_ops: int
+    unknown_op_names: tuple
+
+
+def load_predictor(checkpoint=None):
+    from nar_tvm.cost_model import load_checkpoint
+
+    return load_checkpoint(resolve_checkpoint(checkpoint))
+
+
+def predict(models, checkpoint=None, input_shapes: dict | None = None, example_inputs=None,
+            predictor=None) -> list[Prediction]:
+    """Predicted latency of one model or a list of them, in one batched forward pass."""
+    predictor = predictor or load_predictor(checkpoint)
+    level = predictor.provenance.get("level", "op")
+    many = isinstance(models, (list, tuple))
+    graphs = [m if isinstance(m, OpGraph) else extract(m, level, input_shapes, example_inputs)
+              for m in (models if many else [models])]
+    wrong = [g.name for g in graphs if g.level != level]
+    if wrong:
+        raise ValueError(f"graphs {wrong} are not at the checkpoint's level {level!r}")
+    result = predictor.predict(graphs)
+    out = [Prediction(g.name, float(ms), level, g.num_nodes, int(unk), tuple(names))
+           for g, ms, unk, names in zip(graphs, result.latency_ms, result.unknown_ops, result.unknown_op_names)]
+    return out if many else out[0]

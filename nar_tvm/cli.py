@@ -55,6 +55,66 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- predict
+def cmd_predict(args) -> int:
+    from .api import extract, load_predictor, platform_mismatch, predict
+    from .loaders import parse_input_shapes
+
+    predictor = load_predictor(args.checkpoint)
+    level = predictor.provenance.get("level", "op")
+    if args.level and args.level != level:
+        raise CLIError(f"the checkpoint was trained on {level!r} graphs; --level {args.level} does not apply")
+    for line in platform_mismatch(predictor.platform):
+        print(f"warning: platform differs from the checkpoint's ({line}); predictions may not transfer",
+              file=sys.stderr)
+    shapes = parse_input_shapes(args.input_shape)
+    graphs = [extract(m, level=level, input_shapes=shapes) for m in args.models]
+    preds = predict(graphs, predictor=predictor)
+    if args.json:
+        _print_json([p.__dict__ for p in preds])
+        return 0
+    for p in preds:
+        note = f"  ({p.unknown_ops} nodes of op types unseen in training: {', '.join(p.unknown_op_names)})" \
+            if p.unknown_ops else ""
+        print(f"{p.name}: {p.latency_ms:.3f} ms predicted  [{p.nodes} {p.level}-level nodes]{note}")
+    return 0
+
+
+# --------------------------------------------------------------- train/eval
+def cmd_train(args) -> int:
+    from nar_tvm.cost_model import NARFormerV2Config, TrainConfig
+
+    from .training import evaluate_predictor, save, train_on_dataset
+
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      loss=args.loss, patience=args.patience)
+    model_cfg = NARFormerV2Config(d_model=args.d_model, n_layers=args.layers)
+    predictor, history, parts = train_on_dataset(args.dataset, level=args.level or "op", split=args.split,
+                                                 seed=args.seed, platform_id=args.platform,
+                                                 model_cfg=model_cfg, train_cfg=cfg)
+    path = save(predictor, args.out)
+    val = evaluate_predictor(predictor, parts["val"])["overall"]
+    print(f"saved {path}: best epoch {history.best_epoch}, validation MAPE {val['mape']:.4f}, "
+          f"Acc(10%) {val['acc@10%']:.3f} on {len(parts['val'])} models ({len(parts['train'])} trained on)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .training import evaluate_checkpoint
+
+    res = evaluate_checkpoint(args.checkpoint, args.dataset, split=args.split, part=args.part,
+                              seed=args.seed, platform_id=args.platform)
+    if args.json:
+        _print_json({k: v for k, v in res.items() if k in ("overall", "families")})
+        return 0
+    header = f"{'family':<14} {'n':>5} {'MAPE':>8} {'RMSE':>9} {'Acc5%':>7} {'Acc10%':>7} {'tau':>6}"
+    print(header)
+    for name, m in [*res["families"].items(), ("ALL", res["overall"])]:
+        print(f"{name:<14} {m['n']:5d} {m['mape']:8.4f} {m['rmse']:9.3f} {m['acc@5%']:7.3f} "
+              f"{m['acc@10%']:7.3f} {m['kendall_tau']:6.3f}")
+    return 0
+
+
 # ------------------------------------------------------------------- profile
 def _platform_from_args(args):
     from .platform import PlatformSpec
@@ -144,6 +204,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", action="store_true", help="list every node")
     p.set_defaults(func=cmd_inspect)
 
+    p = sub.add_parser("predict", help="predict latency with a trained checkpoint")
+    _add_model_args(p)
+    p.add_argument("--checkpoint", help="trained checkpoint (default: the one shipped with nar-tvm)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", help="train a NAR-Former V2 predictor on a measured dataset")
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.add_argument("--level", choices=["op", "fused"], default="op")
+    p.add_argument("--split", default="in-domain", help="in-domain or ood:<family>")
+    p.add_argument("--platform", help="platform id, when the dataset holds several")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--loss", default="rse", choices=["rse", "rse+sr"])
+    p.add_argument("--patience", type=int, default=30)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset split")
+    p.add_argument("checkpoint")
+    p.add_argument("dataset")
+    p.add_argument("--split", default="in-domain", help="in-domain or ood:<family>")
+    p.add_argument("--part", default="test", choices=["train", "val", "test"])
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's)")
+    p.add_argument("--platform")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("profile", help="compile and measure zoo models into a dataset")
     p.add_argument("--families", help="comma-separated zoo families (default: all)")
     p.add_argument("--per-family", type=int, default=10)
@@ -177,12 +268,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from nar_tvm.passes.opgraph import OpGraphError
 
+    from nar_tvm.cost_model import CheckpointError
+
     from .dataset import DatasetError
     from .loaders import ModelLoadError
 
     try:
         return args.func(args)
-    except (CLIError, ModelLoadError, DatasetError, OpGraphError, FileNotFoundError) as exc:
+    except (CLIError, ModelLoadError, DatasetError, OpGraphError, CheckpointError, FileNotFoundError,
+            ValueError) as exc:
         print(f"nar-tvm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001

@@ -166,8 +166,9 @@ def split_in_domain(samples: list[Sample], seed: int = 0, fractions=(0.8, 0.1, 0
     for fam in sorted(by_family):
         items = by_family[fam]
         rng.shuffle(items)
-        n_val = round(len(items) * fractions[1])
-        n_test = round(len(items) * fractions[2])
+        # Every family with a handful of models gets at least one val and one test model.
+        n_val = max(round(len(items) * fractions[1]), int(len(items) >= 3))
+        n_test = max(round(len(items) * fractions[2]), int(len(items) >= 3))
         out["val"] += items[:n_val]
         out["test"] += items[n_val:n_val + n_test]
         out["train"] += items[n_val + n_test:]

@@ -1,0 +1,68 @@
+"""Dataset -> trained checkpoint -> evaluation, the glue behind `nar-tvm train|evaluate`.
+
+Reads the store with no TVM: training runs wherever torch does.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from nar_tvm.cost_model import (LatencyPredictor, NARFormerV2Config, TrainConfig, load_checkpoint,
+                                regression_report, save_checkpoint, train)
+
+from .dataset import Sample, load_samples, make_split
+
+
+def graphs_of(samples: list[Sample], level: str):
+    return [s.graph(level) for s in samples]
+
+
+def latencies_of(samples: list[Sample]) -> np.ndarray:
+    return np.array([s.latency_ms for s in samples], dtype=np.float64)
+
+
+def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed: int = 0,
+                     platform_id: str | None = None, model_cfg: NARFormerV2Config | None = None,
+                     train_cfg: TrainConfig | None = None, progress: bool = True):
+    """Train on the split's train part, select on its val part; the test part is not touched."""
+    samples = load_samples(dataset, platform_id)
+    parts = make_split(samples, split, seed)
+    train_cfg = train_cfg or TrainConfig(seed=seed)
+    predictor, history = train(graphs_of(parts["train"], level), latencies_of(parts["train"]),
+                               graphs_of(parts["val"], level), latencies_of(parts["val"]),
+                               model_cfg=model_cfg, train_cfg=train_cfg, progress=progress)
+    predictor.platform = dict(samples[0].record["platform"], platform_id=samples[0].record["platform_id"])
+    predictor.provenance.update(dataset=str(dataset), split=split, split_seed=seed, level=level,
+                                best_val_mape=history.best_val_mape)
+    return predictor, history, parts
+
+
+def evaluate_predictor(predictor: LatencyPredictor, samples: list[Sample], level: str | None = None) -> dict:
+    """Metrics overall and per family."""
+    level = level or predictor.provenance.get("level", "op")
+    pred = predictor.predict(graphs_of(samples, level)).latency_ms
+    true = latencies_of(samples)
+    by_family = defaultdict(list)
+    for i, s in enumerate(samples):
+        by_family[s.family].append(i)
+    return {
+        "overall": regression_report(pred, true),
+        "families": {f: regression_report(pred[idx], true[idx]) for f, idx in sorted(by_family.items())},
+        "pred": pred, "true": true,
+    }
+
+
+def evaluate_checkpoint(checkpoint, dataset, split: str = "in-domain", part: str = "test", seed: int | None = None,
+                        platform_id: str | None = None) -> dict:
+    predictor = load_checkpoint(checkpoint)
+    samples = load_samples(dataset, platform_id or predictor.platform.get("platform_id"))
+    if seed is None:
+        seed = int(predictor.provenance.get("split_seed", 0))
+    chosen = make_split(samples, split, seed)[part]
+    return evaluate_predictor(predictor, chosen)
+
+
+def save(predictor: LatencyPredictor, path) -> Path:
+    return save_checkpoint(predictor, path)
