@@ -146,6 +146,7 @@ def cmd_profile(args) -> int:
         spec=_platform_from_args(args),
         protocol=Protocol(warmup=args.warmup, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms),
         cpu_affinity=affinity, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
+        runner=args.runner, allow_fallback=args.allow_fallback,
     )
     if args.rpc_tracker and not args.rpc_key:
         raise CLIError("--rpc-tracker needs --rpc-key (the key the device's RPC server registered)")
@@ -248,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-affinity", help="cores to pin the measuring process to, e.g. 1")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a device from this RPC tracker")
     p.add_argument("--rpc-key", help="device key registered with the tracker")
+    p.add_argument("--runner", choices=["inprocess", "native"], default="inprocess",
+                   help="measurement backend: the VM's time evaluator in the worker process (default), "
+                        "or the nar-tvm-runner binary on the exported library (build: native/README.md)")
+    p.add_argument("--allow-fallback", action="store_true",
+                   help="with --runner native: use the in-process evaluator if the runner is not built")
     p.add_argument("--remeasure", type=float, metavar="FRACTION",
                    help="re-measure this share of measured models instead (noise floor)")
     p.add_argument("--seed", type=int, default=0)

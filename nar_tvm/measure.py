@@ -136,12 +136,56 @@ def kernel_breakdown(vm, args) -> dict[str, float]:
     return {k: round(v, 6) for k, v in sorted(times.items(), key=lambda kv: -kv[1])}
 
 
+RUNNERS = ("inprocess", "native")
+
+
+def input_specs(mod: tvm.IRModule) -> list[tuple[list[int], str]]:
+    """(shape, dtype) of each parameter of `main`, as the native runner takes them."""
+    return [([int(d) for d in p.ty.shape.values], str(p.ty.dtype)) for p in mod["main"].params]
+
+
+def measure_with_runner(ex, mod: tvm.IRModule, spec: PlatformSpec, session: Session, protocol: Protocol,
+                        compile_s: float, with_kernels: bool = True, cpu_affinity=None) -> dict:
+    """Time a compiled executable with the native runner (nar_tvm.native) in its own process."""
+    from .native import measure_native
+
+    if session.remote is not None or spec.device != "cpu":
+        raise ValueError("the native runner measures on this machine's CPU; for a device, copy the runner "
+                         "and the exported library there (native/README.md) or use the in-process runner")
+    with tempfile.TemporaryDirectory(prefix="nar-tvm-") as tmp:
+        path = os.path.join(tmp, "model.so")
+        ex.export_library(path)
+        res = measure_native(path, input_specs(mod), protocol, threads=spec.threads, cpu_affinity=cpu_affinity)
+    out = {
+        "median_ms": float(res["median_ms"]),
+        "repeats_ms": [float(r) for r in res["repeats_ms"]],
+        "cv": float(res["cv"]),
+        "compile_s": compile_s,
+        "protocol": protocol.to_dict(),
+        "runner": "native",
+        "number": int(res["number"]),
+    }
+    if with_kernels:
+        # The per-kernel breakdown needs Python callbacks: one instrumented in-process run.
+        vm = session.load(ex)
+        out["kernels_ms"] = kernel_breakdown(vm, session.to_device(random_inputs(mod)))
+    return out
+
+
 def measure(mod: tvm.IRModule, spec: PlatformSpec, session: Session, protocol: Protocol,
-            with_kernels: bool = True, probe=None) -> dict:
-    """Compile and time `mod`; returns the measurement part of a dataset record."""
+            with_kernels: bool = True, probe=None, runner: str = "inprocess", cpu_affinity=None) -> dict:
+    """Compile and time `mod`; returns the measurement part of a dataset record.
+
+    `runner`: "inprocess" times with the VM's time evaluator in this process; "native" exports
+    the library and times it with the `nar-tvm-runner` binary (same protocol, own process).
+    """
+    if runner not in RUNNERS:
+        raise ValueError(f"unknown runner {runner!r}; choose from {RUNNERS}")
     t0 = time.perf_counter()
     ex = build(mod, spec, probe)
     compile_s = time.perf_counter() - t0
+    if runner == "native":
+        return measure_with_runner(ex, mod, spec, session, protocol, compile_s, with_kernels, cpu_affinity)
     vm = session.load(ex)
     args = session.to_device(random_inputs(mod))
     for _ in range(protocol.warmup):

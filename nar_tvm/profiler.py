@@ -39,6 +39,8 @@ class WorkerConfig:
     rpc_tracker: str | None = None
     rpc_key: str | None = None
     with_kernels: bool = True
+    runner: str = "inprocess"  # or "native": the nar-tvm-runner binary times the exported library
+    allow_fallback: bool = False  # native runner not built -> in-process evaluator instead of an error
 
 
 def _worker_main(conn, cfg: WorkerConfig):
@@ -65,7 +67,8 @@ def _worker_main(conn, cfg: WorkerConfig):
                 conn.send(("ok", extract_opgraph(loaded.mod, "op", cfg.spec.tvm_target(), name).to_dict()))
             elif msg[0] == "measure":
                 probe = ExtractOpGraph()
-                result = measure(loaded.mod, cfg.spec, session, cfg.protocol, cfg.with_kernels, probe)
+                result = measure(loaded.mod, cfg.spec, session, cfg.protocol, cfg.with_kernels, probe,
+                                 runner=getattr(cfg, "runner", "inprocess"), cpu_affinity=cfg.cpu_affinity)
                 fused = probe.graph
                 fused.name = loaded.name
                 conn.send(("ok", (fused.to_dict(), result)))
@@ -151,6 +154,27 @@ def zoo_jobs(families, per_family: int, start_seed: int = 0):
             )
 
 
+def _check_runner(cfg: WorkerConfig) -> WorkerConfig:
+    """The native runner must be built, unless falling back to the in-process evaluator is allowed."""
+    if cfg.runner == "inprocess":
+        return cfg
+    if cfg.runner != "native":
+        raise ValueError(f"unknown runner {cfg.runner!r}; choose from inprocess, native")
+    import dataclasses
+    import sys
+
+    from .native import RunnerNotBuilt, find_runner
+
+    try:
+        find_runner()
+    except RunnerNotBuilt as exc:
+        if not cfg.allow_fallback:
+            raise
+        print(f"warning: {exc}\nFalling back to the in-process evaluator (--allow-fallback).", file=sys.stderr)
+        return dataclasses.replace(cfg, runner="inprocess")
+    return cfg
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -162,6 +186,7 @@ class Profiler:
         self.cfg = cfg
         self.extract_timeout = extract_timeout
         self.measure_timeout = measure_timeout
+        self.cfg = cfg = _check_runner(cfg)
         self.worker = Worker(cfg)
         self.worker.start()
         self.fingerprint = self.worker.fingerprint
