@@ -80,6 +80,37 @@ def cmd_predict(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- compare
+def cmd_compare(args) -> int:
+    from .api import load_predictor, platform_mismatch
+    from .compare import compare, plot, summary
+    from .loaders import parse_input_shapes
+    from .measure import Protocol
+
+    predictor = load_predictor(args.checkpoint)
+    for line in platform_mismatch(predictor.platform):
+        print(f"warning: platform differs from the checkpoint's ({line}); expect larger errors",
+              file=sys.stderr)
+    affinity = [int(c) for c in args.cpu_affinity.split(",")] if args.cpu_affinity else None
+    results = compare(args.models, predictor, parse_input_shapes(args.input_shape),
+                      Protocol(repeat=args.repeat), affinity)
+    stats = summary(results) if len(results) > 1 else None
+    if args.plot:
+        plot(results, args.plot)
+    if args.json:
+        _print_json({"models": [dict(r.__dict__, error=r.error) for r in results], "summary": stats})
+        return 0
+    for r in results:
+        print(f"{r.name}: predicted {r.predicted_ms:.3f} ms, measured {r.measured_ms:.3f} ms "
+              f"(CV {r.cv:.3f}), error {r.error:+.1%}, compiled in {r.compile_s:.1f} s")
+        for kernel, ms in r.top_kernels:
+            print(f"    {ms:9.3f} ms  {kernel}")
+    if stats:
+        print(f"{stats['n']} models: MAPE {stats['mape']:.4f}, Acc(10%) {stats['acc@10%']:.3f}, "
+              f"Kendall tau {stats['kendall_tau']:.3f}")
+    return 0
+
+
 # --------------------------------------------------------------- train/eval
 def cmd_train(args) -> int:
     from nar_tvm.cost_model import NARFormerV2Config, TrainConfig
@@ -155,7 +186,7 @@ def cmd_profile(args) -> int:
     print(f"platform {profiler.platform_id}: {json.dumps(profiler.fingerprint)}", file=sys.stderr)
     try:
         if args.remeasure:
-            counts = profiler.remeasure(args.remeasure, seed=args.seed)
+            counts = profiler.profile(profiler.remeasure_jobs(args.remeasure, seed=args.seed))
         else:
             counts = profiler.profile(zoo_jobs(families, args.per_family, args.start_seed),
                                       total=len(families) * args.per_family)
@@ -209,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--checkpoint", help="trained checkpoint (default: the one shipped with nar-tvm)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("compare", help="compile and measure models here, and compare with predictions")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX file(s) or zoo:FAMILY:SEED")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    p.add_argument("--checkpoint", help="trained checkpoint (default: the one shipped with nar-tvm)")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--cpu-affinity", help="cores to pin the measuring process to")
+    p.add_argument("--plot", metavar="PNG", help="save a predicted-vs-measured scatter plot")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("train", help="train a NAR-Former V2 predictor on a measured dataset")
     p.add_argument("dataset")

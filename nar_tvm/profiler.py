@@ -141,17 +141,23 @@ def onnx_bytes_of(module, example_input) -> bytes:
     return buf.getvalue()
 
 
-def zoo_jobs(families, per_family: int, start_seed: int = 0):
-    """Zoo jobs, interleaved across families so a partial run stays balanced."""
+def zoo_job(family: str, seed: int) -> Job:
     from . import zoo
 
+    v = zoo.generate(family, seed)
+    return Job(key=f"zoo:{family}:{seed}", name=v.name, family=family, seed=seed, params=v.params,
+               onnx_bytes=onnx_bytes_of(v.build(), v.example_input()))
+
+
+def zoo_jobs(families, per_family: int, start_seed: int = 0):
+    """Zoo jobs, interleaved across families so a partial run stays balanced."""
     for seed in range(start_seed, start_seed + per_family):
         for family in families:
-            variant = zoo.generate(family, seed)
-            yield variant.name, lambda v=variant: Job(
-                key=f"zoo:{v.family}:{v.seed}", name=v.name, family=v.family, seed=v.seed,
-                params=v.params, onnx_bytes=onnx_bytes_of(v.build(), v.example_input()),
-            )
+            yield f"zoo:{family}:{seed}", (lambda f=family, s=seed: zoo_job(f, s))
+
+
+def _unpack(built) -> tuple[Job, str | None]:
+    return built if isinstance(built, tuple) else (built, None)
 
 
 def _check_runner(cfg: WorkerConfig) -> WorkerConfig:
@@ -212,7 +218,7 @@ class Profiler:
             "time": _now(),
         }
 
-    def run_job(self, job: Job) -> dict:
+    def run_job(self, job: Job, remeasure_of: str | None = None) -> dict:
         record = self._base(job)
         status, op_graph = self.worker.call(("extract", job.onnx_bytes, job.input_shapes, job.name),
                                             self.extract_timeout)
@@ -223,7 +229,7 @@ class Profiler:
 
         graph_hash = OpGraph.from_dict(op_graph).content_hash()
         record["graph_hash"] = graph_hash
-        if graph_hash in self.measured_graphs:
+        if remeasure_of is None and graph_hash in self.measured_graphs:
             record.update(status="duplicate", duplicate_of=self.measured_graphs[graph_hash])
             return record
         status, result = self.worker.call(("measure",), self.measure_timeout)
@@ -231,88 +237,69 @@ class Profiler:
             record.update(status="failed", stage="measure", error=result, graphs={"op": op_graph})
             return record
         fused_graph, measurement = result
+        if remeasure_of is not None:
+            # Same model measured again later: only the timing matters, not the graphs.
+            record.update(status="remeasure", remeasure_of=remeasure_of, measurement=measurement)
+            return record
         record.update(status="ok", graphs={"op": op_graph, "fused": fused_graph}, measurement=measurement)
         self.measured_graphs[graph_hash] = record["job"]
         return record
 
     def profile(self, jobs, total: int | None = None, progress: bool = True) -> dict:
-        """`jobs` yields (key-name, make_job) so skipped jobs cost nothing to build."""
+        """Run `jobs`, pairs of (job key, make_job), skipping keys already in the store.
+
+        The next job is built (torch export) in a thread while the worker measures the
+        current one, so the measuring core is not left idle between models.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         from tqdm import tqdm
 
-        counts = {"ok": 0, "failed": 0, "duplicate": 0, "skipped": 0}
-        bar = tqdm(jobs, total=total, disable=not progress, unit="model", dynamic_ncols=True)
-        for name, make_job in bar:
-            key = name if name.startswith(("zoo:", "file:", "remeasure:")) else None
-            job = None
-            if key is None:
-                job = make_job()
-                key = job.key
+        counts = {"ok": 0, "failed": 0, "duplicate": 0, "remeasure": 0, "skipped": 0}
+        pending = []
+        for key, make_job in jobs:
             if self.job_id(key) in self.done:
                 counts["skipped"] += 1
-                continue
-            try:
-                job = job or make_job()
-            except Exception as exc:  # noqa: BLE001 - a model that cannot even be exported
-                rec = self._base(Job(key=key, name=name, onnx_bytes=b""))
-                rec.update(status="failed", stage="export", error=f"{type(exc).__name__}: {exc}"[:2000])
             else:
-                rec = self.run_job(job)
-            self.store.append(rec)
-            self.done.add(rec["job"])
-            counts[rec["status"]] += 1
-            bar.set_postfix(ok=counts["ok"], failed=counts["failed"], dup=counts["duplicate"])
+                pending.append((key, make_job))
+        bar = tqdm(total=len(pending), disable=not progress, unit="model", dynamic_ncols=True,
+                   desc=f"skipped {counts['skipped']} already measured" if counts["skipped"] else None)
+        with ThreadPoolExecutor(max_workers=1) as builder:
+            future = builder.submit(pending[0][1]) if pending else None
+            for i, (key, _) in enumerate(pending):
+                current = future
+                future = builder.submit(pending[i + 1][1]) if i + 1 < len(pending) else None
+                try:
+                    job, remeasure_of = _unpack(current.result())
+                except Exception as exc:  # noqa: BLE001 - a model that cannot even be exported
+                    rec = self._base(Job(key=key, name=key, onnx_bytes=b""))
+                    rec.update(status="failed", stage="export", error=f"{type(exc).__name__}: {exc}"[:2000])
+                else:
+                    rec = self.run_job(job, remeasure_of)
+                self.store.append(rec)
+                self.done.add(rec["job"])
+                counts[rec["status"]] += 1
+                bar.update()
+                bar.set_postfix(ok=counts["ok"], failed=counts["failed"], dup=counts["duplicate"])
+        bar.close()
         return counts
 
-    def remeasure(self, fraction: float, seed: int = 0, progress: bool = True) -> dict:
-        """Re-measure a seeded random share of ok records: the dataset's noise floor."""
-        import gzip  # noqa: F401 - records may live in sealed shards; the store handles it
-
-        ok = sorted((r for r in self.store.records("ok") if r["platform_id"] == self.platform_id),
+    def remeasure_jobs(self, fraction: float, seed: int = 0):
+        """A seeded random share of this platform's zoo records, measured again: the noise floor."""
+        ok = sorted((r for r in self.store.records("ok")
+                     if r["platform_id"] == self.platform_id and r["job"].startswith("zoo:")),
                     key=lambda r: r["job"])
         chosen = random.Random(seed).sample(ok, max(1, round(fraction * len(ok)))) if ok else []
+        for r in chosen:
+            original_key = r["job"].rsplit("@", 1)[0]
 
-        def jobs():
-            for r in chosen:
-                key = f"remeasure:{r['job'].rsplit('@', 1)[0]}"
+            def make(r=r, key=f"remeasure:{original_key}"):
+                model = r["model"]
+                job = zoo_job(model["family"], model["seed"])
+                job.key = key
+                return job, r["job"]
 
-                def make(r=r, key=key):
-                    return r, key
-                yield key, make
-
-        from tqdm import tqdm
-
-        counts = {"remeasure": 0, "failed": 0, "skipped": 0}
-        for key, make in tqdm(list(jobs()), disable=not progress, unit="model"):
-            if self.job_id(key) in self.done:
-                counts["skipped"] += 1
-                continue
-            original, _ = make()
-            rec = {k: original[k] for k in ("model", "platform_id", "platform")}
-            rec.update(job=self.job_id(key), remeasure_of=original["job"], time=_now())
-            onnx_bytes = self._regenerate(original)
-            status, _ = self.worker.call(("extract", onnx_bytes, None, original["model"]["name"]),
-                                         self.extract_timeout)
-            if status == "ok":
-                status, m = self.worker.call(("measure",), self.measure_timeout)
-                m = m[1] if status == "ok" else m
-            else:
-                m = _
-            if status == "ok":
-                rec.update(status="remeasure", measurement=m)
-            else:
-                rec.update(status="failed", stage="remeasure", error=m)
-            self.store.append(rec)
-            self.done.add(rec["job"])
-            counts[rec["status"]] += 1
-        return counts
-
-    @staticmethod
-    def _regenerate(record: dict) -> bytes:
-        from . import zoo
-
-        model = record["model"]
-        variant = zoo.generate(model["family"], model["seed"])
-        return onnx_bytes_of(variant.build(), variant.example_input())
+            yield f"remeasure:{original_key}", make
 
     def close(self):
         self.worker.stop()

@@ -10,7 +10,8 @@ import torch.nn as nn
 from nar_tvm.dataset import DatasetStore, Sample, load_samples, split_in_domain, split_out_of_domain, stats, DatasetError
 from nar_tvm.measure import Protocol
 from nar_tvm.platform import PlatformSpec
-from nar_tvm.profiler import Job, Profiler, WorkerConfig, onnx_bytes_of
+from nar_tvm.dataset import noise_floor
+from nar_tvm.profiler import Job, Profiler, WorkerConfig, onnx_bytes_of, zoo_jobs
 
 FAST = Protocol(warmup=1, repeat=3, min_repeat_ms=1)
 
@@ -35,7 +36,7 @@ def profiled(tmp_path_factory):
 
 def test_records_hold_graphs_measurement_and_fingerprint(profiled):
     root, prof, counts = profiled
-    assert counts == {"ok": 2, "failed": 1, "duplicate": 1, "skipped": 0}
+    assert counts == {"ok": 2, "failed": 1, "duplicate": 1, "remeasure": 0, "skipped": 0}
     recs = {r["job"].split("@")[0]: r for r in DatasetStore(root).records()}
     ok = recs["file:a"]
     m = ok["measurement"]
@@ -142,3 +143,22 @@ def test_profile_through_rpc_tracker(tmp_path):
     finally:
         server.terminate()
         tracker.terminate()
+
+
+def test_zoo_profile_then_remeasure_gives_noise_floor(tmp_path):
+    store = DatasetStore(tmp_path / "zoo")
+    prof = Profiler(store, WorkerConfig(PlatformSpec(), FAST))
+    try:
+        assert prof.profile(zoo_jobs(["mobilenetv3"], 1, start_seed=2), progress=False)["ok"] == 1
+        assert prof.profile(zoo_jobs(["mobilenetv3"], 1, start_seed=2), progress=False)["skipped"] == 1
+        assert prof.profile(prof.remeasure_jobs(1.0), progress=False)["remeasure"] == 1
+        assert prof.profile(prof.remeasure_jobs(1.0), progress=False)["skipped"] == 1
+    finally:
+        prof.close()
+    first = next(store.records("ok"))
+    assert first["model"]["params"]["resolution"] == 64 and first["job"].startswith("zoo:mobilenetv3:2@")
+    again = next(store.records("remeasure"))
+    assert again["remeasure_of"] == first["job"]
+    nf = noise_floor(store)
+    rel = abs(again["measurement"]["median_ms"] - first["measurement"]["median_ms"]) / first["measurement"]["median_ms"]
+    assert nf["count"] == 1 and nf["median_rel_diff"] == pytest.approx(rel)
