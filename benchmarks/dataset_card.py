@@ -1,0 +1,122 @@
+"""Write the dataset card (README.md + latency histogram) next to a measured dataset.
+
+    python benchmarks/dataset_card.py benchmarks/data/cpu-znver4-1t
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nar_tvm.dataset import DatasetStore, stats  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset")
+    args = parser.parse_args()
+    root = Path(args.dataset)
+    s = stats(root)
+    records = list(DatasetStore(root).records("ok"))
+    per_family = defaultdict(list)
+    cvs = defaultdict(list)
+    for r in records:
+        per_family[r["model"]["family"]].append(r["measurement"]["median_ms"])
+        cvs[r["model"]["family"]].append(r["measurement"]["cv"])
+    fingerprint = records[0]["platform"] if records else {}
+    protocol = records[0]["measurement"]["protocol"] if records else {}
+    failures = [r for r in DatasetStore(root).records("failed")]
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    bins = np.logspace(np.log10(min(min(v) for v in per_family.values())),
+                       np.log10(max(max(v) for v in per_family.values())), 40)
+    for fam, values in sorted(per_family.items()):
+        ax.hist(values, bins=bins, histtype="step", label=fam)
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency (ms)")
+    ax.set_ylabel("models")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(root / "latency_hist.png", dpi=110)
+    plt.close(fig)
+
+    lines = [
+        f"# Dataset card: {root.name}",
+        "",
+        "Regenerate with `python benchmarks/dataset_card.py " + str(root) + "`.",
+        "",
+        "Latencies of TVM-compiled models from the project's seeded architecture zoo "
+        "(`nar_tvm/zoo.py`), measured by `nar-tvm profile` on one machine. Every record holds the "
+        "op-level and fused-level OpGraphs, the generator parameters, the measurement (median, "
+        "all repeats, CV, compile seconds, per-kernel times of one instrumented run) and the "
+        "platform fingerprint. Shards are JSON lines, gzipped when full.",
+        "",
+        "## How it was measured",
+        "",
+        "```",
+        "nar-tvm profile --per-family 200 --out " + str(root) + " --cpu-affinity 1 --shard-size 100",
+        "nar-tvm profile --remeasure 0.05 --out " + str(root) + " --cpu-affinity 1",
+        "```",
+        "",
+        "* Each model: torch -> ONNX (legacy exporter, BatchNorm folded) -> onnx-simplifier -> "
+        "Relax (`from_onnx`) -> `tvm.compile` with the default Relax CPU pipeline (no tuning) -> "
+        f"Relax VM `time_evaluator` with protocol {json.dumps(protocol)}: one warm-up call, "
+        "then `repeat` timings, each of as many calls as fill `min_repeat_ms`; the latency is the "
+        "median of the repeats, the CV their spread.",
+        "* Measured in a child process pinned to core 1 with `TVM_NUM_THREADS=1`. The other core "
+        "was in use (development, training) while the data was taken, so the noise floor below "
+        "includes interference from a busy neighbour core; it is the honest error bar of these labels.",
+        "",
+        "## Platform fingerprint",
+        "",
+        "```json",
+        json.dumps(fingerprint, indent=2),
+        "```",
+        "",
+        "## Counts and latency per family",
+        "",
+        f"Records by status: {json.dumps(s['status'])}.",
+        "",
+        "| family | models | min ms | median ms | max ms | median CV |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for fam, f in s["families"].items():
+        lines.append(f"| {fam} | {f['count']} | {f['min_ms']:.2f} | {f['median_ms']:.2f} | "
+                     f"{f['max_ms']:.2f} | {statistics.median(cvs[fam]):.4f} |")
+    total = sum(f["count"] for f in s["families"].values())
+    lines += [
+        f"| **all** | **{total}** | | | | {s['median_cv']:.4f} |" if s["median_cv"] is not None else "",
+        "",
+        "![latency histogram](latency_hist.png)",
+        "",
+        f"Median compile time per model: {s['median_compile_s']:.2f} s.",
+        "",
+        "## Noise floor",
+        "",
+    ]
+    nf = s["noise_floor"]
+    if nf:
+        lines.append(f"{nf['count']} models (a seeded random 5%) were measured again in a later pass. "
+                     f"Median relative difference between the two measurements: "
+                     f"**{nf['median_rel_diff']:.4f}** ({nf['median_rel_diff']:.2%}); 90th percentile "
+                     f"{nf['p90_rel_diff']:.4f}. A predictor cannot be expected to beat this.")
+    else:
+        lines.append("No re-measurements yet (run the `--remeasure` command above).")
+    if failures:
+        lines += ["", "## Failures", ""]
+        for r in failures[:20]:
+            lines.append(f"* `{r['job']}` ({r.get('stage')}): {r.get('error', '')[:200]}")
+    (root / "README.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {root / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
