@@ -11,7 +11,7 @@ import os
 import platform as _platform
 from dataclasses import asdict, dataclass, field
 
-PIPELINES = ("default", "dlight")
+PIPELINES = ("default", "dlight", "nofuse", "nhwc")
 
 
 def cpu_model_name() -> str:
@@ -49,7 +49,7 @@ class PlatformSpec:
 
         if self.device == "cuda":
             return {"kind": "cuda", "host": {"kind": "llvm"}}
-        return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": self.threads}
+        return {"kind": "llvm", "mcpu": str(tvm.target.codegen.llvm_get_system_cpu()), "num-cores": self.threads}
 
     def tvm_target(self):
         import tvm

@@ -162,8 +162,9 @@ class _Extractor:
                 inputs.append(s.spec)
                 if s.kind == "node":
                     self.edges.add((s.index, node_id))
-        node = OpNode(op=op, attrs=attrs, inputs=inputs, weights=weights, outputs=outputs,
-                      ops=ops, kernel=kernel)
+        # TVM hands out its own String type; the graph must hold plain Python values.
+        node = OpNode(op=str(op), attrs=attrs, inputs=inputs, weights=weights, outputs=outputs,
+                      ops=[str(o) for o in ops], kernel=None if kernel is None else str(kernel))
         node.flops = int(flops_fn(node))
         self.nodes.append(node)
         self.env[var] = [_Src("node", node_id, o) for o in outputs]

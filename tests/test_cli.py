@@ -1,0 +1,150 @@
+"""The command line end to end, on tiny models and a tiny checkpoint."""
+import io
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+
+from nar_tvm.api import extract
+from nar_tvm.cli import main
+from nar_tvm.cost_model import NARFormerV2Config, TrainConfig, save_checkpoint, train
+from nar_tvm.cost_model.synthetic import random_graph, synthetic_latency_ms
+from nar_tvm.dataset import DatasetStore
+
+
+def export(module, shape, path, dynamic=False):
+    buf = io.BytesIO()
+    kwargs = {"dynamic_axes": {"x": {0: "N"}}} if dynamic else {}
+    torch.onnx.export(module.eval(), (torch.randn(*shape),), buf, dynamo=False, opset_version=17,
+                      input_names=["x"], **kwargs)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def convnet(width):
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 4))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "small": export(convnet(4), (1, 3, 8, 8), root / "small.onnx"),
+        "big": export(convnet(16), (1, 3, 16, 16), root / "big.onnx", dynamic=True),
+        "gelu": export(nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU()), (1, 3, 8, 8), root / "gelu.onnx"),
+    }
+
+
+@pytest.fixture(scope="module")
+def checkpoint(models, tmp_path_factory):
+    """A predictor trained on real extracted graphs with FLOP-proportional targets."""
+    graphs = [extract(convnet(w).eval(), example_inputs=(torch.randn(1, 3, r, r),), name=f"c{w}-{r}")
+              for w in (2, 4, 8, 16) for r in (8, 12, 16)]
+    y = np.array([1e-5 * g.flops + 0.05 for g in graphs])
+    predictor, _ = train(graphs[::2], y[::2], graphs[1::2], y[1::2],
+                         NARFormerV2Config(d_model=32, n_layers=1, head_hidden=32),
+                         TrainConfig(epochs=5, batch_size=4), progress=False)
+    predictor.provenance["level"] = "op"
+    from nar_tvm.platform import PlatformSpec, fingerprint, platform_id
+
+    fp = fingerprint(PlatformSpec())
+    predictor.platform = dict(fp, platform_id=platform_id(fp))
+    return save_checkpoint(predictor, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_inspect_json_counts_ops(capsys, models):
+    code, out, _ = run(capsys, "inspect", models["small"], "--json")
+    info = json.loads(out)
+    assert code == 0 and info["op_counts"]["relax.nn.conv2d"] == 2 and info["op_counts"]["relax.nn.relu"] == 2
+    assert info["level"] == "op" and info["batch"] == 1
+    code, out, _ = run(capsys, "inspect", models["small"], "--level", "fused", "--json")
+    assert json.loads(out)["nodes"] < info["nodes"]
+
+
+def test_predict_batch_and_unknown_ops(capsys, models, checkpoint):
+    code, out, _ = run(capsys, "predict", models["big"], "--input-shape", "x=2,3,16,16",
+                       "--checkpoint", checkpoint, "--json")
+    assert code == 0 and json.loads(out)[0]["latency_ms"] > 0
+    code, out, _ = run(capsys, "predict", models["small"], models["gelu"], "--checkpoint", checkpoint, "--json")
+    preds = json.loads(out)
+    assert code == 0 and [p["name"] for p in preds] == ["small", "gelu"]
+    assert all(p["latency_ms"] > 0 for p in preds)
+    assert preds[0]["unknown_ops"] == 0
+    # opset 17 spells GELU as x * (erf(x / sqrt 2) + 1) / 2: ops the convnets never had.
+    assert preds[1]["unknown_ops"] == 4
+    assert set(preds[1]["unknown_op_names"]) == {"relax.divide", "relax.erf", "relax.multiply"}
+    code, out, _ = run(capsys, "predict", models["gelu"], "--checkpoint", checkpoint)
+    assert "4 nodes of op types unseen in training" in out and "relax.erf" in out
+
+
+def test_predict_errors_are_clear(capsys, models, checkpoint, tmp_path, monkeypatch):
+    import nar_tvm.api
+
+    monkeypatch.setattr(nar_tvm.api, "DEFAULT_CHECKPOINT", tmp_path / "absent.pt")
+    code, _, err = run(capsys, "predict", models["small"])
+    assert code == 2 and "no trained default checkpoint" in err and "--checkpoint" in err
+    code, _, err = run(capsys, "predict", models["big"], "--checkpoint", checkpoint)
+    assert code == 2 and "dynamic shape" in err and "--input-shape x=N,3,16,16" in err
+    code, _, err = run(capsys, "predict", models["small"], "--checkpoint", checkpoint, "--level", "fused")
+    assert code == 2 and "trained on 'op' graphs" in err
+    (tmp_path / "bad.pt").write_bytes(b"nope")
+    code, _, err = run(capsys, "predict", models["small"], "--checkpoint", tmp_path / "bad.pt")
+    assert code == 2 and "bad.pt" in err
+
+
+def test_predict_warns_on_other_platform(capsys, models, checkpoint, tmp_path):
+    from nar_tvm.cost_model import load_checkpoint
+
+    predictor = load_checkpoint(checkpoint)
+    predictor.platform["cpu"] = "Some Other CPU"
+    other = save_checkpoint(predictor, tmp_path / "other.pt")
+    code, out, err = run(capsys, "predict", models["small"], "--checkpoint", other)
+    assert code == 0 and "warning: platform differs" in err and "Some Other CPU" in err
+
+
+def test_compare_measures_and_predicts(capsys, models, checkpoint):
+    code, out, _ = run(capsys, "compare", models["small"], "--checkpoint", checkpoint, "--repeat", "3", "--json")
+    res = json.loads(out)["models"][0]
+    assert code == 0 and res["measured_ms"] > 0 and res["predicted_ms"] > 0
+    assert res["error"] == pytest.approx((res["predicted_ms"] - res["measured_ms"]) / res["measured_ms"])
+    assert any("conv2d" in k for k, _ in res["top_kernels"])
+
+
+def _synthetic_dataset(root):
+    """Synthetic graphs with made-up latencies: exercises train/evaluate, claims nothing."""
+    rng = np.random.default_rng(0)
+    store = DatasetStore(root)
+    for fam in ("fa", "fb"):
+        for i in range(15):
+            g = random_graph(rng, int(rng.integers(4, 12)), name=f"{fam}{i}")
+            store.append({"job": f"{fam}{i}", "status": "ok", "platform_id": "p", "platform": {"threads": 1},
+                          "model": {"family": fam, "name": g.name},
+                          "graphs": {"op": g.to_dict(), "fused": g.to_dict()},
+                          "measurement": {"median_ms": synthetic_latency_ms(g, rng), "cv": 0.01, "compile_s": 1}})
+
+
+def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
+    _synthetic_dataset(tmp_path / "d")
+    ckpt = tmp_path / "m.pt"
+    code, out, _ = run(capsys, "train", tmp_path / "d", "--out", ckpt, "--epochs", "3", "--d-model", "32",
+                       "--layers", "1")
+    assert code == 0 and ckpt.is_file() and "validation MAPE" in out
+    code, out, _ = run(capsys, "evaluate", ckpt, tmp_path / "d", "--json")
+    res = json.loads(out)
+    assert code == 0 and set(res["families"]) == {"fa", "fb"} and res["overall"]["n"] == 4
+    code, out, _ = run(capsys, "dataset", "stats", tmp_path / "d", "--json")
+    assert json.loads(out)["families"]["fa"]["count"] == 15
+    code, _, err = run(capsys, "train", tmp_path / "d", "--out", ckpt, "--split", "ood:nope")
+    assert code == 2 and "family 'nope' is not in the dataset" in err
+    code, _, err = run(capsys, "dataset", "stats", tmp_path / "missing")
+    assert code == 2 and "no such dataset" in err
