@@ -458,10 +458,11 @@ class CellPredictor:
             got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
             raise CheckpointError(f"{path}: format {got!r}, expected {CHECKPOINT_FORMAT!r} "
                                   f"version {CHECKPOINT_VERSION}")
+        unknown = set(payload.get("model_config", {})) - {f.name for f in fields(NARFormerV2Config)}
+        if unknown:
+            raise CheckpointError(f"{path}: model config has unknown fields {sorted(unknown)}")
         try:
-            known = {f.name for f in fields(NARFormerV2Config)}
-            model = NARFormerV2(NARFormerV2Config(**{k: v for k, v in payload["model_config"].items()
-                                                     if k in known}))
+            model = NARFormerV2(NARFormerV2Config(**payload["model_config"]))
             model.load_state_dict(payload["state_dict"])
             tokenizer = CellTokenizer(CellTokenizerConfig(**payload["tokenizer"]))
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -474,7 +475,7 @@ class CellPredictor:
 def protocol_split(n: int, train_size: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `train_size` rows of a seeded permutation train; the next `val_size` validate."""
     if train_size < 2 or train_size + val_size > n:
-        raise ValueError(f"train size {train_size} + validation size {val_size} does not fit in {n} rows "
+        raise NasBenchDataError(f"train size {train_size} + validation size {val_size} does not fit in {n} rows "
                          "(and training needs at least 2)")
     perm = np.random.default_rng(seed).permutation(n)
     return perm[:train_size], perm[train_size:train_size + val_size]
@@ -694,7 +695,7 @@ class FewShotLatencyModel:
 def shots_split(n: int, shots: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`shots` rows of a seeded permutation to learn from, every other row to test on."""
     if not 0 < shots < n:
-        raise ValueError(f"{shots} shots out of {n} rows leaves nothing to learn from or to test on")
+        raise NasBenchDataError(f"{shots} shots out of {n} rows leaves nothing to learn from or to test on")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[:shots]), np.sort(perm[shots:])
 
