@@ -1,0 +1,270 @@
+"""Validation of cost-guided pipeline selection (issue 6): predicted vs measured choice.
+
+Phases (each resumable, run in order by default):
+  profile   per candidate pipeline, measure zoo models (seeds from 0) into a training store
+            with the profiler, interleaving the candidates model by model;
+  train     one small fused-level predictor per candidate (the platform includes the pipeline);
+  evaluate  for held-out zoo models (seeds >= 5000): the selector scores every candidate from its
+            graph-level passes only, and every candidate is also compiled and measured
+            (timings interleaved round-robin across candidates, so that load drift on a shared
+            core hits them alike); reports top-1 agreement, Kendall tau, regret.
+
+    taskset -c 0 python benchmarks/pipeline_selection.py --candidates default,nofuse,nhwc \
+        --train-per-family 10 --models 8 --report benchmarks/pipeline_selection.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+
+DEFAULT_FAMILIES = "resnet,vgg,squeezenet,mobilenetv2"
+
+
+def _families(args) -> list[str]:
+    return args.families.split(",")
+
+
+def _candidates(args) -> list[str]:
+    from nar_tvm.platform import PIPELINES
+
+    names = args.candidates.split(",")
+    unknown = [c for c in names if c not in PIPELINES]
+    if unknown:
+        raise SystemExit(f"unknown candidate pipelines {unknown}; choose from {PIPELINES}")
+    return names
+
+
+def _protocol(args):
+    from nar_tvm.measure import Protocol
+
+    return Protocol(warmup=1, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
+
+
+# ------------------------------------------------------------------ profile
+def phase_profile(args) -> None:
+    from nar_tvm.dataset import DatasetStore
+    from nar_tvm.platform import PlatformSpec
+    from nar_tvm.profiler import Profiler, WorkerConfig, zoo_jobs
+
+    store = DatasetStore(Path(args.work) / "train")
+    profilers = {}
+    try:
+        for c in _candidates(args):
+            cfg = WorkerConfig(spec=PlatformSpec(pipeline=c, threads=1), protocol=_protocol(args),
+                               cpu_affinity=args.cpu_affinity, with_kernels=False)
+            profilers[c] = Profiler(store, cfg, measure_timeout=args.timeout)
+        jobs = list(zoo_jobs(_families(args), args.train_per_family, 0))
+        t0 = time.time()
+        for i, job in enumerate(jobs):
+            # Model by model across candidates: a partial run still has every candidate's data.
+            for c, prof in profilers.items():
+                counts = prof.profile([job], progress=False)
+                print(f"[{time.time() - t0:6.0f} s] {i + 1}/{len(jobs)} {job[0]} {c}: "
+                      f"{ {k: v for k, v in counts.items() if v} }", flush=True)
+    finally:
+        for prof in profilers.values():
+            prof.close()
+
+
+def platform_ids(store_path) -> dict[str, str]:
+    """Candidate pipeline -> platform id, from the records of the store."""
+    from nar_tvm.dataset import platforms
+
+    return {fp["pipeline"]: pid for pid, fp in platforms(store_path).items()}
+
+
+# -------------------------------------------------------------------- train
+def phase_train(args) -> None:
+    from nar_tvm.cost_model import NARFormerV2Config, TrainConfig
+    from nar_tvm.training import save, train_on_dataset
+
+    store = Path(args.work) / "train"
+    ids = platform_ids(store)
+    for c in _candidates(args):
+        if c not in ids:
+            raise SystemExit(f"no profiled data for candidate {c!r} in {store}; run the profile phase")
+        t0 = time.time()
+        predictor, history, parts = train_on_dataset(
+            store, level="fused", platform_id=ids[c], seed=0, progress=False,
+            model_cfg=NARFormerV2Config(d_model=args.d_model, n_layers=2),
+            train_cfg=TrainConfig(epochs=args.epochs, batch_size=8, lr=1e-3, patience=None, seed=0))
+        path = save(predictor, Path(args.work) / f"{c}.pt")
+        print(f"{c}: {len(parts['train'])} train / {len(parts['val'])} val models, best val MAPE "
+              f"{history.best_val_mape:.3f} (epoch {history.best_epoch}), {time.time() - t0:.0f} s -> {path}",
+              flush=True)
+
+
+# ----------------------------------------------------------------- evaluate
+def measure_candidates(mod, candidates, target, rounds: int, min_repeat_ms: int) -> dict:
+    """Median ms per candidate, timing round-robin so contention drift is shared."""
+    from tvm import relax
+
+    from nar_tvm.measure import random_inputs
+    from nar_tvm.selection import compile_candidate
+
+    import tvm
+
+    dev = tvm.cpu()
+    runs, compile_s = {}, {}
+    for c in candidates:
+        t0 = time.perf_counter()
+        ex = compile_candidate(mod, c, target)
+        compile_s[c] = time.perf_counter() - t0
+        vm = relax.VirtualMachine(ex, dev)
+        args = [tvm.runtime.tensor(a, dev) for a in random_inputs(mod)]
+        vm["main"](*args)  # warm-up
+        runs[c] = vm.time_evaluator("main", dev, number=1, repeat=1, min_repeat_ms=min_repeat_ms), args
+    times = {c: [] for c in candidates}
+    for _ in range(rounds):
+        for c in candidates:
+            evaluator, a = runs[c]
+            times[c].append(float(evaluator(*a).mean) * 1e3)
+    return {c: {"median_ms": statistics.median(t), "cv": statistics.pstdev(t) / statistics.mean(t),
+                "compile_s": compile_s[c]} for c, t in times.items()}
+
+
+def phase_evaluate(args) -> dict:
+    from nar_tvm.loaders import load_onnx
+    from nar_tvm.profiler import zoo_job
+    from nar_tvm.selection import score_candidates
+    from nar_tvm.cost_model import load_checkpoint
+    from nar_tvm.passes.extract import default_target
+
+    cands = _candidates(args)
+    predictors = {c: load_checkpoint(Path(args.work) / f"{c}.pt") for c in cands} if not args.no_predict else {}
+    target = default_target()
+    out_path = Path(args.work) / "heldout.jsonl"
+    # Measurements are kept per model and reused; predictions are redone on every run,
+    # so retrained checkpoints are scored against the same timings.
+    measured = {}
+    if out_path.exists():
+        for line in out_path.read_text().splitlines():
+            r = json.loads(line)
+            measured[r["model"]] = r
+    families = _families(args)
+    models = [(families[i % len(families)], 5000 + i // len(families)) for i in range(args.models)]
+    results = []
+    for fam, seed in models:
+        key = f"zoo:{fam}:{seed}"
+        rec = measured.get(key)
+        need_measure = rec is None or any(c not in rec["measured"] for c in cands)
+        if need_measure or predictors:
+            job = zoo_job(fam, seed)
+            mod = load_onnx(job.onnx_bytes, None, job.name).mod
+        if need_measure:
+            rec = {"model": key, "name": job.name,
+                   "measured": measure_candidates(mod, cands, target, args.rounds, args.min_repeat_ms)}
+            with out_path.open("a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        rec = dict(rec)
+        if predictors:
+            t0 = time.perf_counter()
+            scores = score_candidates(mod, predictors, target)
+            rec["select_s"] = time.perf_counter() - t0
+            rec["predicted_ms"] = {s.candidate: s.predicted_ms for s in scores}
+        print(json.dumps(rec), flush=True)
+        results.append(rec)
+    return {"models": results, "candidates": cands}
+
+
+# ------------------------------------------------------------------- report
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Tau-a over all pairs (ties count zero): with 3 candidates there are only 3 pairs."""
+    n, s = len(a), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += (1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 if (a[i] - a[j]) * (b[i] - b[j]) < 0 else 0)
+    return s / (n * (n - 1) / 2) if n > 1 else float("nan")
+
+
+def summarize(res: dict) -> dict:
+    cands = res["candidates"]
+    rows, regrets, agree, taus, fixed = [], [], 0, [], {c: [] for c in cands}
+    for r in res["models"]:
+        meas = {c: r["measured"][c]["median_ms"] for c in cands}
+        best = min(meas, key=meas.get)
+        for c in cands:
+            fixed[c].append(meas[c] / meas[best] - 1)
+        row = {"model": r["name"], "measured": meas, "best": best}
+        if "predicted_ms" in r:
+            pred = {c: r["predicted_ms"][c] for c in cands}
+            chosen = min(pred, key=pred.get)
+            regret = meas[chosen] / meas[best] - 1
+            tau = kendall_tau([pred[c] for c in cands], [meas[c] for c in cands])
+            row.update(predicted=pred, chosen=chosen, regret=regret, tau=tau)
+            regrets.append(regret)
+            taus.append(tau)
+            agree += chosen == best
+        rows.append(row)
+    out = {"rows": rows, "always": {c: statistics.mean(v) for c, v in fixed.items()} if rows else {}}
+    if regrets:
+        out.update(top1=agree / len(regrets), mean_regret=statistics.mean(regrets),
+                   max_regret=max(regrets), mean_tau=statistics.mean(taus))
+    return out
+
+
+def write_report(args, res: dict, summary: dict, path: Path) -> None:
+    cands = res["candidates"]
+    lines = [f"<!-- generated by benchmarks/pipeline_selection.py; args: {vars(args)} -->", ""]
+    lines.append("| model | " + " | ".join(f"{c} meas / pred ms" for c in cands) + " | best | chosen | regret | tau |")
+    lines.append("|---" * (len(cands) + 5) + "|")
+    for row in summary["rows"]:
+        cells = [f"{row['measured'][c]:.1f} / {row['predicted'][c]:.1f}" if "predicted" in row
+                 else f"{row['measured'][c]:.1f} / -" for c in cands]
+        tail = [row["best"], row.get("chosen", "-"),
+                f"{row['regret'] * 100:.1f}%" if "regret" in row else "-",
+                f"{row['tau']:.2f}" if "tau" in row else "-"]
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + " | " + " | ".join(tail) + " |")
+    lines.append("")
+    if "top1" in summary:
+        lines.append(f"Predictor-guided selection over {len(summary['rows'])} held-out models: top-1 agreement "
+                     f"{summary['top1']:.2f}, mean Kendall tau {summary['mean_tau']:.2f}, mean regret "
+                     f"{summary['mean_regret'] * 100:.1f}% (max {summary['max_regret'] * 100:.1f}%).")
+    lines.append("Mean regret of always using one candidate: " + ", ".join(
+        f"{c} {v * 100:.1f}%" for c, v in summary["always"].items()) + ".")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--phases", default="profile,train,evaluate")
+    p.add_argument("--candidates", default="default,nofuse,nhwc")
+    p.add_argument("--families", default=DEFAULT_FAMILIES)
+    p.add_argument("--train-per-family", type=int, default=10, help="training models per family and candidate")
+    p.add_argument("--models", type=int, default=8, help="held-out models (seeds >= 5000, families in turn)")
+    p.add_argument("--work", default="benchmarks/data/pipeline-selection")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per held-out candidate")
+    p.add_argument("--min-repeat-ms", type=int, default=20)
+    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--cpu-affinity", type=lambda s: [int(c) for c in s.split(",")], default=[0])
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--no-predict", action="store_true", help="evaluate: measured orderings only")
+    p.add_argument("--report", help="markdown table to write (default: print)")
+    args = p.parse_args(argv)
+    phases = args.phases.split(",")
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    if "profile" in phases:
+        phase_profile(args)
+    if "train" in phases:
+        phase_train(args)
+    if "evaluate" in phases:
+        res = phase_evaluate(args)
+        summary = summarize(res)
+        if args.report:
+            write_report(args, res, summary, Path(args.report + ".table.md") if args.report.endswith(".md")
+                         else Path(args.report))
+        print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
