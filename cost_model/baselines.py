@@ -1,0 +1,219 @@
+"""The latency predictors NAR-Former V2 is compared against, behind one interface.
+
+Every method here, and NAR-Former V2 itself through `NeuralRegressor`, is fitted with
+`fit(train_graphs, y, val_graphs, y_val)` (latencies in ms; validation is used only for
+model selection) and answers `predict(graphs)` with latencies in ms, so that an
+evaluation treats them all alike:
+
+* `LogLinear`: least squares on log-latency from log FLOPs (and log memory access), the
+  roofline-style estimate a cost model has to beat.
+* `GradientBoostedTrees`: xgboost on whole-graph features (op-type counts, FLOPs,
+  parameters, memory access, depth, node count), the kind of model MetaSchedule uses.
+* `NNLP`: two GraphSAGE layers with mean aggregation, sum pooling and static features,
+  the GNN NAR-Former V2 is compared against on NNLQP. It is trained by `train.train`,
+  sharing its loss, optimiser and early stopping with the Transformers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nar_tvm.passes.opgraph import OpGraph
+
+from .train import TrainConfig, train
+
+
+class LatencyRegressor(Protocol):
+    def fit(self, train_graphs: Sequence[OpGraph], y, val_graphs: Sequence[OpGraph], y_val) -> "LatencyRegressor":
+        ...
+
+    def predict(self, graphs: Sequence[OpGraph]) -> np.ndarray:
+        ...
+
+
+def _log_targets(graphs: Sequence[OpGraph], y) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if len(y) != len(graphs):
+        raise ValueError(f"{len(graphs)} graphs but {len(y)} targets")
+    if not np.all(np.isfinite(y) & (y > 0)):
+        raise ValueError("latencies must be positive and finite")
+    return np.log(y)
+
+
+# ------------------------------------------------------------------ linear
+LINEAR_FEATURES = ("flops", "memory_access", "params", "num_nodes")
+
+
+class LogLinear:
+    """log(ms) = a + sum_k b_k log(feature_k): a power law in each feature.
+
+    No hyper-parameters, so the validation set is not needed.
+    """
+
+    def __init__(self, features: Sequence[str] = ("flops",)):
+        unknown = set(features) - set(LINEAR_FEATURES)
+        if unknown or not features:
+            raise ValueError(f"features must be a non-empty subset of {LINEAR_FEATURES}, got {list(features)}")
+        self.features = tuple(features)
+        self.coef: np.ndarray | None = None
+
+    def _design(self, graphs: Sequence[OpGraph]) -> np.ndarray:
+        cols = [[np.log(max(float(getattr(g, f)), 1.0)) for f in self.features] for g in graphs]
+        return np.hstack([np.ones((len(graphs), 1)), np.array(cols, dtype=np.float64).reshape(len(graphs), -1)])
+
+    def fit(self, train_graphs, y, val_graphs=None, y_val=None) -> "LogLinear":
+        self.coef, *_ = np.linalg.lstsq(self._design(train_graphs), _log_targets(train_graphs, y), rcond=None)
+        return self
+
+    def predict(self, graphs: Sequence[OpGraph]) -> np.ndarray:
+        if self.coef is None:
+            raise RuntimeError("fit() first")
+        return np.exp(self._design(graphs) @ self.coef)
+
+
+# ------------------------------------------------------------------- trees
+def whole_graph_features(graph: OpGraph, op_types: Sequence[str]) -> np.ndarray:
+    """Counts of each op type (as node type and as fused-in op), then log sizes and shape."""
+    counts = dict.fromkeys(op_types, 0)
+    for nd in graph.nodes:
+        for name in {nd.op, *nd.ops}:
+            if name in counts:
+                counts[name] += 1
+    sizes = [graph.flops, graph.params, graph.memory_access, graph.batch]
+    return np.array([*counts.values(), *np.log1p(sizes), graph.depth(), graph.num_nodes], dtype=np.float64)
+
+
+class GradientBoostedTrees:
+    """xgboost regression of log-latency; the number of trees is chosen on validation."""
+
+    def __init__(self, max_rounds: int = 2000, learning_rate: float = 0.05, max_depth: int = 4,
+                 early_stopping_rounds: int = 100, seed: int = 0):
+        self.max_rounds = max_rounds
+        self.early_stopping_rounds = early_stopping_rounds
+        self.params = dict(objective="reg:squarederror", eta=learning_rate, max_depth=max_depth,
+                           subsample=0.8, colsample_bytree=0.8, seed=seed, nthread=1, tree_method="hist")
+        self.op_types: list[str] = []
+        self.booster = None
+
+    def _matrix(self, graphs: Sequence[OpGraph]) -> np.ndarray:
+        return np.stack([whole_graph_features(g, self.op_types) for g in graphs])
+
+    def fit(self, train_graphs, y, val_graphs, y_val) -> "GradientBoostedTrees":
+        import xgboost
+
+        self.op_types = sorted({name for g in train_graphs for nd in g.nodes for name in (nd.op, *nd.ops)})
+        dtrain = xgboost.DMatrix(self._matrix(train_graphs), label=_log_targets(train_graphs, y))
+        dval = xgboost.DMatrix(self._matrix(val_graphs), label=_log_targets(val_graphs, y_val))
+        self.booster = xgboost.train(self.params, dtrain, num_boost_round=self.max_rounds,
+                                     evals=[(dval, "val")], early_stopping_rounds=self.early_stopping_rounds,
+                                     verbose_eval=False)
+        return self
+
+    @property
+    def best_iteration(self) -> int:
+        return int(self.booster.best_iteration)
+
+    def predict(self, graphs: Sequence[OpGraph]) -> np.ndarray:
+        import xgboost
+
+        if self.booster is None:
+            raise RuntimeError("fit() first")
+        # Only the trees up to the best validation round; those after it overfit.
+        log_ms = self.booster.predict(xgboost.DMatrix(self._matrix(graphs)),
+                                      iteration_range=(0, self.best_iteration + 1))
+        return np.exp(log_ms.astype(np.float64))
+
+
+# -------------------------------------------------------------------- NNLP
+@dataclass
+class NNLPConfig:
+    # Input widths come from the tokenizer; train() fills them in.
+    token_dim: int | None = None
+    static_dim: int | None = None
+    hidden: int = 128
+    n_layers: int = 2
+    head_hidden: int = 128
+    dropout: float = 0.05
+    use_static: bool = True
+
+    def validate(self) -> None:
+        if self.token_dim is None or self.static_dim is None:
+            raise ValueError("token_dim and static_dim must be set (from the tokenizer) to build a model")
+
+
+class SAGELayer(nn.Module):
+    """GraphSAGE with mean aggregation: relu(W_self h_i + W_neigh mean_{j in N(i)} h_j)."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.self_lin = nn.Linear(d_in, d_out)
+        self.neigh_lin = nn.Linear(d_in, d_out, bias=False)
+
+    def forward(self, h: torch.Tensor, neighbours: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.self_lin(h) + self.neigh_lin(neighbours @ h / count))
+
+
+class NNLP(nn.Module):
+    """NNLQP's predictor: GraphSAGE over the node tokens, sum pooling, static features.
+
+    Takes the same batched tensors as NARFormerV2 (tokenizer.collate) and, like it,
+    returns log-latency (log ms). Neighbours are predecessors and successors, the
+    neighbourhood NAR-Former V2's graph-aided attention uses.
+    """
+
+    def __init__(self, cfg: NNLPConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        d = cfg.hidden
+        self.embed = nn.Linear(cfg.token_dim, d)
+        self.layers = nn.ModuleList(SAGELayer(d, d) for _ in range(cfg.n_layers))
+        self.dropout = nn.Dropout(cfg.dropout)
+        if cfg.use_static:
+            self.static_mlp = nn.Sequential(nn.Linear(cfg.static_dim, d), nn.ReLU(), nn.Dropout(cfg.dropout))
+        head_in = 2 * d if cfg.use_static else d
+        self.head = nn.Sequential(
+            nn.Linear(head_in, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.head_hidden, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.head_hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
+                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        # collate's adjacency includes self loops (for attention); SAGE keeps self apart.
+        neighbours = (adj & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=x.device)).float()
+        count = neighbours.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        h = self.embed(x)
+        for layer in self.layers:
+            h = self.dropout(layer(h, neighbours, count))
+        pooled = (h * mask[..., None]).sum(dim=1)
+        if self.cfg.use_static:
+            pooled = torch.cat([pooled, self.static_mlp(static)], dim=-1)
+        return self.head(pooled).squeeze(-1)
+
+
+# ------------------------------------------------------------------ neural
+class NeuralRegressor:
+    """A network trained by train.train (NAR-Former V2 and its variants, or NNLP)."""
+
+    def __init__(self, model_cfg=None, train_cfg: TrainConfig | None = None, progress: bool = False):
+        self.model_cfg = model_cfg
+        self.train_cfg = train_cfg or TrainConfig()
+        self.progress = progress
+        self.predictor = None
+        self.history = None
+
+    def fit(self, train_graphs, y, val_graphs, y_val) -> "NeuralRegressor":
+        self.predictor, self.history = train(train_graphs, y, val_graphs, y_val, model_cfg=self.model_cfg,
+                                             train_cfg=self.train_cfg, progress=self.progress)
+        return self
+
+    def predict(self, graphs: Sequence[OpGraph]) -> np.ndarray:
+        if self.predictor is None:
+            raise RuntimeError("fit() first")
+        return self.predictor.predict(list(graphs)).latency_ms
