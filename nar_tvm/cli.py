@@ -307,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dataset)
+
+    from .nasbench import add_nasbench_parser
+    from .selection import add_compile_parser, add_select_device_parser
+
+    add_compile_parser(sub)
+    add_select_device_parser(sub)
+    add_nasbench_parser(sub)
     return parser
 
 
