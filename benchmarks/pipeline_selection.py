@@ -1,13 +1,15 @@
 """Validation of cost-guided pipeline selection (issue 6): predicted vs measured choice.
 
-Phases (each resumable, run in order by default):
+Phases (each resumable; profile,train,evaluate by default):
   profile   per candidate pipeline, measure zoo models (seeds from 0) into a training store
             with the profiler, interleaving the candidates model by model;
   train     one small fused-level predictor per candidate (the platform includes the pipeline);
   evaluate  for held-out zoo models (seeds >= 5000): the selector scores every candidate from its
             graph-level passes only, and every candidate is also compiled and measured
             (timings interleaved round-robin across candidates, so that load drift on a shared
-            core hits them alike); reports top-1 agreement, Kendall tau, regret.
+            core hits them alike); reports top-1 agreement, Kendall tau, regret;
+  devices   device selection (choose_device) on the published NAS-Bench-201 multi-device
+            latencies: per-device cell predictors, top-1 agreement and regret over held-out cells.
 
     taskset -c 0 python benchmarks/pipeline_selection.py --candidates default,nofuse,nhwc \
         --train-per-family 10 --models 8 --report benchmarks/pipeline_selection.md
@@ -95,6 +97,7 @@ def phase_train(args) -> None:
             store, level="fused", platform_id=ids[c], seed=0, progress=False,
             model_cfg=NARFormerV2Config(d_model=args.d_model, n_layers=2),
             train_cfg=TrainConfig(epochs=args.epochs, batch_size=8, lr=1e-3, patience=None, seed=0))
+        predictor.provenance["train_models"] = len(parts["train"])
         path = save(predictor, Path(args.work) / f"{c}.pt")
         print(f"{c}: {len(parts['train'])} train / {len(parts['val'])} val models, best val MAPE "
               f"{history.best_val_mape:.3f} (epoch {history.best_epoch}), {time.time() - t0:.0f} s -> {path}",
@@ -160,7 +163,8 @@ def phase_evaluate(args) -> dict:
             mod = load_onnx(job.onnx_bytes, None, job.name).mod
         if need_measure:
             rec = {"model": key, "name": job.name,
-                   "measured": measure_candidates(mod, cands, target, args.rounds, args.min_repeat_ms)}
+                   "measured": measure_candidates(mod, cands, target, args.rounds, args.min_repeat_ms),
+                   "loadavg": os.getloadavg()[0]}
             with out_path.open("a") as fh:
                 fh.write(json.dumps(rec) + "\n")
         rec = dict(rec)
@@ -172,6 +176,48 @@ def phase_evaluate(args) -> dict:
         print(json.dumps(rec), flush=True)
         results.append(rec)
     return {"models": results, "candidates": cands}
+
+
+# ------------------------------------------------------------------ devices
+def phase_devices(args) -> dict:
+    """Device selection on published multi-device NAS-Bench-201 latencies: one cell-level
+    NAR-Former V2 per device, trained on a few architectures; the decision is choose_device's."""
+    import numpy as np
+
+    from nar_tvm.cost_model.nasbench import load_table, train_latency_predictor
+    from nar_tvm.selection import choose_device
+
+    devices = args.nb201_devices.split(",")
+    table = load_table(args.nb201_latency, columns=devices,
+                       cells_from=Path(args.nb201_latency).with_name("accuracy.csv"))
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(table))
+    train_idx, test_idx = order[:args.nb201_train], order[args.nb201_train:args.nb201_train + args.nb201_test]
+    cells = table.cells
+    t0 = time.time()
+    predicted = {}
+    for d in devices:
+        fit = train_latency_predictor([cells[i] for i in train_idx], table.column(d)[train_idx], seed=0)
+        predicted[d] = fit([cells[i] for i in test_idx])
+    true = {d: table.column(d)[test_idx] for d in devices}
+    agree, regrets, taus = 0, [], []
+    for k in range(len(test_idx)):
+        meas = {d: float(true[d][k]) for d in devices}
+        sel = choose_device({d: float(predicted[d][k]) for d in devices})
+        best = min(meas, key=meas.get)
+        agree += sel.choice == best
+        regrets.append(meas[sel.choice] / meas[best] - 1)
+        taus.append(kendall_tau([predicted[d][k] for d in devices], [meas[d] for d in devices]))
+    fastest_on_average = min(devices, key=lambda d: float(np.mean(true[d])))
+    fixed = [float(true[fastest_on_average][k]) / min(float(true[d][k]) for d in devices) - 1
+             for k in range(len(test_idx))]
+    winners = {d: int(sum(1 for k in range(len(test_idx)) if min(devices, key=lambda x: true[x][k]) == d))
+               for d in devices}
+    return {"devices": devices, "train": len(train_idx), "test": len(test_idx), "seconds": time.time() - t0,
+            "top1": agree / len(test_idx), "mean_regret": float(np.mean(regrets)),
+            "p90_regret": float(np.quantile(regrets, 0.9)), "mean_tau": float(np.mean(taus)),
+            "measured_winners": winners, "fixed_device": fastest_on_average,
+            "fixed_mean_regret": float(np.mean(fixed))}
 
 
 # ------------------------------------------------------------------- report
@@ -210,11 +256,38 @@ def summarize(res: dict) -> dict:
     return out
 
 
+def training_summary(work) -> dict:
+    """Per candidate: how many models its predictor was trained on and its validation MAPE."""
+    from nar_tvm.cost_model import load_checkpoint
+
+    out = {}
+    for path in sorted(Path(work).glob("*.pt")):
+        pred = load_checkpoint(path)
+        out[path.stem] = {"best_val_mape": pred.provenance.get("best_val_mape"),
+                          "train_models": pred.provenance.get("train_models")}
+    return out
+
+
 def write_report(args, res: dict, summary: dict, path: Path) -> None:
     cands = res["candidates"]
-    lines = [f"<!-- generated by benchmarks/pipeline_selection.py; args: {vars(args)} -->", ""]
-    lines.append("| model | " + " | ".join(f"{c} meas / pred ms" for c in cands) + " | best | chosen | regret | tau |")
-    lines.append("|---" * (len(cands) + 5) + "|")
+    loads = [r["loadavg"] for r in res["models"] if "loadavg" in r]
+    lines = [
+        "# Cost-guided pipeline selection: validation",
+        "",
+        f"Generated by `benchmarks/pipeline_selection.py` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}); "
+        f"arguments: `{' '.join(sys.argv[1:])}`.",
+        "",
+        f"- Candidates: {', '.join(cands)}; held-out models: {len(summary['rows'])} zoo models, seeds >= 5000, "
+        f"families {args.families}.",
+        f"- Measurement: every candidate compiled, {args.rounds} timing rounds interleaved round-robin across "
+        f"candidates (min {args.min_repeat_ms} ms each), median; 1 thread, CPU {args.cpu_affinity}.",
+    ]
+    if loads:
+        lines.append(f"- The measuring core was shared: 1-minute load average {min(loads):.1f} .. {max(loads):.1f} "
+                     "during the measurements, so absolute latencies are inflated and noisy; interleaving "
+                     "keeps the comparison between candidates of one model fair, not precise.")
+    lines += ["", "| model | " + " | ".join(f"{c} measured / predicted ms" for c in cands)
+              + " | best | chosen | regret | tau |", "|---" * (len(cands) + 5) + "|"]
     for row in summary["rows"]:
         cells = [f"{row['measured'][c]:.1f} / {row['predicted'][c]:.1f}" if "predicted" in row
                  else f"{row['measured'][c]:.1f} / -" for c in cands]
@@ -224,11 +297,32 @@ def write_report(args, res: dict, summary: dict, path: Path) -> None:
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " | " + " | ".join(tail) + " |")
     lines.append("")
     if "top1" in summary:
-        lines.append(f"Predictor-guided selection over {len(summary['rows'])} held-out models: top-1 agreement "
-                     f"{summary['top1']:.2f}, mean Kendall tau {summary['mean_tau']:.2f}, mean regret "
-                     f"{summary['mean_regret'] * 100:.1f}% (max {summary['max_regret'] * 100:.1f}%).")
-    lines.append("Mean regret of always using one candidate: " + ", ".join(
+        lines.append(f"**Predictor-guided selection**: top-1 agreement {summary['top1']:.2f}, mean Kendall tau "
+                     f"{summary['mean_tau']:.2f}, mean regret {summary['mean_regret'] * 100:.1f}% "
+                     f"(max {summary['max_regret'] * 100:.1f}%) over {len(summary['rows'])} models.")
+    lines.append("**Fixed choice** (mean regret of always compiling one candidate): " + ", ".join(
         f"{c} {v * 100:.1f}%" for c, v in summary["always"].items()) + ".")
+    trained = training_summary(args.work)
+    if trained:
+        lines += ["", "Per-candidate predictors (fused level): " + "; ".join(
+            f"{c}: {t['train_models']} training models, validation MAPE {t['best_val_mape']:.3f}"
+            for c, t in trained.items() if t["best_val_mape"] is not None) + "."]
+    devices_path = Path(args.work) / "devices.json"
+    if devices_path.exists():
+        d = json.loads(devices_path.read_text())
+        lines += ["", "## Device selection on NAS-Bench-201 multi-device latencies", "",
+                  f"Published measurements (`shared/data/nasbench201/latency.csv`, HW-NAS-Bench/BRP-NAS) on "
+                  f"{', '.join(x.removesuffix('_ms') for x in d['devices'])}; one cell-level NAR-Former V2 per "
+                  f"device trained on {d['train']} architectures, `selection.choose_device` on {d['test']} "
+                  f"held-out ones. Measured fastest device: "
+                  + ", ".join(f"{k.removesuffix('_ms')} {v}" for k, v in d["measured_winners"].items()) + ".",
+                  "",
+                  f"Top-1 agreement {d['top1']:.3f}, mean Kendall tau over devices {d['mean_tau']:.2f}, "
+                  f"mean regret {d['mean_regret'] * 100:.2f}% (p90 {d['p90_regret'] * 100:.2f}%); always using "
+                  f"the fastest device on average ({d['fixed_device'].removesuffix('_ms')}): mean regret "
+                  f"{d['fixed_mean_regret'] * 100:.2f}%."]
+    if args.notes:
+        lines += ["", Path(args.notes).read_text().strip()]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -247,8 +341,13 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-affinity", type=lambda s: [int(c) for c in s.split(",")], default=[0])
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--nb201-latency", default="../shared/data/nasbench201/latency.csv")
+    p.add_argument("--nb201-devices", default="silver_4114_ms,1080ti_1_ms,samsung_a50_ms,gold_6240_ms")
+    p.add_argument("--nb201-train", type=int, default=100, help="architectures per device predictor")
+    p.add_argument("--nb201-test", type=int, default=2000)
     p.add_argument("--no-predict", action="store_true", help="evaluate: measured orderings only")
-    p.add_argument("--report", help="markdown table to write (default: print)")
+    p.add_argument("--report", help="markdown report to write")
+    p.add_argument("--notes", help="markdown file appended to the report (discussion, what is left)")
     args = p.parse_args(argv)
     phases = args.phases.split(",")
     Path(args.work).mkdir(parents=True, exist_ok=True)
@@ -256,12 +355,15 @@ def main(argv=None) -> int:
         phase_profile(args)
     if "train" in phases:
         phase_train(args)
+    if "devices" in phases:
+        d = phase_devices(args)
+        (Path(args.work) / "devices.json").write_text(json.dumps(d, indent=2))
+        print(json.dumps(d, indent=2))
     if "evaluate" in phases:
         res = phase_evaluate(args)
         summary = summarize(res)
         if args.report:
-            write_report(args, res, summary, Path(args.report + ".table.md") if args.report.endswith(".md")
-                         else Path(args.report))
+            write_report(args, res, summary, Path(args.report))
         print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=2))
     return 0
 

@@ -217,6 +217,22 @@ def footprint_mb(graph) -> float:
     return (weights + working) / 2**20
 
 
+def choose_device(predicted_ms: Mapping[str, float], latency_budget_ms: float | None = None,
+                  excluded: Mapping[str, str] | None = None, targets: Mapping[str, dict] | None = None,
+                  footprint: float = 0.0, memory_budget_mb: float | None = None) -> DeviceSelection:
+    """The decision alone, from predicted latencies (whatever predicted them): the fastest
+    device not `excluded` (name -> reason) and within the latency budget."""
+    scores = []
+    for name, ms in predicted_ms.items():
+        why = [(excluded or {}).get(name, "")]
+        if latency_budget_ms is not None and ms > latency_budget_ms:
+            why.append(f"predicted {ms:.3f} ms > latency budget {latency_budget_ms} ms")
+        scores.append(DeviceScore(name, float(ms), (targets or {}).get(name, {}), "; ".join(w for w in why if w)))
+    ok = [s for s in scores if not s.excluded]
+    choice = min(ok, key=lambda s: s.predicted_ms).name if ok else None
+    return DeviceSelection(scores, choice, footprint, {"latency_ms": latency_budget_ms, "memory_mb": memory_budget_mb})
+
+
 def select_device(model, platforms: Mapping[str, object], latency_budget_ms: float | None = None,
                   memory_budget_mb: float | None = None, input_shapes=None) -> DeviceSelection:
     """Fastest platform for `model` by prediction, within the budgets.
@@ -227,26 +243,20 @@ def select_device(model, platforms: Mapping[str, object], latency_budget_ms: flo
     if not platforms:
         raise SelectionError("no platforms to select from")
     mod = _module(model, input_shapes)
-    scores, need = [], 0.0
+    predicted, excluded, targets, need = {}, {}, {}, 0.0
     for name, option in platforms.items():
         option = option if isinstance(option, DeviceOption) else DeviceOption(option)
         pred = _load(name, "platform", option.predictor)
         target = pred.platform.get("target") or {}
-        target = json.loads(target) if isinstance(target, str) else dict(target)
-        graph = module_graph(mod, predictor_pipeline(pred), predictor_level(pred), target or None)
-        need = max(need, footprint_mb(graph))
-        ms = float(pred.predict([graph]).latency_ms[0])
-        excluded = []
-        if latency_budget_ms is not None and ms > latency_budget_ms:
-            excluded.append(f"predicted {ms:.3f} ms > latency budget {latency_budget_ms} ms")
+        targets[name] = json.loads(target) if isinstance(target, str) else dict(target)
+        graph = module_graph(mod, predictor_pipeline(pred), predictor_level(pred), targets[name] or None)
+        mb = footprint_mb(graph)
+        need = max(need, mb)
+        predicted[name] = float(pred.predict([graph]).latency_ms[0])
         cap = min((m for m in (option.memory_mb, memory_budget_mb) if m is not None), default=None)
-        if cap is not None and footprint_mb(graph) > cap:
-            excluded.append(f"needs ~{footprint_mb(graph):.1f} MB > {cap} MB available")
-        scores.append(DeviceScore(name, ms, target, "; ".join(excluded)))
-    ok = [s for s in scores if not s.excluded]
-    choice = min(ok, key=lambda s: s.predicted_ms).name if ok else None
-    return DeviceSelection(scores, choice, need,
-                           {"latency_ms": latency_budget_ms, "memory_mb": memory_budget_mb})
+        if cap is not None and mb > cap:
+            excluded[name] = f"needs ~{mb:.1f} MB > {cap} MB available"
+    return choose_device(predicted, latency_budget_ms, excluded, targets, need, memory_budget_mb)
 
 
 @tvm.ir.transform.module_pass(opt_level=0, name="nar_tvm.SelectDevice")

@@ -54,12 +54,12 @@ def mod(onnx_bytes):
 def trained(tmp_path_factory):
     """A real NAR-Former V2 checkpoint, trained in seconds on synthetic graphs."""
     rng = np.random.default_rng(0)
-    graphs = [random_graph(rng, int(rng.integers(5, 12))) for _ in range(24)]
+    graphs = [random_graph(rng, int(rng.integers(5, 10))) for _ in range(12)]
     y = np.array([synthetic_latency_ms(g, rng) for g in graphs])
-    predictor, _ = train(graphs[:20], y[:20], graphs[20:], y[20:],
+    predictor, _ = train(graphs[:8], y[:8], graphs[8:], y[8:],
                          model_cfg=NARFormerV2Config(d_model=16, n_layers=1, n_heads=2, ffn_groups=2,
                                                      head_hidden=16),
-                         train_cfg=TrainConfig(epochs=3, batch_size=8, patience=None), progress=False)
+                         train_cfg=TrainConfig(epochs=1, batch_size=8, patience=None), progress=False)
     predictor.platform = {"pipeline": "default", "platform_id": "synthetic"}
     predictor.provenance["level"] = "op"
     return save_checkpoint(predictor, tmp_path_factory.mktemp("ckpt") / "tiny.pt")
@@ -184,13 +184,14 @@ def test_compile_cli_writes_library_and_report(tmp_path, trained, onnx_bytes):
 # ------------------------------------------------------------------ devices
 def test_device_selection_picks_the_fastest_within_budgets(mod):
     gpu = {"kind": "cuda", "host": {"kind": "llvm"}}
-    platforms = {"cpu": Stub(5.0, target=CPU), "gpu": DeviceOption(Stub(1.0, target=gpu), memory_mb=1024),
-                 "npu": Stub(3.0, target=CPU)}
+    platforms = {"cpu": Stub(5.0, level="op", target=CPU),
+                 "gpu": DeviceOption(Stub(1.0, level="op", target=gpu), memory_mb=1024),
+                 "npu": Stub(3.0, level="op", target=CPU)}
     sel = select_device(mod, platforms)
     assert sel.choice == "gpu" and "3.00x faster than npu" in sel.explain()
     assert select_device(mod, platforms, latency_budget_ms=0.5).choice is None
     # The GPU offers too little memory for the model: the next fastest device wins.
-    tight = dict(platforms, gpu=DeviceOption(Stub(1.0, target=gpu), memory_mb=1e-4))
+    tight = dict(platforms, gpu=DeviceOption(Stub(1.0, level="op", target=gpu), memory_mb=1e-4))
     sel = select_device(mod, tight)
     assert sel.choice == "npu" and "MB available" in sel.explain()
     with pytest.raises(SelectionError, match="missing checkpoint for platform 'tpu'"):
@@ -199,15 +200,17 @@ def test_device_selection_picks_the_fastest_within_budgets(mod):
 
 def test_device_choice_as_a_pass_sets_the_virtual_device(mod):
     gpu = {"kind": "cuda", "host": {"kind": "llvm"}}
-    pick = SelectDevice({"cpu": Stub(5.0, target=CPU), "gpu": Stub(1.0, target=gpu)})
+    pick = SelectDevice({"cpu": Stub(5.0, level="op", target=CPU), "gpu": Stub(1.0, level="op", target=gpu)})
     placed = pick(mod)
     assert pick.selection.choice == "gpu"
     assert str(placed.attrs["nar_tvm.device"]) == "gpu"
     assert target_of(placed).kind.name == "cuda"
     assert 'vdevice="cuda:0:global"' in placed.script()
+    moved = SetVirtualDevice(CPU, "cpu")(placed)  # an existing placement is retargeted
+    assert target_of(moved).kind.name == "llvm" and "cuda" not in moved.script()
     # On the CPU, compilation proceeds for the placed target.
     cpu_placed = SetVirtualDevice(CPU, "cpu")(relax.transform.DecomposeOpsForInference()(mod))
     ex = compile_candidate(cpu_placed, "default", target_of(cpu_placed))
     assert relax.VirtualMachine(ex, tvm.cpu()) is not None
     with pytest.raises((SelectionError, RuntimeError), match="no device meets"):
-        SelectDevice({"cpu": Stub(5.0)}, latency_budget_ms=1.0)(mod)
+        SelectDevice({"cpu": Stub(5.0, level="op")}, latency_budget_ms=1.0)(mod)
