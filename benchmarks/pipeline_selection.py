@@ -84,24 +84,29 @@ def platform_ids(store_path) -> dict[str, str]:
 
 # -------------------------------------------------------------------- train
 def phase_train(args) -> None:
-    from nar_tvm.cost_model import NARFormerV2Config, TrainConfig
-    from nar_tvm.training import save, train_on_dataset
+    from nar_tvm.cost_model import NARFormerV2Config, TrainConfig, save_checkpoint, train
+    from nar_tvm.dataset import load_samples
+    from nar_tvm.training import graphs_of, latencies_of
 
     store = Path(args.work) / "train"
     ids = platform_ids(store)
     for c in _candidates(args):
         if c not in ids:
             raise SystemExit(f"no profiled data for candidate {c!r} in {store}; run the profile phase")
+        samples = load_samples(store, ids[c])
+        # A few dozen models per candidate: all of them train, and the epoch is picked on
+        # them too (the held-out models of the evaluate phase are the real test).
+        graphs, y = graphs_of(samples, "fused"), latencies_of(samples)
         t0 = time.time()
-        predictor, history, parts = train_on_dataset(
-            store, level="fused", platform_id=ids[c], seed=0, progress=False,
-            model_cfg=NARFormerV2Config(d_model=args.d_model, n_layers=2),
-            train_cfg=TrainConfig(epochs=args.epochs, batch_size=8, lr=1e-3, patience=None, seed=0))
-        predictor.provenance["train_models"] = len(parts["train"])
-        path = save(predictor, Path(args.work) / f"{c}.pt")
-        print(f"{c}: {len(parts['train'])} train / {len(parts['val'])} val models, best val MAPE "
-              f"{history.best_val_mape:.3f} (epoch {history.best_epoch}), {time.time() - t0:.0f} s -> {path}",
-              flush=True)
+        predictor, history = train(graphs, y, graphs, y, progress=False,
+                                   model_cfg=NARFormerV2Config(d_model=args.d_model, n_layers=2),
+                                   train_cfg=TrainConfig(epochs=args.epochs, batch_size=8, lr=args.lr,
+                                                         patience=None, seed=0))
+        predictor.platform = dict(samples[0].record["platform"], platform_id=ids[c])
+        predictor.provenance.update(level="fused", best_val_mape=history.best_val_mape, train_models=len(samples))
+        path = save_checkpoint(predictor, Path(args.work) / f"{c}.pt")
+        print(f"{c}: {len(samples)} models, best train MAPE {history.best_val_mape:.3f} "
+              f"(epoch {history.best_epoch}), {time.time() - t0:.0f} s -> {path}", flush=True)
 
 
 # ----------------------------------------------------------------- evaluate
@@ -238,7 +243,8 @@ def summarize(res: dict) -> dict:
         best = min(meas, key=meas.get)
         for c in cands:
             fixed[c].append(meas[c] / meas[best] - 1)
-        row = {"model": r["name"], "measured": meas, "best": best}
+        row = {"model": r["name"], "measured": meas, "best": best,
+               "cv": max(r["measured"][c]["cv"] for c in cands)}
         if "predicted_ms" in r:
             pred = {c: r["predicted_ms"][c] for c in cands}
             chosen = min(pred, key=pred.get)
@@ -287,11 +293,11 @@ def write_report(args, res: dict, summary: dict, path: Path) -> None:
                      "during the measurements, so absolute latencies are inflated and noisy; interleaving "
                      "keeps the comparison between candidates of one model fair, not precise.")
     lines += ["", "| model | " + " | ".join(f"{c} measured / predicted ms" for c in cands)
-              + " | best | chosen | regret | tau |", "|---" * (len(cands) + 5) + "|"]
+              + " | max CV | best | chosen | regret | tau |", "|---" * (len(cands) + 6) + "|"]
     for row in summary["rows"]:
         cells = [f"{row['measured'][c]:.1f} / {row['predicted'][c]:.1f}" if "predicted" in row
                  else f"{row['measured'][c]:.1f} / -" for c in cands]
-        tail = [row["best"], row.get("chosen", "-"),
+        tail = [f"{row['cv']:.2f}", row["best"], row.get("chosen", "-"),
                 f"{row['regret'] * 100:.1f}%" if "regret" in row else "-",
                 f"{row['tau']:.2f}" if "tau" in row else "-"]
         lines.append(f"| {row['model']} | " + " | ".join(cells) + " | " + " | ".join(tail) + " |")
@@ -305,7 +311,7 @@ def write_report(args, res: dict, summary: dict, path: Path) -> None:
     trained = training_summary(args.work)
     if trained:
         lines += ["", "Per-candidate predictors (fused level): " + "; ".join(
-            f"{c}: {t['train_models']} training models, validation MAPE {t['best_val_mape']:.3f}"
+            f"{c}: {t['train_models']} training models, training MAPE {t['best_val_mape']:.3f}"
             for c, t in trained.items() if t["best_val_mape"] is not None) + "."]
     devices_path = Path(args.work) / "devices.json"
     if devices_path.exists():
@@ -339,8 +345,9 @@ def main(argv=None) -> int:
     p.add_argument("--min-repeat-ms", type=int, default=20)
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--cpu-affinity", type=lambda s: [int(c) for c in s.split(",")], default=[0])
-    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--nb201-latency", default="../shared/data/nasbench201/latency.csv")
     p.add_argument("--nb201-devices", default="silver_4114_ms,1080ti_1_ms,samsung_a50_ms,gold_6240_ms")
     p.add_argument("--nb201-train", type=int, default=100, help="architectures per device predictor")
