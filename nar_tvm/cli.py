@@ -157,7 +157,9 @@ def _platform_from_args(args):
 def _add_platform_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help='TVM target as JSON, e.g. \'{"kind":"llvm","mcpu":"znver4"}\' '
                                     "(default: this CPU)")
-    p.add_argument("--pipeline", default="default", choices=["default", "dlight"], help="compile pipeline")
+    from .platform import PIPELINES
+
+    p.add_argument("--pipeline", default="default", choices=PIPELINES, help="compile pipeline")
     p.add_argument("--threads", type=int, default=1, help="TVM_NUM_THREADS for measurement (default 1)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
