@@ -49,8 +49,9 @@ HERE = Path(__file__).resolve().parent
 LEVELS = ("op", "fused")
 METRICS = ("mape", "rmse", "acc@5%", "acc@10%")
 
-# Sized for one core: a 64-wide model trains on ~800 fused graphs in well under a minute.
-NAR = NARFormerV2Config(d_model=64, n_heads=4, ffn_groups=8, head_hidden=64, dropout=0.0)
+# Sized for one core: a 64-wide model trains on ~800 fused graphs in about a minute. Mean readout:
+# on validation, sum-pooling the layer-normalised node vectors trained far worse.
+NAR = NARFormerV2Config(d_model=64, n_heads=4, ffn_groups=8, head_hidden=64, dropout=0.0, readout="mean")
 NNLP = NNLPConfig(hidden=64, head_hidden=64, dropout=0.0)
 TRAIN = TrainConfig(epochs=60, batch_size=32, loss="log_mse", patience=15, size_bucket_batches=8)
 
@@ -60,7 +61,8 @@ class Method:
     name: str
     make: Callable[[int, float], object]  # (seed, lr) -> a regressor with fit / predict
     neural: bool = False
-    ood: bool = True  # ablations are in-domain only, to fit the compute budget
+    ood: bool = True  # ablations and the plain Transformer are in-domain only, to fit the compute budget
+    ablation: bool = False  # gets --ablation-seeds seeds in-domain
     nar_family: bool = False  # a NARFormerV2 network: can ship as the default checkpoint
     model_cfg: object = None
 
@@ -72,19 +74,19 @@ def neural(cfg, epochs):
 def methods(epochs: int) -> list[Method]:
     plain = replace(NAR, use_graph_attention=False, use_degree_gate=False, grouped_ffn=False)
     nar_variants = [
-        ("NAR-Former V2", NAR, True),
-        ("Transformer (plain)", plain, True),
-        ("NAR-Former V2 - degree gate", replace(NAR, use_degree_gate=False), False),
-        ("NAR-Former V2 - grouped FFN", replace(NAR, grouped_ffn=False), False),
-        ("NAR-Former V2 - static feats", replace(NAR, use_static=False), False),
+        ("NAR-Former V2", NAR, True, False),
+        ("Transformer (plain)", plain, False, False),
+        ("NAR-Former V2 - degree gate", replace(NAR, use_degree_gate=False), False, True),
+        ("NAR-Former V2 - grouped FFN", replace(NAR, grouped_ffn=False), False, True),
+        ("NAR-Former V2 - static feats", replace(NAR, use_static=False), False, True),
     ]
     return [
         Method("Linear (FLOPs)", lambda seed, lr: LogLinear(("flops",))),
         Method("Linear (FLOPs + mem)", lambda seed, lr: LogLinear(("flops", "memory_access"))),
         Method("GBT (xgboost)", lambda seed, lr: GradientBoostedTrees(seed=seed)),
         Method("NNLP (GraphSAGE)", neural(NNLP, epochs), neural=True, model_cfg=NNLP),
-        *[Method(name, neural(cfg, epochs), neural=True, ood=ood, nar_family=True, model_cfg=cfg)
-          for name, cfg, ood in nar_variants],
+        *[Method(name, neural(cfg, epochs), neural=True, ood=ood, ablation=ablation, nar_family=True, model_cfg=cfg)
+          for name, cfg, ood, ablation in nar_variants],
     ]
 
 
@@ -328,14 +330,18 @@ def write_report(path: Path, ctx: dict) -> None:
         w(f"* {line}")
     w("")
 
-    w("## Graph level: op vs fused (NAR-Former V2, in-domain)\n")
+    w(f"## Graph level: op vs fused (NAR-Former V2, in-domain, seeds {list(next(iter(ctx['level_runs'].values())))})\n")
     w("| level | val MAPE | test MAPE | test Acc(10%) | train s (CPU) |\n|---|---:|---:|---:|---:|")
     for level, runs in ctx["level_runs"].items():
         r = list(runs.values())
         w(f"| {level} | {mean_std([x['val_mape'] for x in r])} | {mean_std([x['overall']['mape'] for x in r])} | "
           f"{pct([x['overall']['acc@10%'] for x in r])}% | {mean_std([x['train_cpu_s'] for x in r])} |")
-    w(f"\nChosen on validation MAPE: **{ctx['level']}** level "
-      "(used for every learned method below and for the shipped checkpoint).\n")
+    if ctx["level_given"]:
+        w(f"\n**Not compared in this run**: the level was given on the command line (`--level {ctx['level']}`); "
+          "the other level was not trained.\n")
+    else:
+        w(f"\nChosen on validation MAPE: **{ctx['level']}** level "
+          "(used for every learned method below and for the shipped checkpoint).\n")
 
     if ctx["lr_search"]:
         w("## Learning-rate search (first in-domain seed, validation MAPE)\n")
@@ -351,13 +357,14 @@ def write_report(path: Path, ctx: dict) -> None:
     w(f"Test metrics, mean ± std over {len(ctx['seeds'])} seeds (split and initialisation). MAPE is a fraction, "
       "RMSE in ms, Acc(δ) the share of test models within δ relative error. Noise floor "
       f"{100 * nf['value']:.2f}% ({nf['short']}).\n")
-    w("| method | MAPE | RMSE (ms) | Acc(5%) | Acc(10%) | val MAPE | train s (CPU) | train s (wall) "
+    w("| method | seeds | MAPE | RMSE (ms) | Acc(5%) | Acc(10%) | val MAPE | train s (CPU) | train s (wall) "
       "| predict ms/model (CPU) | predict ms/model (wall) |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    w(f"| *noise floor ({nf['short']})* | *{nf['value']:.3f}* | | | | | | | | |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w(f"| *noise floor ({nf['short']})* | | *{nf['value']:.3f}* | | | | | | | | |")
     for name, runs in ctx["in_domain"].items():
         r = list(runs.values())
-        w(f"| {name} | {mean_std([x['overall']['mape'] for x in r])} | {mean_std([x['overall']['rmse'] for x in r])} | "
+        w(f"| {name} | {len(r)} | {mean_std([x['overall']['mape'] for x in r])} | "
+          f"{mean_std([x['overall']['rmse'] for x in r])} | "
           f"{pct([x['overall']['acc@5%'] for x in r])}% | {pct([x['overall']['acc@10%'] for x in r])}% | "
           f"{mean_std([x['val_mape'] for x in r])} | {mean_std([x['train_cpu_s'] for x in r])} | "
           f"{mean_std([x['train_wall_s'] for x in r])} | {mean_std([1e3 * x['predict_cpu_s'] / x['n_test'] for x in r])} | "
@@ -474,12 +481,19 @@ def main() -> int:
     parser.add_argument("--out", default=str(HERE / "latency_report.md"))
     parser.add_argument("--checkpoint", default=str(HERE / "default_checkpoint.pt"))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--level-seeds", type=int, default=None, help="default: --seeds")
+    parser.add_argument("--level", choices=LEVELS, default=None,
+                        help="use this graph level instead of choosing it on validation (skips the comparison)")
+    parser.add_argument("--ablation-seeds", type=int, default=None, help="default: --seeds")
     parser.add_argument("--ood-seeds", type=int, default=3)
     parser.add_argument("--ood-families", nargs="*", default=None, help="default: every family")
     parser.add_argument("--epochs", type=int, default=TRAIN.epochs)
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3])
     parser.add_argument("--speed-models", type=int, default=3)
     parser.add_argument("--throughput-graphs", type=int, default=1000)
+    parser.add_argument("--budget-min", type=float, default=None,
+                        help="wall minutes after which the remaining out-of-domain families are skipped "
+                             "(and listed as such), so that the report is still written")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -518,27 +532,43 @@ def main() -> int:
     seeds = list(range(args.seeds))
     ood_seeds = list(range(args.ood_seeds))
 
-    level_runs = {level: {seed: runner.run(nar, "in-domain", level, seed) for seed in seeds} for level in LEVELS}
-    level = min(LEVELS, key=lambda lv: np.mean([r["val_mape"] for r in level_runs[lv].values()]))
-    log(f"level chosen on validation: {level}")
+    level_seeds = seeds[:args.level_seeds or len(seeds)]
+    ablation_seeds = seeds[:args.ablation_seeds or len(seeds)]
+    compared = [args.level] if args.level else list(reversed(LEVELS))
+    level_runs = {level: {seed: runner.run(nar, "in-domain", level, seed) for seed in level_seeds}
+                  for level in compared}
+    level = min(compared, key=lambda lv: np.mean([r["val_mape"] for r in level_runs[lv].values()]))
+    log(f"level: {level}")
 
     in_domain = {}
     for m in all_methods:
-        in_domain[m.name] = level_runs[level] if m is nar else \
-            {seed: runner.run(m, "in-domain", level, seed) for seed in seeds}
+        done = level_runs[level] if m is nar else {}
+        in_domain[m.name] = {seed: done.get(seed) or runner.run(m, "in-domain", level, seed)
+                             for seed in (ablation_seeds if m.ablation else seeds)}
 
     ood_families = args.ood_families if args.ood_families is not None else families
+    unknown = set(ood_families) - set(families)
+    if unknown:
+        parser.error(f"--ood-families: not in the dataset: {sorted(unknown)}")
     ood = {m.name: {} for m in all_methods if m.ood}
+    skipped = []
     for fam in ood_families:
+        if args.budget_min is not None and (time.perf_counter() - wall0) / 60 > args.budget_min:
+            skipped.append(fam)
+            continue
         for m in all_methods:
             if m.ood:
                 ood[m.name][fam] = {seed: runner.run(m, f"ood:{fam}", level, seed) for seed in ood_seeds}
+    if skipped:
+        log(f"time budget spent: out-of-domain families not run: {skipped}")
+    ood_methods = list(ood)
+    ood = {name: by_fam for name, by_fam in ood.items() if by_fam}
 
     # Ship the NAR-Former variant with the best mean validation MAPE, retrained through the
     # dataset glue (for platform and provenance) on its best validation seed.
     candidates = [m for m in all_methods if m.nar_family]
     ship = min(candidates, key=lambda m: np.mean([r["val_mape"] for r in in_domain[m.name].values()]))
-    ship_seed = min(seeds, key=lambda s: in_domain[ship.name][s]["val_mape"])
+    ship_seed = min(in_domain[ship.name], key=lambda s: in_domain[ship.name][s]["val_mape"])
     ship_lr = runner.chosen_lr[ship.name, level]
     predictor, history, _ = train_on_dataset(
         snapshot, level=level, split="in-domain", seed=ship_seed, model_cfg=ship.model_cfg,
@@ -599,16 +629,22 @@ def main() -> int:
 
     protocol = [
         f"Snapshot of {len(samples)} models; in-domain split per family 80/10/10 (`make_split('in-domain', seed)`), "
-        f"seeds {seeds}; out-of-domain `make_split('ood:<family>', seed)` for "
+        f"seeds {seeds} (the three ablations: seeds {ablation_seeds}; the op-vs-fused comparison: seeds "
+        f"{level_seeds}); out-of-domain `make_split('ood:<family>', seed)` for "
         f"{'all ' + str(len(ood_families)) if set(ood_families) == set(families) else len(ood_families)} families "
-        f"({', '.join(ood_families)}), seeds {ood_seeds}, methods: {', '.join(ood)}.",
+        f"({', '.join(ood_families)}), seeds {ood_seeds}, methods: {', '.join(ood_methods)}."
+        + (f" **Not run, the time budget (--budget-min {args.budget_min:g}) being spent: {', '.join(skipped)}.**"
+           if skipped else ""),
         f"Neural models share `cost_model.train.train`: AdamW, warm-up then linear decay, batch 32 re-cut by graph "
         f"size in runs of 8 batches, at most {args.epochs} epochs, early stopping after {TRAIN.patience} epochs "
         f"without a better validation MAPE and the best-validation epoch kept; loss `{TRAIN.loss}` "
         "(squared error of log-latency; see the note below).",
         f"NAR-Former V2: {json.dumps({k: v for k, v in asdict(NAR).items() if k not in ('token_dim', 'static_dim')})}; "
         "the plain Transformer and the ablations switch off graph-aided attention + degree gate + grouped FFN "
-        "(Transformer), the degree gate, the grouped FFN (plain FFN of the same width) or the static features.",
+        "(Transformer), the degree gate, the grouped FFN (plain FFN of the same width) or the static features. "
+        "Size and readout were set before this run: d_model 64 instead of 128 (to fit the one-core budget), "
+        "mean readout instead of sum (sum-pooled, layer-normalised node vectors trained far worse), "
+        "no dropout (CPU cost of attention dropout masks).",
         f"NNLP: {json.dumps({k: v for k, v in asdict(NNLP).items() if k not in ('token_dim', 'static_dim')})} "
         "(two GraphSAGE mean-aggregation layers over predecessors and successors, sum pooling, static features).",
         f"Learning rate: each neural method (and level) chose from {args.lrs} on the validation MAPE of in-domain "
@@ -631,6 +667,7 @@ def main() -> int:
             "median_compile_s": statistics.median(s.record["measurement"]["compile_s"] for s in samples),
         },
         "noise": noise, "protocol": protocol, "level_runs": level_runs, "level": level,
+        "level_given": args.level is not None,
         "lr_search": runner.lr_search if len(args.lrs) > 1 else {}, "chosen_lr": runner.chosen_lr,
         "seeds": seeds, "ood_seeds": ood_seeds, "in_domain": in_domain, "ood": ood,
         "targets": targets, "shipped": shipped, "speed": speed, "plots": plots,
