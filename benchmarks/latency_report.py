@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/latency_report.py
 
 writes benchmarks/latency_report.md, the PNG plots it links and
-benchmarks/default_checkpoint.pt (the best NAR-Former variant, to ship). One core,
+nar_tvm/checkpoints/default.pt (the best NAR-Former variant, to ship). One core,
 one torch thread throughout: the protocol below is sized to finish in about 40
 minutes of that core on ~1,000 models, and the report states what it ran.
 
@@ -479,7 +479,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="benchmarks/data/cpu-znver4-1t")
     parser.add_argument("--out", default=str(HERE / "latency_report.md"))
-    parser.add_argument("--checkpoint", default=str(HERE / "default_checkpoint.pt"))
+    parser.add_argument("--checkpoint", default=str(HERE.parent / "nar_tvm" / "checkpoints" / "default.pt"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--level-seeds", type=int, default=None, help="default: --seeds")
     parser.add_argument("--level", choices=LEVELS, default=None,
