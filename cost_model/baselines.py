@@ -24,6 +24,7 @@ from torch import nn
 
 from nar_tvm.passes.opgraph import OpGraph
 
+from .model import regression_head
 from .train import TrainConfig, train
 
 
@@ -173,14 +174,8 @@ class NNLP(nn.Module):
         self.embed = nn.Linear(cfg.token_dim, d)
         self.layers = nn.ModuleList(SAGELayer(d, d) for _ in range(cfg.n_layers))
         self.dropout = nn.Dropout(cfg.dropout)
-        if cfg.use_static:
-            self.static_mlp = nn.Sequential(nn.Linear(cfg.static_dim, d), nn.ReLU(), nn.Dropout(cfg.dropout))
-        head_in = 2 * d if cfg.use_static else d
-        self.head = nn.Sequential(
-            nn.Linear(head_in, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.head_hidden, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.head_hidden, 1),
-        )
+        self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
+                                                     cfg.use_static)
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
                 static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -134,6 +134,18 @@ class EncoderBlock(nn.Module):
         return h + self.scale_ffn * self.ffn(u)
 
 
+def regression_head(d: int, static_dim: int, hidden: int, dropout: float, use_static: bool):
+    """Static-feature encoder and MLP head shared by every graph model here, so that
+    baselines differ from NAR-Former V2 only in how node states are computed."""
+    static_mlp = nn.Sequential(nn.Linear(static_dim, d), nn.ReLU(), nn.Dropout(dropout)) if use_static else None
+    head = nn.Sequential(
+        nn.Linear(2 * d if use_static else d, hidden), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden, 1),
+    )
+    return static_mlp, head
+
+
 class NARFormerV2(nn.Module):
     """Batched graphs in (see tokenizer.collate), predicted log-latency (log ms) out.
 
@@ -149,14 +161,8 @@ class NARFormerV2(nn.Module):
         self.embed = nn.Sequential(nn.Linear(cfg.token_dim, d), nn.Dropout(cfg.dropout))
         self.blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_layers))
         self.norm_out = nn.LayerNorm(d)
-        if cfg.use_static:
-            self.static_mlp = nn.Sequential(nn.Linear(cfg.static_dim, d), nn.ReLU(), nn.Dropout(cfg.dropout))
-        head_in = 2 * d if cfg.use_static else d
-        self.head = nn.Sequential(
-            nn.Linear(head_in, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.head_hidden, cfg.head_hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.head_hidden, 1),
-        )
+        self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
+                                                     cfg.use_static)
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
                 static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
