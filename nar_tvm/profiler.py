@@ -10,7 +10,6 @@ import io
 import multiprocessing as mp
 import os
 import random
-import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

@@ -3,7 +3,6 @@ import io
 import json
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import torch.nn as nn

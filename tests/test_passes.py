@@ -1,7 +1,6 @@
 """Graph extraction: node by node, edge by edge, on hand-built networks."""
 import io
 
-import numpy as np
 import onnx
 import pytest
 import torch

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nar_tvm.dataset import DatasetStore, Sample, load_samples, split_in_domain, split_out_of_domain, stats, DatasetError
+from nar_tvm.dataset import DatasetStore, load_samples, split_in_domain, split_out_of_domain, stats, DatasetError
 from nar_tvm.measure import Protocol
 from nar_tvm.platform import PlatformSpec
 from nar_tvm.dataset import noise_floor
