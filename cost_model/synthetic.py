@@ -88,3 +88,11 @@ def synthetic_latency_ms(graph: OpGraph, rng: np.random.Generator | None = None,
     if rng is not None and noise:
         latency *= float(np.exp(rng.normal(0.0, noise)))
     return latency
+
+
+def synthetic_dataset(n: int, seed: int, sizes=(6, 16)) -> tuple[list[OpGraph], np.ndarray]:
+    """`n` random graphs of `sizes` nodes (half-open range) and their made-up latencies."""
+    rng = np.random.default_rng(seed)
+    graphs = [random_graph(rng, int(rng.integers(*sizes)), batch=int(rng.choice([1, 2, 4])))
+              for _ in range(n)]
+    return graphs, np.array([synthetic_latency_ms(g, rng) for g in graphs])

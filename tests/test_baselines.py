@@ -10,7 +10,7 @@ import torch
 from nar_tvm.cost_model import NARFormerV2Config, TrainConfig, Tokenizer, collate, train
 from nar_tvm.cost_model.baselines import (GradientBoostedTrees, LogLinear, NeuralRegressor, NNLP, NNLPConfig,
                                           whole_graph_features)
-from nar_tvm.cost_model.synthetic import random_graph, synthetic_latency_ms
+from nar_tvm.cost_model.synthetic import synthetic_dataset as dataset
 from nar_tvm.cost_model.train import _epoch_batches, log_mse_loss
 
 QUICK = TrainConfig(epochs=4, batch_size=16, lr=2e-3, patience=None, loss="log_mse")
@@ -18,10 +18,6 @@ TINY_NNLP = NNLPConfig(hidden=16, head_hidden=16)
 TINY_NAR = NARFormerV2Config(d_model=16, n_heads=2, ffn_groups=4, head_hidden=16)
 
 
-def dataset(n: int, seed: int, sizes=(6, 16)):
-    rng = np.random.default_rng(seed)
-    graphs = [random_graph(rng, int(rng.integers(*sizes)), batch=int(rng.choice([1, 2, 4]))) for _ in range(n)]
-    return graphs, np.array([synthetic_latency_ms(g, rng) for g in graphs])
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from nar_tvm.cost_model import (
     Vocabulary, collate, load_checkpoint, regression_report, save_checkpoint, train,
 )
 from nar_tvm.cost_model.checkpoint import FORMAT, VERSION
-from nar_tvm.cost_model.synthetic import random_graph, synthetic_latency_ms
+from nar_tvm.cost_model.synthetic import synthetic_dataset as dataset
 from nar_tvm.cost_model.train import rse_loss, sr_loss
 from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
 
@@ -64,11 +64,6 @@ def pe(value: float, dim: int = 8, base: float = 100.0) -> np.ndarray:
     return np.array(out, dtype=np.float32)
 
 
-def dataset(n: int, seed: int, sizes=(6, 16)):
-    rng = np.random.default_rng(seed)
-    graphs = [random_graph(rng, int(rng.integers(*sizes)), batch=int(rng.choice([1, 2, 4])))
-              for _ in range(n)]
-    return graphs, np.array([synthetic_latency_ms(g, rng) for g in graphs])
 
 
 @pytest.fixture(scope="module")
