@@ -371,20 +371,15 @@ def write_report(path: Path, ctx: dict) -> None:
           f"{mean_std([1e3 * x['predict_wall_s'] / x['n_test'] for x in r])} |")
     w("")
     fams = sorted({f for runs in ctx["in_domain"].values() for run in runs.values() for f in run["families"]})
-    w("### In-domain test MAPE per family (mean ± std over seeds)\n")
-    w("| method | " + " | ".join(fams) + " |")
-    w("|---|" + "---:|" * len(fams))
-    for name, runs in ctx["in_domain"].items():
-        cells = [mean_std([run["families"][f]["mape"] for run in runs.values() if f in run["families"]]) for f in fams]
-        w(f"| {name} | " + " | ".join(cells) + " |")
-    w("")
-    w("### In-domain test Acc(10%) per family (%, mean ± std over seeds)\n")
-    w("| method | " + " | ".join(fams) + " |")
-    w("|---|" + "---:|" * len(fams))
-    for name, runs in ctx["in_domain"].items():
-        cells = [pct([run["families"][f]["acc@10%"] for run in runs.values() if f in run["families"]]) for f in fams]
-        w(f"| {name} | " + " | ".join(cells) + " |")
-    w("")
+    for title, metric, fmt in (("MAPE per family (mean ± std over seeds)", "mape", mean_std),
+                               ("Acc(10%) per family (%, mean ± std over seeds)", "acc@10%", pct)):
+        w(f"### In-domain test {title}\n")
+        w("| method | " + " | ".join(fams) + " |")
+        w("|---|" + "---:|" * len(fams))
+        for name, runs in ctx["in_domain"].items():
+            cells = [fmt([run["families"][f][metric] for run in runs.values() if f in run["families"]]) for f in fams]
+            w(f"| {name} | " + " | ".join(cells) + " |")
+        w("")
     w(f"![predicted vs measured, in-domain]({ctx['plots']['scatter_in']})\n")
 
     if ctx["ood"]:
