@@ -115,7 +115,9 @@ def cmd_compare(args) -> int:
 def cmd_train(args) -> int:
     from nar_tvm.cost_model import NARFormerV2Config, TrainConfig
 
-    from .training import evaluate_predictor, save, train_on_dataset
+    from nar_tvm.cost_model import save_checkpoint
+
+    from .training import evaluate_predictor, train_on_dataset
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       loss=args.loss, patience=args.patience)
@@ -123,7 +125,7 @@ def cmd_train(args) -> int:
     predictor, history, parts = train_on_dataset(args.dataset, level=args.level or "op", split=args.split,
                                                  seed=args.seed, platform_id=args.platform,
                                                  model_cfg=model_cfg, train_cfg=cfg)
-    path = save(predictor, args.out)
+    path = save_checkpoint(predictor, args.out)
     val = evaluate_predictor(predictor, parts["val"])["overall"]
     print(f"saved {path}: best epoch {history.best_epoch}, validation MAPE {val['mape']:.4f}, "
           f"Acc(10%) {val['acc@10%']:.3f} on {len(parts['val'])} models ({len(parts['train'])} trained on)")

@@ -45,7 +45,7 @@ class DatasetStore:
     def _read_shard(path: Path) -> Iterator[dict]:
         opener = gzip.open if path.name.endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
+            for line in fh:
                 line = line.strip()
                 if not line:
                     continue

@@ -5,12 +5,10 @@ Reads the store with no TVM: training runs wherever torch does.
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
-
 import numpy as np
 
 from nar_tvm.cost_model import (LatencyPredictor, NARFormerV2Config, TrainConfig, load_checkpoint,
-                                regression_report, save_checkpoint, train)
+                                regression_report, train)
 
 from .dataset import Sample, load_samples, make_split
 
@@ -63,6 +61,3 @@ def evaluate_checkpoint(checkpoint, dataset, split: str = "in-domain", part: str
     chosen = make_split(samples, split, seed)[part]
     return evaluate_predictor(predictor, chosen)
 
-
-def save(predictor: LatencyPredictor, path) -> Path:
-    return save_checkpoint(predictor, path)

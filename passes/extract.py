@@ -146,7 +146,7 @@ class _Extractor:
             return [self._sources(expr.tuple_value)[expr.index]]
         return []  # shape expressions, prim values, strings: attributes, not data
 
-    def _add_node(self, var, call, op: str, ops: list[str], data_args, attrs: dict, flops_fn, kernel=None):
+    def _add_node(self, var, op: str, ops: list[str], data_args, attrs: dict, flops_fn, kernel=None):
         where = f"{op} (binding {var.name})"
         srcs = [s for a in data_args for s in self._sources(a)]
         outputs = tensor_specs(var.ty, where)
@@ -176,7 +176,7 @@ class _Extractor:
                 gv = call.args[0]
                 prim = self.mod[gv]
                 ops = _kernel_ops(gv.name_hint)
-                self._add_node(var, call, "kernel:" + _anchor(ops), ops,
+                self._add_node(var, "kernel:" + _anchor(ops), ops,
                                [call.args[1]], {}, lambda n: _tir_flops(prim), kernel=gv.name_hint)
                 return
             attrs = attrs_to_dict(call.attrs)
@@ -189,7 +189,7 @@ class _Extractor:
                 else:
                     data_args.append(a)
             name = op.name
-            self._add_node(var, call, name, [name], data_args, attrs, lambda n: op_flops(name, n))
+            self._add_node(var, name, [name], data_args, attrs, lambda n: op_flops(name, n))
             return
         if isinstance(op, tvm.ir.GlobalVar):
             callee = self.mod[op]
@@ -214,7 +214,7 @@ class _Extractor:
                 elif isinstance(inner.op, tvm.ir.Op):
                     ops.append(inner.op.name)
         anchor = _anchor(ops)
-        self._add_node(var, call, "kernel:" + anchor, ops, list(call.args), {}, lambda n: flops,
+        self._add_node(var, "kernel:" + anchor, ops, list(call.args), {}, lambda n: flops,
                        kernel=gv.name_hint)
 
     def run(self) -> OpGraph:
