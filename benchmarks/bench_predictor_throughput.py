@@ -1,21 +1,30 @@
-"""Tokenizer and predictor throughput on synthetic graphs of 50-250 nodes.
+"""Tokenizer and predictor throughput: batched vs one graph at a time, in one run.
 
-Compares the batched predictor (padded graphs, one forward pass per chunk) with
-predicting one graph at a time, in the same run. Single-threaded on purpose, so
-the numbers do not depend on how many cores happen to be free:
+Measures the predictor that ships (default checkpoint) on measured dataset graphs of
+50-250 nodes at the checkpoint's graph level, for each torch thread count asked:
 
-    taskset -c 0 python benchmarks/bench_predictor_throughput.py
+    python benchmarks/bench_predictor_throughput.py            # 1 and 2 threads
+    python benchmarks/bench_predictor_throughput.py --synthetic  # no dataset needed
+
+Run it on an otherwise idle machine: both paths are timed round-robin, so a burst of
+load hits them alike, but absolute rates still depend on what else runs.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from nar_tvm.cost_model import LatencyPredictor, NARFormerV2, NARFormerV2Config, Tokenizer
+from nar_tvm.api import resolve_checkpoint
+from nar_tvm.cost_model import LatencyPredictor, NARFormerV2, NARFormerV2Config, Tokenizer, load_checkpoint
 from nar_tvm.cost_model.synthetic import random_graph
+
+HERE = Path(__file__).resolve().parent
 
 
 def best_rates(runs: dict, items: int, repeats: int) -> dict[str, float]:
@@ -32,49 +41,80 @@ def best_rates(runs: dict, items: int, repeats: int) -> dict[str, float]:
     return {name: items / seconds for name, seconds in best.items()}
 
 
+def dataset_graphs(path: str, level: str, min_nodes: int, max_nodes: int, count: int):
+    from nar_tvm.dataset import load_samples
+
+    graphs = [g for g in (s.graph(level) for s in load_samples(path)) if min_nodes <= g.num_nodes <= max_nodes]
+    if not graphs:
+        raise SystemExit(f"{path}: no {level}-level graphs with {min_nodes}-{max_nodes} nodes")
+    return [graphs[i % len(graphs)] for i in range(count)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="default: the shipped checkpoint")
+    parser.add_argument("--dataset", default=str(HERE / "data" / "cpu-znver4-1t"))
+    parser.add_argument("--synthetic", action="store_true",
+                        help="random synthetic graphs and an untrained default-size model instead")
     parser.add_argument("--graphs", type=int, default=256)
     parser.add_argument("--min-nodes", type=int, default=50)
     parser.add_argument("--max-nodes", type=int, default=250)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    graphs = [random_graph(rng, int(rng.integers(args.min_nodes, args.max_nodes + 1)))
-              for _ in range(args.graphs)]
+    if args.synthetic:
+        rng = np.random.default_rng(args.seed)
+        graphs = [random_graph(rng, int(rng.integers(args.min_nodes, args.max_nodes + 1)))
+                  for _ in range(args.graphs)]
+        tokenizer = Tokenizer().fit(graphs)
+        cfg = NARFormerV2Config(token_dim=tokenizer.token_dim, static_dim=tokenizer.static_dim)
+        # Untrained weights: throughput does not depend on their values.
+        predictor = LatencyPredictor(tokenizer, NARFormerV2(cfg).eval())
+        source = "synthetic graphs, untrained default-size model"
+    else:
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        predictor = load_checkpoint(checkpoint)
+        level = predictor.provenance.get("level", "op")
+        graphs = dataset_graphs(args.dataset, level, args.min_nodes, args.max_nodes, args.graphs)
+        tokenizer, cfg = predictor.tokenizer, predictor.model.cfg
+        source = f"{level}-level graphs of {args.dataset}, checkpoint {checkpoint.name}"
     nodes = sum(g.num_nodes for g in graphs)
-
-    tokenizer = Tokenizer().fit(graphs)
     tokens = tokenizer.encode_many(graphs)
-    cfg = NARFormerV2Config(token_dim=tokenizer.token_dim, static_dim=tokenizer.static_dim)
-    # Untrained weights: throughput does not depend on their values.
-    predictor = LatencyPredictor(tokenizer, NARFormerV2(cfg).eval())
+    print(f"{len(graphs)} graphs ({source}), {args.min_nodes}-{args.max_nodes} nodes "
+          f"(mean {nodes / len(graphs):.0f}); d_model {cfg.d_model}, {cfg.n_layers} layers; "
+          f"{platform.processor() or platform.machine()}")
 
-    print(f"{args.graphs} graphs, {args.min_nodes}-{args.max_nodes} nodes "
-          f"(mean {nodes / args.graphs:.0f}), token dim {tokenizer.token_dim}, "
-          f"d_model {cfg.d_model}, {cfg.n_layers} layers, torch threads {torch.get_num_threads()}")
-
-    runs = {
-        "tokenizer": lambda: tokenizer.encode_many(graphs),
-        "single": lambda: [predictor.predict_tokens([t], batch_size=1) for t in tokens],
-        **{f"batched {bs}": (lambda bs=bs: predictor.predict_tokens(tokens, batch_size=bs))
-           for bs in args.batch_sizes},
-        "end-to-end": lambda: predictor.predict(graphs),
-    }
-    rate = best_rates(runs, args.graphs, args.repeats)
-    print(f"tokenizer                      {rate['tokenizer']:9.1f} graphs/s  "
-          f"{rate['tokenizer'] * nodes / args.graphs:9.0f} nodes/s")
-    print(f"predictor, one graph at a time {rate['single']:9.1f} graphs/s")
-    for bs in args.batch_sizes:
-        batched = rate[f"batched {bs}"]
-        print(f"predictor, batched (<= {bs:>3})   {batched:9.1f} graphs/s  "
-              f"{batched / rate['single']:5.1f}x one-at-a-time")
-    print(f"predict() incl. tokenizing     {rate['end-to-end']:9.1f} graphs/s")
+    results = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        runs = {
+            "tokenizer": lambda: tokenizer.encode_many(graphs),
+            "single": lambda: [predictor.predict_tokens([t], batch_size=1) for t in tokens],
+            **{f"batched {bs}": (lambda bs=bs: predictor.predict_tokens(tokens, batch_size=bs))
+               for bs in args.batch_sizes},
+            "end-to-end": lambda: predictor.predict(graphs),
+        }
+        rate = best_rates(runs, len(graphs), args.repeats)
+        print(f"\ntorch threads {torch.get_num_threads()}")
+        print(f"  tokenizer                      {rate['tokenizer']:9.1f} graphs/s  "
+              f"{rate['tokenizer'] * nodes / len(graphs):9.0f} nodes/s")
+        print(f"  predictor, one graph at a time {rate['single']:9.1f} graphs/s")
+        for bs in args.batch_sizes:
+            batched = rate[f"batched {bs}"]
+            print(f"  predictor, batched (<= {bs:>3})   {batched:9.1f} graphs/s  "
+                  f"{batched / rate['single']:5.1f}x one-at-a-time")
+        print(f"  predict() incl. tokenizing     {rate['end-to-end']:9.1f} graphs/s")
+        results.append({"threads": threads, "graphs_per_s": rate,
+                        "speedup": {f"batched {bs}": rate[f"batched {bs}"] / rate["single"]
+                                    for bs in args.batch_sizes}})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"source": source, "graphs": len(graphs),
+                                               "mean_nodes": nodes / len(graphs), "results": results}, indent=1))
 
 
 if __name__ == "__main__":
