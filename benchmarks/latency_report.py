@@ -56,7 +56,7 @@ NNLP = NNLPConfig(hidden=64, head_hidden=64, dropout=0.0)
 TRAIN = TrainConfig(epochs=60, batch_size=32, loss="log_mse", patience=15, size_bucket_batches=8)
 
 
-@dataclass
+@dataclass(eq=False)  # identity-hashed: runs are keyed by their method
 class Method:
     name: str
     make: Callable[[int, float], object]  # (seed, lr) -> a regressor with fit / predict
@@ -90,16 +90,42 @@ def methods(epochs: int) -> list[Method]:
     ]
 
 
+def pinning() -> str:
+    """The taskset prefix that reproduces this run's CPU affinity ('' when unpinned)."""
+    cores = sorted(os.sched_getaffinity(0))
+    return "" if len(cores) == os.cpu_count() else f"taskset -c {','.join(map(str, cores))} "
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of finished child processes (the training workers)."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 # ------------------------------------------------------------------ running
+Task = tuple  # (method name, split, level, seed, lr): one training run, the unit of parallel work
+
+
 class Runner:
-    def __init__(self, samples, lrs, log):
-        self.samples = samples
+    """Trains and tests methods on splits of one snapshot; independent runs go to `jobs`
+    spawned worker processes of one torch thread each (no shared state but the snapshot)."""
+
+    def __init__(self, snapshot: Path, epochs: int, lrs, log, jobs: int = 1, samples=None):
+        self.samples = samples if samples is not None else load_samples(snapshot)
+        self.methods = {m.name: m for m in methods(epochs)}
         self.lrs = lrs
         self.log = log
         self._graphs = {level: {} for level in LEVELS}
         self.chosen_lr: dict[tuple[str, str], float] = {}
         self.lr_search: dict[tuple[str, str], dict[float, float]] = {}
-        self._search_runs: dict = {}
+        self._done: dict[Task, dict] = {}
+        self.pool = None
+        if jobs > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
+            self.pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
+                                            initargs=(str(snapshot), epochs))
 
     def graphs(self, samples, level):
         cache = self._graphs[level]
@@ -108,10 +134,12 @@ class Runner:
                 cache[s.job] = s.graph(level)
         return [cache[s.job] for s in samples]
 
-    def fit_predict(self, method: Method, parts, level: str, seed: int, lr: float) -> dict:
+    def fit_predict(self, task: Task) -> dict:
+        name, split, level, seed, lr = task
+        parts = make_split(self.samples, split, seed)
         g = {k: self.graphs(v, level) for k, v in parts.items()}
         y = {k: np.array([s.latency_ms for s in v]) for k, v in parts.items()}
-        model = method.make(seed, lr)
+        model = self.methods[name].make(seed, lr)
         wall, cpu = time.perf_counter(), time.process_time()
         model.fit(g["train"], y["train"], g["val"], y["val"])
         train_wall, train_cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -132,31 +160,62 @@ class Runner:
             "lr": lr,
         }
 
-    def lr_for(self, method: Method, level: str, parts) -> float:
-        """Each neural method's lr, chosen on the first in-domain seed's validation MAPE."""
-        key = (method.name, level)
-        if not method.neural:
-            return 0.0
-        if key not in self.chosen_lr:
-            scores = {}
-            for lr in self.lrs:
-                run = self.fit_predict(method, parts, level, 0, lr)
-                scores[lr] = run["val_mape"]
-                self.log(f"  lr search {method.name} [{level}] lr={lr:g}: val MAPE {run['val_mape']:.4f}")
-                self._search_runs[key, lr] = run
-            self.lr_search[key] = scores
-            self.chosen_lr[key] = min(scores, key=scores.get)
-        return self.chosen_lr[key]
+    def _submit(self, tasks: list[Task]) -> dict:
+        """Futures (or, with one job, finished results) of the tasks not already run."""
+        todo = list(dict.fromkeys(t for t in tasks if t not in self._done))
+        if self.pool is None:
+            return {t: self.fit_predict(t) for t in todo}
+        return {t: self.pool.submit(_worker_fit_predict, t) for t in todo}
 
-    def run(self, method: Method, split: str, level: str, seed: int) -> dict:
-        parts = make_split(self.samples, split, seed)
-        lr = self.lr_for(method, level, make_split(self.samples, "in-domain", 0))
-        # The search already trained this exact run (same split, seed and lr): reuse it.
-        reused = self._search_runs.get(((method.name, level), lr)) if split == "in-domain" and seed == 0 else None
-        result = reused or self.fit_predict(method, parts, level, seed, lr)
-        self.log(f"{split:>18} seed {seed} {method.name:<30} [{level}] test MAPE {result['overall']['mape']:.4f}"
-                 f"  val {result['val_mape']:.4f}  train {result['train_cpu_s']:.1f}s cpu")
-        return result
+    def _collect(self, pending: dict, deadline: float | None = None) -> None:
+        for task, fut in pending.items():
+            if self.pool is not None:
+                if deadline is not None and time.perf_counter() > deadline and fut.cancel():
+                    continue
+                fut = fut.result()
+            self._done[task] = fut
+            name, split, level, seed, lr = task
+            self.log(f"{split:>18} seed {seed} {name:<30} [{level}] lr {lr:g} test MAPE {fut['overall']['mape']:.4f}"
+                     f"  val {fut['val_mape']:.4f}  train {fut['train_cpu_s']:.1f}s cpu")
+
+    def search_lrs(self, pairs) -> None:
+        """Each neural method's lr at each level, chosen on the first in-domain seed's validation MAPE
+        (the same candidates, so the same search budget, for every method)."""
+        pairs = [(m, lv) for m, lv in pairs if m.neural and (m.name, lv) not in self.chosen_lr]
+        tasks = [(m.name, "in-domain", lv, 0, lr) for m, lv in pairs for lr in self.lrs]
+        self._collect(self._submit(tasks))
+        for m, lv in pairs:
+            scores = {lr: self._done[m.name, "in-domain", lv, 0, lr]["val_mape"] for lr in self.lrs}
+            self.lr_search[m.name, lv] = scores
+            self.chosen_lr[m.name, lv] = min(scores, key=scores.get)
+
+    def task(self, method: Method, split: str, level: str, seed: int) -> Task:
+        return (method.name, split, level, seed, self.chosen_lr.get((method.name, level), 0.0))
+
+    def run_all(self, runs, deadline: float | None = None) -> dict:
+        """Results of (method, split, level, seed) runs, in parallel; with a deadline, runs not
+        yet started when it passes are dropped (and missing from the result)."""
+        self.search_lrs({(m, lv) for m, _, lv, _ in runs})
+        keys = {run: self.task(*run) for run in runs}
+        self._collect(self._submit(list(keys.values())), deadline)
+        return {run: self._done[t] for run, t in keys.items() if t in self._done}
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+_WORKER: Runner | None = None
+
+
+def _init_worker(snapshot: str, epochs: int) -> None:
+    global _WORKER
+    torch.set_num_threads(1)
+    _WORKER = Runner(Path(snapshot), epochs, lrs=(), log=lambda msg: None)
+
+
+def _worker_fit_predict(task: Task) -> dict:
+    return _WORKER.fit_predict(task)
 
 
 # ------------------------------------------------------------------ speed
@@ -310,8 +369,9 @@ def write_report(path: Path, ctx: dict) -> None:
     w("Generated by one command (from the repository root):\n")
     w(f"```\n{ctx['command']}\n```\n")
     w(f"Run {ctx['started']} to {ctx['finished']} UTC; {ctx['total_wall_min']:.1f} min wall, "
-      f"{ctx['total_cpu_min']:.1f} min CPU of one core (torch threads: 1). The core was shared with other "
-      "jobs during the run, so wall times exceed CPU times; CPU times are the comparable numbers.\n")
+      f"{ctx['total_cpu_min']:.1f} min CPU in all ({ctx['jobs']} training process(es) in parallel, one torch "
+      "thread each). The cores were shared with other jobs during the run, so wall times exceed CPU times; "
+      "CPU times are the comparable numbers.\n")
 
     ds = ctx["dataset"]
     w("## Dataset\n")
@@ -486,9 +546,11 @@ def main() -> int:
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3])
     parser.add_argument("--speed-models", type=int, default=3)
     parser.add_argument("--throughput-graphs", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="training runs in parallel, each in its own process with one torch thread")
     parser.add_argument("--budget-min", type=float, default=None,
-                        help="wall minutes after which the remaining out-of-domain families are skipped "
-                             "(and listed as such), so that the report is still written")
+                        help="wall minutes after which runs not yet started are dropped (out-of-domain "
+                             "families missing a run are skipped and listed), so that the report is still written")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -523,37 +585,39 @@ def main() -> int:
 
     all_methods = methods(args.epochs)
     nar = all_methods[[m.name for m in all_methods].index("NAR-Former V2")]
-    runner = Runner(samples, args.lrs, log)
+    runner = Runner(snapshot, args.epochs, args.lrs, log, jobs=args.jobs, samples=samples)
     seeds = list(range(args.seeds))
     ood_seeds = list(range(args.ood_seeds))
 
     level_seeds = seeds[:args.level_seeds or len(seeds)]
     ablation_seeds = seeds[:args.ablation_seeds or len(seeds)]
     compared = [args.level] if args.level else list(reversed(LEVELS))
-    level_runs = {level: {seed: runner.run(nar, "in-domain", level, seed) for seed in level_seeds}
-                  for level in compared}
+    done = runner.run_all([(nar, "in-domain", lv, seed) for lv in compared for seed in level_seeds])
+    level_runs = {lv: {seed: done[nar, "in-domain", lv, seed] for seed in level_seeds} for lv in compared}
     level = min(compared, key=lambda lv: np.mean([r["val_mape"] for r in level_runs[lv].values()]))
     log(f"level: {level}")
-
-    in_domain = {}
-    for m in all_methods:
-        done = level_runs[level] if m is nar else {}
-        in_domain[m.name] = {seed: done.get(seed) or runner.run(m, "in-domain", level, seed)
-                             for seed in (ablation_seeds if m.ablation else seeds)}
 
     ood_families = args.ood_families if args.ood_families is not None else families
     unknown = set(ood_families) - set(families)
     if unknown:
         parser.error(f"--ood-families: not in the dataset: {sorted(unknown)}")
-    ood = {m.name: {} for m in all_methods if m.ood}
-    skipped = []
-    for fam in ood_families:
-        if args.budget_min is not None and (time.perf_counter() - wall0) / 60 > args.budget_min:
-            skipped.append(fam)
-            continue
-        for m in all_methods:
-            if m.ood:
-                ood[m.name][fam] = {seed: runner.run(m, f"ood:{fam}", level, seed) for seed in ood_seeds}
+    in_domain_runs = [(m, "in-domain", level, seed) for m in all_methods
+                      for seed in (ablation_seeds if m.ablation else seeds)]
+    ood_runs = [(m, f"ood:{fam}", level, seed) for fam in ood_families for m in all_methods if m.ood
+                for seed in ood_seeds]
+    deadline = wall0 + 60 * args.budget_min if args.budget_min is not None else None
+    done = runner.run_all(in_domain_runs)
+    done.update(runner.run_all(ood_runs, deadline))
+    runner.close()
+    in_domain = {m.name: {seed: done[m, split, lv, seed] for m2, split, lv, seed in in_domain_runs if m2 is m}
+                 for m in all_methods}
+    # A family counts only if every run of it finished within the time budget.
+    skipped = [fam for fam in ood_families
+               if any((m, f"ood:{fam}", level, seed) not in done for m, split, _, seed in ood_runs
+                      if split == f"ood:{fam}")]
+    ood = {m.name: {fam: {seed: done[m, f"ood:{fam}", level, seed] for seed in ood_seeds}
+                    for fam in ood_families if fam not in skipped}
+           for m in all_methods if m.ood}
     if skipped:
         log(f"time budget spent: out-of-domain families not run: {skipped}")
     ood_methods = list(ood)
@@ -651,10 +715,11 @@ def main() -> int:
         "records); the Speed section has end-to-end times.",
     ]
     ctx = {
-        "command": "OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/latency_report.py"
+        "command": f"OMP_NUM_THREADS=1 {pinning()}python benchmarks/latency_report.py"
                    + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:]),
         "started": started, "finished": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "total_wall_min": (time.perf_counter() - wall0) / 60, "total_cpu_min": (time.process_time() - cpu0) / 60,
+        "total_wall_min": (time.perf_counter() - wall0) / 60, "jobs": args.jobs,
+        "total_cpu_min": (time.process_time() - cpu0 + children_cpu_s()) / 60,
         "dataset": {
             "path": args.dataset, "n": len(samples), "platform": platform, "platform_id": platform_id,
             "families": {f: {"n": len(v), "min": min(v), "median": statistics.median(v), "max": max(v)}
