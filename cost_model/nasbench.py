@@ -56,7 +56,9 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/nasbench20
 ACCURACY_LABEL = "cifar10_valid_val_acc"
 ACCURACY_EVAL_LABEL = "cifar10_test_acc"
 CHECKPOINT_FORMAT = "nar-tvm.nasbench201-predictor"
-CHECKPOINT_VERSION = 1
+# Version 2: the network is a CellEnsemble (fusion and member count stored); version 1
+# checkpoints (one plain NARFormerV2) still load, as a one-member ensemble.
+CHECKPOINT_VERSION = 2
 
 
 class NasBenchDataError(ValueError):
@@ -363,6 +365,76 @@ def pairwise_rank_loss(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.softplus(-sign[pairs] * diff[pairs]).mean()
 
 
+FUSIONS = ("last", "sum", "concat")
+
+
+class CellNARFormer(NARFormerV2):
+    """NARFormerV2 with NAR-Former V2's multi-layer feature fusion for cells.
+
+    `fusion="last"` is NARFormerV2 unchanged (the readout sees the last block's node
+    states). "sum" and "concat" read out every block's node states, each through its own
+    LayerNorm and pooled over the cell: "sum" adds the pooled vectors (readout width
+    d_model), "concat" concatenates them (width n_layers * d_model, so the head's first
+    layer is wider). Shallow blocks see a token's near neighbourhood, deep ones the whole
+    cell; fusing them keeps both in the readout.
+    """
+
+    def __init__(self, cfg: NARFormerV2Config, fusion: str = "last"):
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        super().__init__(cfg)
+        self.fusion = fusion
+        if fusion == "last":
+            return
+        d = cfg.d_model
+        # The last block keeps norm_out; the earlier ones get their own.
+        self.norm_layers = nn.ModuleList(nn.LayerNorm(d) for _ in range(cfg.n_layers - 1))
+        if fusion == "concat":
+            self.head[0] = nn.Linear(self.readout_width + (d if cfg.use_static else 0), cfg.head_hidden)
+
+    @property
+    def readout_width(self) -> int:
+        """Width of the pooled node states the head reads (before the static features)."""
+        return self.cfg.d_model * (self.cfg.n_layers if self.fusion == "concat" else 1)
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
+                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.fusion == "last":
+            return super().forward(x, adj, degree, static, mask)
+        n = x.shape[1]
+        keys = mask[:, None, :]
+        allowed = (adj & keys) if self.cfg.use_graph_attention else keys.expand(-1, n, -1)
+        allowed = allowed | torch.eye(n, dtype=torch.bool, device=x.device)
+        pairs = allowed.nonzero() if self.cfg.use_graph_attention else None
+        h = self.embed(x)
+        norms = [*self.norm_layers, self.norm_out]
+        pooled = []
+        for block, norm in zip(self.blocks, norms):
+            h = block(h, allowed, degree, pairs)
+            pooled.append((norm(h) * mask[..., None]).sum(dim=1))
+        out = torch.cat(pooled, dim=-1) if self.fusion == "concat" else torch.stack(pooled).sum(dim=0)
+        if self.cfg.readout == "mean":
+            out = out / mask.sum(dim=1, keepdim=True).clamp(min=1)
+        if self.cfg.use_static:
+            out = torch.cat([out, self.static_mlp(static)], dim=-1)
+        return self.head(out).squeeze(-1)
+
+
+class CellEnsemble(nn.Module):
+    """Independently initialised (and independently early-stopped) members; the score is
+    their mean. One member is a plain CellNARFormer behind a wrapper."""
+
+    def __init__(self, cfg: NARFormerV2Config, fusion: str = "last", members: int = 1):
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"an ensemble needs at least one member, got {members}")
+        self.cfg, self.fusion = cfg, fusion
+        self.members = nn.ModuleList(CellNARFormer(cfg, fusion) for _ in range(members))
+
+    def forward(self, **batch) -> torch.Tensor:
+        return torch.stack([m(**batch) for m in self.members]).mean(dim=0)
+
+
 def _fit(model: nn.Module, batch: dict[str, torch.Tensor], y: np.ndarray, loss_fn: Callable,
          *, epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
          warmup_fraction: float = 0.05, evaluate: Callable[[nn.Module], float] | None = None) -> list[dict]:
@@ -414,12 +486,16 @@ class AccuracyConfig:
     rank_weight: float = 1.0
     label_transform: str = "normal_scores"
     val_size: int = 200
+    # Readout over the last block only ("last") or every block's node states ("sum", "concat").
+    fusion: str = "last"
+    # Independently initialised members, each early-stopped on the validation rows; scores averaged.
+    ensemble: int = 1
 
 
 class CellPredictor:
     """Tokenizer + network + the label's standardisation: cells in, label units out."""
 
-    def __init__(self, tokenizer: CellTokenizer, model: NARFormerV2, label: str,
+    def __init__(self, tokenizer: CellTokenizer, model: CellEnsemble, label: str,
                  knots: np.ndarray, labels: np.ndarray, provenance: dict | None = None):
         self.tokenizer, self.model, self.label = tokenizer, model, label
         self.knots, self.labels = np.asarray(knots, dtype=np.float64), np.asarray(labels, dtype=np.float64)
@@ -433,6 +509,7 @@ class CellPredictor:
         payload = {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "model_config": asdict(self.model.cfg), "tokenizer": asdict(self.tokenizer.config),
+            "fusion": self.model.fusion, "members": len(self.model.members),
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "label": self.label, "knots": self.knots.tolist(), "labels": self.labels.tolist(),
             "provenance": self.provenance,
@@ -454,16 +531,20 @@ class CellPredictor:
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
             raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT \
-                or payload.get("version") != CHECKPOINT_VERSION:
+                or payload.get("version") not in (1, CHECKPOINT_VERSION):
             got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
             raise CheckpointError(f"{path}: format {got!r}, expected {CHECKPOINT_FORMAT!r} "
-                                  f"version {CHECKPOINT_VERSION}")
+                                  f"version 1 or {CHECKPOINT_VERSION}")
         unknown = set(payload.get("model_config", {})) - {f.name for f in fields(NARFormerV2Config)}
         if unknown:
             raise CheckpointError(f"{path}: model config has unknown fields {sorted(unknown)}")
         try:
-            model = NARFormerV2(NARFormerV2Config(**payload["model_config"]))
-            model.load_state_dict(payload["state_dict"])
+            model = CellEnsemble(NARFormerV2Config(**payload["model_config"]), payload.get("fusion", "last"),
+                                 int(payload.get("members", 1)))
+            state = payload["state_dict"]
+            if payload["version"] == 1:
+                state = {f"members.0.{k}": v for k, v in state.items()}
+            model.load_state_dict(state)
             tokenizer = CellTokenizer(CellTokenizerConfig(**payload["tokenizer"]))
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: config and weights do not fit together: {exc}") from exc
@@ -484,7 +565,11 @@ def protocol_split(n: int, train_size: int, val_size: int, seed: int) -> tuple[n
 def train_accuracy_predictor(cells: Sequence[str], y: np.ndarray, val_cells: Sequence[str],
                              val_y: np.ndarray, label: str, cfg: AccuracyConfig | None = None,
                              seed: int = 0) -> tuple[CellPredictor, list[dict]]:
-    """Fit on (cells, y); keep the epoch with the best validation Kendall tau."""
+    """Fit on (cells, y); keep the epoch with the best validation Kendall tau.
+
+    With `cfg.ensemble` > 1, each member is initialised and shuffled with its own seed and
+    keeps its own best epoch; the history is the concatenation of the members' histories
+    (each record names its member) and `val_kendall_tau` is the ensemble's."""
     cfg = cfg or AccuracyConfig()
     tokenizer = CellTokenizer(cfg.tokenizer)
     targets, knots, labels = label_targets(y, cfg.label_transform)
@@ -495,16 +580,26 @@ def train_accuracy_predictor(cells: Sequence[str], y: np.ndarray, val_cells: Seq
     def loss_fn(pred, target):
         return F.mse_loss(pred, target) + cfg.rank_weight * pairwise_rank_loss(pred, target)
 
+    epochs = cfg.epochs or max(1, math.ceil(cfg.steps / math.ceil(len(targets) / cfg.batch_size)))
     with _deterministic(seed):
-        model = NARFormerV2(model_cfg)
-        epochs = cfg.epochs or max(1, math.ceil(cfg.steps / math.ceil(len(targets) / cfg.batch_size)))
-        history = _fit(model, batch, targets, loss_fn, epochs=epochs,
-                       batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=seed,
-                       evaluate=lambda m: kendall_tau(_predict(m, val_batch), val_y))
-    best = max(history, key=lambda r: r["val"])
+        model = CellEnsemble(model_cfg, cfg.fusion, cfg.ensemble)
+    history, best_epochs = [], []
+    for k, member in enumerate(model.members):
+        member_seed = seed + 1000 * k  # member 0: the single model's seed
+        with _deterministic(member_seed):
+            if k:
+                member.load_state_dict(CellNARFormer(model_cfg, cfg.fusion).state_dict())
+            h = _fit(member, batch, targets, loss_fn, epochs=epochs,
+                     batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=member_seed,
+                     evaluate=lambda m: kendall_tau(_predict(m, val_batch), val_y))
+        history += [{**r, "member": k} for r in h]
+        best_epochs.append(max(h, key=lambda r: r["val"])["epoch"])
+    model.eval()
+    val_tau = kendall_tau(_predict(model, val_batch), val_y)
     return CellPredictor(tokenizer, model, label, knots, labels, {
-        "n_train": len(y), "n_val": len(val_y), "seed": seed, "best_epoch": best["epoch"],
-        "val_kendall_tau": best["val"]}), history
+        "n_train": len(y), "n_val": len(val_y), "seed": seed,
+        "best_epoch": best_epochs[0] if len(best_epochs) == 1 else best_epochs,
+        "val_kendall_tau": val_tau}), history
 
 
 def accuracy_protocol(table: NB201Table, label: str, eval_label: str, train_size: int, seed: int,

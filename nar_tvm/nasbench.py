@@ -74,7 +74,8 @@ def cmd_nasbench_accuracy(args) -> int:
         return 0
 
     table = load_table(path, list(dict.fromkeys([args.label, args.eval_label])))
-    cfg = AccuracyConfig(epochs=args.epochs)
+    overrides = {k: getattr(args, k) for k in ("fusion", "ensemble") if getattr(args, k) is not None}
+    cfg = AccuracyConfig(epochs=args.epochs, **overrides)
     outs = _checkpoint_paths(args.out, args.seeds) if args.out else [None] * len(args.seeds)
     taus = []
     for seed, out in zip(args.seeds, outs):
@@ -162,7 +163,7 @@ def cmd_nasbench(args) -> int:
 
 def add_nasbench_parser(subparsers) -> argparse.ArgumentParser:
     """Register `nasbench` (train | evaluate | latency) on an argparse sub-parser set."""
-    from .cost_model.nasbench import ACCURACY_EVAL_LABEL, ACCURACY_LABEL, LatencyConfig
+    from .cost_model.nasbench import ACCURACY_EVAL_LABEL, ACCURACY_LABEL, FUSIONS, AccuracyConfig, LatencyConfig
 
     p = subparsers.add_parser("nasbench", help="NAS-Bench-201 accuracy and latency prediction")
     actions = p.add_subparsers(dest="action", required=True)
@@ -177,6 +178,10 @@ def add_nasbench_parser(subparsers) -> argparse.ArgumentParser:
         a.add_argument("--train-size", type=int, default=156, help="training architectures (default 156, 1%%)")
         a.add_argument("--seeds", type=int, nargs="+", default=[0], help="permutation/initialisation seeds")
         a.add_argument("--epochs", type=int, help="training epochs (default: a fixed number of optimiser steps)")
+        a.add_argument("--fusion", choices=FUSIONS, help="readout over the last block or every block "
+                                                         f"(default {AccuracyConfig.fusion})")
+        a.add_argument("--ensemble", type=int, help="independently trained members, scores averaged "
+                                                    f"(default {AccuracyConfig.ensemble})")
         if action == "train":
             a.add_argument("--out", help="checkpoint path (several seeds: PATH-seedS.pt each)")
         else:

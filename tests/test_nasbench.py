@@ -243,3 +243,101 @@ def test_whole_network_opgraph_for_one_cell():
     # Per cell 3 convs; 15 cells; plus stem and 2 reduction blocks of 3 convs each.
     assert convs == 15 * 3 + 1 + 2 * 3
     assert graph.nodes[0].inputs[0].shape == [1, 3, 32, 32]
+
+
+def tiny_model_config(**kw):
+    tok = nb.CellTokenizer()
+    base = dict(token_dim=tok.token_dim, static_dim=tok.static_dim, d_model=8, n_layers=3, n_heads=2,
+                ffn_ratio=2, ffn_groups=2, head_hidden=8, dropout=0.0, layer_scale_init=0.1)
+    base.update(kw)
+    return nb.NARFormerV2Config(**base)
+
+
+@pytest.mark.parametrize("fusion", nb.FUSIONS)
+def test_feature_fusion_shapes_widths_and_gradients(fusion):
+    cfg = tiny_model_config()
+    torch.manual_seed(0)
+    model = nb.CellNARFormer(cfg, fusion)
+    batch = nb.CellTokenizer().batch(random_cells(5, 3))
+    out = model(**batch)
+    assert out.shape == (5,)
+    # "concat" reads every block's states side by side, the others one d_model-wide vector.
+    width = cfg.d_model * (cfg.n_layers if fusion == "concat" else 1)
+    assert model.readout_width == width
+    assert model.head[0].in_features == width + cfg.d_model  # + the static features' encoding
+    out.sum().backward()
+    # Every block and every readout norm gets a gradient.
+    for name, p in model.named_parameters():
+        if "degree" in name:  # degree embeddings: only the rows of degrees present get one
+            continue
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        if fusion != "last" and name.startswith(("norm_layers", "blocks.0.")):
+            assert p.grad.abs().sum() > 0, name
+
+
+def test_fusion_last_is_the_plain_model_and_fusion_changes_the_readout():
+    cfg = tiny_model_config()
+    batch = nb.CellTokenizer().batch(random_cells(4, 4))
+    torch.manual_seed(1)
+    plain = nb.NARFormerV2(cfg)
+    torch.manual_seed(1)
+    last = nb.CellNARFormer(cfg, "last")
+    torch.testing.assert_close(last(**batch), plain(**batch))
+    # Same weights, readout over every block: a different function of the same cells.
+    fused = nb.CellNARFormer(cfg, "sum")
+    fused.load_state_dict(last.state_dict(), strict=False)
+    assert not torch.allclose(fused(**batch), last(**batch))
+    with pytest.raises(ValueError, match="fusion"):
+        nb.CellNARFormer(cfg, "max")
+
+
+def test_fused_ensemble_trains_saves_and_loads(tmp_path):
+    cells = random_cells(300, 5)
+    y = synthetic_accuracy(cells)
+    cfg = nb.AccuracyConfig(steps=30, fusion="concat", ensemble=2,
+                            model=tiny_model_config(token_dim=None, static_dim=None))
+    predictor, history = nb.train_accuracy_predictor(cells[:80], y[:80], cells[80:120], y[80:120],
+                                                     "synthetic", cfg, seed=0)
+    assert {r["member"] for r in history} == {0, 1}
+    assert len(predictor.provenance["best_epoch"]) == 2
+    m0, m1 = predictor.model.members
+    assert not torch.equal(m0.embed[0].weight, m1.embed[0].weight)  # independent initialisations
+    loaded = nb.CellPredictor.load(predictor.save(tmp_path / "ens.pt"))
+    assert loaded.model.fusion == "concat" and len(loaded.model.members) == 2
+    np.testing.assert_allclose(loaded.predict(cells[:20]), predictor.predict(cells[:20]), rtol=1e-5)
+
+
+def test_version_1_checkpoint_loads_as_one_member(tmp_path):
+    cells = random_cells(100, 6)
+    y = synthetic_accuracy(cells)
+    cfg = nb.AccuracyConfig(steps=10, model=tiny_model_config(token_dim=None, static_dim=None, n_layers=2))
+    predictor, _ = nb.train_accuracy_predictor(cells[:60], y[:60], cells[60:], y[60:], "synthetic", cfg, seed=0)
+    member = predictor.model.members[0]
+    # What version 1 wrote: the bare NARFormerV2's config and state dict.
+    from dataclasses import asdict
+    torch.save({"format": nb.CHECKPOINT_FORMAT, "version": 1, "model_config": asdict(member.cfg),
+                "tokenizer": asdict(predictor.tokenizer.config), "state_dict": member.state_dict(),
+                "label": "synthetic", "knots": predictor.knots.tolist(), "labels": predictor.labels.tolist(),
+                "provenance": {}}, tmp_path / "v1.pt")
+    loaded = nb.CellPredictor.load(tmp_path / "v1.pt")
+    np.testing.assert_allclose(loaded.predict(cells[:20]), predictor.predict(cells[:20]), rtol=1e-5)
+
+
+def test_cli_train_and_evaluate_a_fused_ensemble(tmp_path, capsys):
+    import argparse
+
+    cells = random_cells(400, 7)
+    acc = write_csv(tmp_path / "acc.csv", ["arch_index", "cell", "val", "test"],
+                    [[i, c, y, y + 1] for i, (c, y) in enumerate(zip(cells, synthetic_accuracy(cells)))])
+    parser = argparse.ArgumentParser()
+    cli_nasbench.add_nasbench_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["nasbench", "train", "--accuracy-csv", str(acc), "--label", "val", "--eval-label",
+                              "test", "--epochs", "2", "--fusion", "concat", "--ensemble", "2",
+                              "--out", str(tmp_path / "p.pt")])
+    assert args.func(args) == 0
+    assert "Kendall tau" in capsys.readouterr().out
+    args = parser.parse_args(["nasbench", "evaluate", "--accuracy-csv", str(acc), "--eval-label", "test",
+                              "--checkpoint", str(tmp_path / "p.pt")])
+    assert args.func(args) == 0
+    assert "Kendall tau" in capsys.readouterr().out
+    assert nb.CellPredictor.load(tmp_path / "p.pt").model.fusion == "concat"
