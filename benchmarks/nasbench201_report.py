@@ -8,9 +8,11 @@ Runs on one CPU thread; the report states how long it took.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,8 @@ import torch
 from nar_tvm.cost_model import nasbench as nb
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_DATA_LABEL = "../shared/data/nasbench201/"
 COMMAND = "OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/nasbench201_report.py"
 ACCURACY_SIZES = (156, 781, 1563)
 LATENCY_SIZES = (10, 50, 100, 1000)
@@ -45,20 +49,56 @@ def pm(values, digits=3, scale=1.0) -> str:
     return f"{v.mean():.{digits}f} ± {spread:.{digits}f}"
 
 
+def data_label(data: Path) -> str:
+    """The data folder as the report prints it: relative to the repository root, never an
+    absolute path of the machine that ran it."""
+    rel = Path(os.path.relpath(data.resolve(), REPO)).as_posix()
+    return rel if rel.endswith("/") else rel + "/"
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def describe(cfg: nb.AccuracyConfig) -> str:
+    m = cfg.model
+    return (f"d_model {m.d_model}, {m.n_layers} layers, head {m.head_hidden}, dropout {m.dropout}, "
+            f"fusion `{cfg.fusion}`, {cfg.ensemble} member{'s' if cfg.ensemble > 1 else ''}, "
+            f"{cfg.steps} steps" + (f" but ≥ {cfg.min_epochs} epochs" if cfg.min_epochs > 1 else "") + f", lr {cfg.lr}, weight decay {cfg.weight_decay}, "
+            f"rank weight {cfg.rank_weight}")
+
+
+def accuracy_alternatives() -> dict[str, tuple[nb.AccuracyConfig, tuple[int, ...]]]:
+    """The default and configurations it was chosen against (each one change of the default),
+    with the training sizes each is run at; the choice is made on validation tau only. The
+    fusion alternative runs at 1% only, to keep the report within its time budget."""
+    d = nb.AccuracyConfig()
+    return {
+        "**default**": (d, ACCURACY_SIZES),
+        "concat feature fusion": (replace(d, fusion="concat"), ACCURACY_SIZES[:1]),
+        "previous default (1,500 steps)": (replace(d, steps=1500, min_epochs=0), ACCURACY_SIZES),
+    }
+
+
 def accuracy_section(acc: nb.NB201Table, seeds) -> tuple[list[str], dict]:
-    rows, results = [], {}
+    y, y_eval = acc.column(nb.ACCURACY_LABEL), acc.column(nb.ACCURACY_EVAL_LABEL)
+    alternatives = accuracy_alternatives()
+    runs = {}  # (name, n) -> per-seed results
+    for name, (cfg, sizes) in alternatives.items():
+        for n in sizes:
+            runs[name, n] = []
+            for seed in seeds:
+                t0 = time.perf_counter()
+                _, r = nb.accuracy_protocol(acc, nb.ACCURACY_LABEL, nb.ACCURACY_EVAL_LABEL, n, seed, cfg)
+                r["seconds"] = time.perf_counter() - t0
+                runs[name, n].append(r)
+                log(f"accuracy [{name}] N={n} seed={seed}: tau {r['kendall_tau']:.4f} "
+                    f"(val {r['val_kendall_tau']:.4f}, epoch {r['best_epoch']}, {r['seconds']:.0f} s)")
+
+    default = next(iter(alternatives))
+    rows = []
     for n in ACCURACY_SIZES:
-        per_seed = []
-        for seed in seeds:
-            _, r = nb.accuracy_protocol(acc, nb.ACCURACY_LABEL, nb.ACCURACY_EVAL_LABEL, n, seed)
-            per_seed.append(r)
-            log(f"accuracy N={n} seed={seed}: tau {r['kendall_tau']:.4f} (val {r['val_kendall_tau']:.4f}, "
-                f"epoch {r['best_epoch']})")
-        results[n] = per_seed
+        per_seed = runs[default, n]
         taus = [r["kendall_tau"] for r in per_seed]
         pub = PUBLISHED_TAU.get(n, {})
         target = TARGET_TAU.get(n)
@@ -67,31 +107,79 @@ def accuracy_section(acc: nb.NB201Table, seeds) -> tuple[list[str], dict]:
                     f"{pm([r['val_kendall_tau'] for r in per_seed])} | "
                     f"{pub.get('NAR-Former V2', '—')} | {pub.get('NN-Former', '—')} | "
                     f"{target if target is not None else '—'} | {met} |")
+    choice = []
+    for name, (cfg, sizes) in alternatives.items():
+        def mean_of(key, n):
+            return f"{np.mean([r[key] for r in runs[name, n]]):.3f}" if (name, n) in runs else "—"
+        val = [mean_of("val_kendall_tau", n) for n in ACCURACY_SIZES]
+        test = [mean_of("kendall_tau", n) for n in ACCURACY_SIZES]
+        secs = [f"{np.mean([r['seconds'] for r in runs[name, n]]):.0f}" if (name, n) in runs else "—"
+                for n in ACCURACY_SIZES]
+        choice.append(f"| {name} | {describe(cfg)} | {' | '.join(val)} | {' | '.join(test)} | "
+                      f"{' / '.join(secs)} |")
     cfg = nb.AccuracyConfig()
+    ceiling = nb.kendall_tau(y, y_eval)
     lines = [
         "## Accuracy ranking (cell tokens)",
         "",
         f"Protocol: for each seed, a permutation of the {len(acc):,} architectures; the first N train, the "
-        f"next {cfg.val_size} validate (the epoch with the best validation Kendall tau is kept), training "
-        f"label `{nb.ACCURACY_LABEL}`, Kendall tau against `{nb.ACCURACY_EVAL_LABEL}` on **all** "
-        f"{len(acc):,} rows (training and validation rows included, as in the papers). Seeds {list(seeds)}.",
+        f"next {cfg.val_size} validate (each member keeps its epoch with the best validation Kendall tau; "
+        f"every choice of configuration is made on these rows too), training label `{nb.ACCURACY_LABEL}`, "
+        f"Kendall tau against `{nb.ACCURACY_EVAL_LABEL}` on **all** {len(acc):,} rows (training and "
+        f"validation rows included, as in the papers). Seeds {list(seeds)}.",
         "",
-        "Published columns are figures from the papers, not reproduced here.",
+        "The two **published** columns are figures quoted from the papers (NAR-Former V2, NeurIPS 2023; "
+        "NN-Former), not reproduced here; the targets are the project's.",
         "",
-        "| N | Kendall tau (ours, mean ± std) | per seed | validation tau | NAR-Former V2 (published) "
-        "| NN-Former (published) | target | target met |",
+        "| N | Kendall tau (ours, mean ± std) | per seed | validation tau | NAR-Former V2 (**published**) "
+        "| NN-Former (**published**) | target | target met |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Model: NARFormerV2 (graph-aided attention, degree gate, grouped FFN, static features) with "
-        f"d_model {cfg.model.d_model}, {cfg.model.n_layers} layers, dropout {cfg.model.dropout}; loss MSE on "
-        f"normal scores of the label ranks + {cfg.rank_weight} x pairwise logistic ranking loss; AdamW lr "
-        f"{cfg.lr}, weight decay {cfg.weight_decay}, batch {cfg.batch_size}, {cfg.steps} optimiser steps. "
-        "Cell view: dead edges pruned to `none`, intermediate nodes relabelled canonically when they can swap "
-        "(isomorphic cells tokenise identically, so no consistency loss is needed); no multi-layer feature fusion.",
+        f"Noise ceiling: the training label itself, `{nb.ACCURACY_LABEL}`, ranks `{nb.ACCURACY_EVAL_LABEL}` "
+        f"over all {len(acc):,} rows with Kendall tau **{ceiling:.3f}** (the two are separate training runs' "
+        "accuracies on different images), so a predictor that reproduced its training label exactly would "
+        f"score {ceiling:.3f}; a target above it asks the predictor to remove the label's noise.",
+        "",
+        f"Model (`AccuracyConfig()` defaults): "
+        + (f"an ensemble of {cfg.ensemble} independently initialised and early-stopped members, scores "
+           "averaged, each " if cfg.ensemble > 1 else "")
+        + f"NARFormerV2 (graph-aided attention, degree gate, grouped FFN, static features) with d_model "
+        f"{cfg.model.d_model}, {cfg.model.n_layers} layers, head width {cfg.model.head_hidden}, dropout "
+        f"{cfg.model.dropout}; readout `fusion={cfg.fusion!r}` (`last`: the last block's node states; the "
+        "multi-layer feature fusion switch `concat` concatenates every block's node states, each LayerNormed "
+        "and summed over the cell, for the head, `sum` adds them); loss MSE on normal scores of the label "
+        f"ranks + {cfg.rank_weight} x pairwise logistic ranking loss; AdamW lr {cfg.lr}, weight decay "
+        f"{cfg.weight_decay}, batch {cfg.batch_size}, warm-up then linear decay over {cfg.steps:,} optimiser "
+        f"steps or {cfg.min_epochs} epochs, whichever is longer (N = 156: 1,200 epochs; N = 1,563: "
+        f"{cfg.min_epochs} epochs = {cfg.min_epochs * -(-1563 // cfg.batch_size):,} steps). Cell view: dead edges "
+        "pruned to `none`, intermediate nodes relabelled canonically when they can swap (isomorphic cells "
+        "tokenise identically, so a consistency loss on relabelings would have nothing to do).",
+        "",
+        "### How the configuration was chosen (validation tau only)",
+        "",
+        "The default was picked by mean validation Kendall tau (the 200 validation rows of each seed; test "
+        "tau played no part) in a sweep at N = 156 and 1,563 with seeds 0 and 1, each setting a change of the "
+        "previous default: d_model 32 / 64, 2 to 4 layers, fusion `last` / `sum` / `concat`, 1,500 to "
+        "12,000 steps, lr 1e-3 / 2e-3, weight decay 0.01 / 0.1, dropout 0.1 / 0.2, rank-loss weight 1 / 3, "
+        "1 or 3 ensemble members. Longer training was the one change that validation favoured clearly (at "
+        "N = 1,563 the best epoch was the last one or nearly, up to 12,000 steps). `concat` fusion was "
+        "ahead of `last` on validation in some short-schedule runs but level or behind at the chosen "
+        "schedule (N = 156 at 6,000 steps, N = 1,563 at 12,000), and `sum` was behind; wider or deeper "
+        "encoders, the other regularisation settings and a 3-member ensemble of the 1,500-step model did "
+        "not beat the longer schedule on validation either. The sweep is not part of this script; the table below re-runs the default "
+        "against the closest alternatives on the same splits and seeds, so that its numbers are this "
+        "script's (the fusion alternative at N = 156 only, to keep the report's run time down). Test tau is "
+        "shown for information only.",
+        "",
+        "| configuration | settings | " + " | ".join(f"val tau N={n}" for n in ACCURACY_SIZES)
+        + " | " + " | ".join(f"test tau N={n} (not used)" for n in ACCURACY_SIZES)
+        + " | s per run (" + " / ".join(f"N={n}" for n in ACCURACY_SIZES) + ") |",
+        "|---|---|" + "---|" * (2 * len(ACCURACY_SIZES) + 1),
+        *choice,
         "",
     ]
-    return lines, results
+    return lines, runs
 
 
 def latency_tables(lat: nb.NB201Table, devices, Y, seeds):
@@ -282,7 +370,7 @@ def main(argv=None) -> int:
     header = [
         "# NAS-Bench-201: accuracy ranking, latency on real devices, few-shot adaptation",
         "",
-        f"Regenerate: `{COMMAND}` (data: `{args.data_dir}` by default `../shared/data/nasbench201/`).",
+        f"Regenerate: `{COMMAND}` (data: `{data_label(data)}`{'' if data_label(data) == DEFAULT_DATA_LABEL else f', default `{DEFAULT_DATA_LABEL}`'}, relative to the repository root).",
         "",
         f"Run: {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, Python {platform.python_version()}, one CPU "
         f"thread; {total / 60:.1f} min in all (accuracy {t_acc / 60:.1f} min, latency {(total - t_acc) / 60:.1f} "

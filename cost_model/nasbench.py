@@ -3,7 +3,9 @@
 A cell is tokenised as NAR-Former V2 does for cell search spaces: its six edge operations
 become nodes between an input and an output node (8 tokens, fixed order), and the cell
 DAG gives the graph edges that the graph-aided attention follows. The same NARFormerV2
-network used for whole-network latency reads these tokens.
+network used for whole-network latency reads these tokens; for accuracy, `CellNARFormer`
+adds the paper's multi-layer feature fusion as a switch (`AccuracyConfig.fusion`) and
+`CellEnsemble` averages independently trained members (`AccuracyConfig.ensemble`).
 
 Two views of a cell, because accuracy and latency see different things:
 - `prune_dead=True` (accuracy): an edge that cannot change the cell's output (a `none`,
@@ -477,8 +479,11 @@ class AccuracyConfig:
         d_model=32, n_layers=2, n_heads=4, ffn_ratio=4, ffn_groups=4, head_hidden=32,
         dropout=0.1, layer_scale_init=0.1))
     tokenizer: CellTokenizerConfig = field(default_factory=CellTokenizerConfig)
-    # Optimiser steps, whatever the training-set size (epochs follow); `epochs` overrides.
-    steps: int = 1500
+    # Optimiser steps (epochs follow), but at least `min_epochs` passes over the training set:
+    # 6,000 steps is 1,200 epochs of 156 cells, and 245 epochs is 12,005 steps of 1,563 cells
+    # (both chosen on validation tau). `epochs` overrides both.
+    steps: int = 6000
+    min_epochs: int = 245
     epochs: int | None = None
     batch_size: int = 32
     lr: float = 1e-3
@@ -580,7 +585,7 @@ def train_accuracy_predictor(cells: Sequence[str], y: np.ndarray, val_cells: Seq
     def loss_fn(pred, target):
         return F.mse_loss(pred, target) + cfg.rank_weight * pairwise_rank_loss(pred, target)
 
-    epochs = cfg.epochs or max(1, math.ceil(cfg.steps / math.ceil(len(targets) / cfg.batch_size)))
+    epochs = cfg.epochs or max(1, cfg.min_epochs, math.ceil(cfg.steps / math.ceil(len(targets) / cfg.batch_size)))
     with _deterministic(seed):
         model = CellEnsemble(model_cfg, cfg.fusion, cfg.ensemble)
     history, best_epochs = [], []

@@ -177,7 +177,8 @@ def add_nasbench_parser(subparsers) -> argparse.ArgumentParser:
                        help=f"column to evaluate against, on every row (default {ACCURACY_EVAL_LABEL})")
         a.add_argument("--train-size", type=int, default=156, help="training architectures (default 156, 1%%)")
         a.add_argument("--seeds", type=int, nargs="+", default=[0], help="permutation/initialisation seeds")
-        a.add_argument("--epochs", type=int, help="training epochs (default: a fixed number of optimiser steps)")
+        a.add_argument("--epochs", type=int, help=f"training epochs (default: {AccuracyConfig.steps} optimiser "
+                                                  f"steps or {AccuracyConfig.min_epochs} epochs, whichever is longer)")
         a.add_argument("--fusion", choices=FUSIONS, help="readout over the last block or every block "
                                                          f"(default {AccuracyConfig.fusion})")
         a.add_argument("--ensemble", type=int, help="independently trained members, scores averaged "

@@ -155,7 +155,7 @@ def synthetic_accuracy(cells):
 def test_accuracy_training_ranks_and_checkpoints(tmp_path):
     cells = random_cells(600, 2)
     y = synthetic_accuracy(cells)
-    cfg = nb.AccuracyConfig(steps=60)
+    cfg = nb.AccuracyConfig(steps=60, min_epochs=1)
     predictor, history = nb.train_accuracy_predictor(cells[:100], y[:100], cells[100:150], y[100:150],
                                                      "synthetic", cfg, seed=0)
     tau = kendall_tau(predictor.predict(cells[150:]), y[150:])
@@ -172,7 +172,7 @@ def test_accuracy_training_ranks_and_checkpoints(tmp_path):
 def test_real_accuracy_beats_random_on_a_subset():
     table = nb.load_table(DATA / "accuracy.csv", [nb.ACCURACY_LABEL, nb.ACCURACY_EVAL_LABEL])
     tr, va = nb.protocol_split(len(table), 100, 50, seed=0)
-    cfg = nb.AccuracyConfig(steps=40)
+    cfg = nb.AccuracyConfig(steps=40, min_epochs=1)
     predictor, _ = nb.train_accuracy_predictor(
         [table.cells[i] for i in tr], table.column(nb.ACCURACY_LABEL)[tr],
         [table.cells[i] for i in va], table.column(nb.ACCURACY_LABEL)[va], nb.ACCURACY_LABEL, cfg, seed=0)
@@ -294,7 +294,7 @@ def test_fusion_last_is_the_plain_model_and_fusion_changes_the_readout():
 def test_fused_ensemble_trains_saves_and_loads(tmp_path):
     cells = random_cells(300, 5)
     y = synthetic_accuracy(cells)
-    cfg = nb.AccuracyConfig(steps=30, fusion="concat", ensemble=2,
+    cfg = nb.AccuracyConfig(steps=30, min_epochs=1, fusion="concat", ensemble=2,
                             model=tiny_model_config(token_dim=None, static_dim=None))
     predictor, history = nb.train_accuracy_predictor(cells[:80], y[:80], cells[80:120], y[80:120],
                                                      "synthetic", cfg, seed=0)
@@ -310,7 +310,7 @@ def test_fused_ensemble_trains_saves_and_loads(tmp_path):
 def test_version_1_checkpoint_loads_as_one_member(tmp_path):
     cells = random_cells(100, 6)
     y = synthetic_accuracy(cells)
-    cfg = nb.AccuracyConfig(steps=10, model=tiny_model_config(token_dim=None, static_dim=None, n_layers=2))
+    cfg = nb.AccuracyConfig(steps=10, min_epochs=1, model=tiny_model_config(token_dim=None, static_dim=None, n_layers=2))
     predictor, _ = nb.train_accuracy_predictor(cells[:60], y[:60], cells[60:], y[60:], "synthetic", cfg, seed=0)
     member = predictor.model.members[0]
     # What version 1 wrote: the bare NARFormerV2's config and state dict.
