@@ -583,9 +583,9 @@ def main() -> int:
                  "label": "the dataset has no re-measurements, so this is the median coefficient of variation "
                           "of the 5 timing repeats within a measurement"}
 
-    all_methods = methods(args.epochs)
-    nar = all_methods[[m.name for m in all_methods].index("NAR-Former V2")]
     runner = Runner(snapshot, args.epochs, args.lrs, log, jobs=args.jobs, samples=samples)
+    all_methods = list(runner.methods.values())
+    nar = runner.methods["NAR-Former V2"]
     seeds = list(range(args.seeds))
     ood_seeds = list(range(args.ood_seeds))
 

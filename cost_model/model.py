@@ -187,8 +187,9 @@ class NARFormerV2(nn.Module):
         self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
                                                      cfg.use_static)
 
-    def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
-                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def block_states(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
+                     mask: torch.Tensor) -> list[torch.Tensor]:
+        """Node states after each encoder block (readouts may fuse several of them)."""
         n = x.shape[1]
         keys = mask[:, None, :]
         allowed = (adj & keys) if self.cfg.use_graph_attention else keys.expand(-1, n, -1)
@@ -199,12 +200,25 @@ class NARFormerV2(nn.Module):
         # Graph-aided attention is sparse: list the allowed pairs once for all blocks.
         pairs = allowed.nonzero() if self.cfg.use_graph_attention else None
         h = self.embed(x)
+        states = []
         for block in self.blocks:
             h = block(h, allowed, degree, pairs)
-        h = self.norm_out(h) * mask[..., None]
-        pooled = h.sum(dim=1)
+            states.append(h)
+        return states
+
+    @staticmethod
+    def pool(h: torch.Tensor, norm: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+        return (norm(h) * mask[..., None]).sum(dim=1)
+
+    def regress(self, pooled: torch.Tensor, static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pooled node states (summed over nodes) and static features to log-latency."""
         if self.cfg.readout == "mean":
             pooled = pooled / mask.sum(dim=1, keepdim=True).clamp(min=1)
         if self.cfg.use_static:
             pooled = torch.cat([pooled, self.static_mlp(static)], dim=-1)
         return self.head(pooled).squeeze(-1)
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
+                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        last = self.block_states(x, adj, degree, mask)[-1]
+        return self.regress(self.pool(last, self.norm_out, mask), static, mask)

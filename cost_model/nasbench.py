@@ -403,23 +403,10 @@ class CellNARFormer(NARFormerV2):
                 static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.fusion == "last":
             return super().forward(x, adj, degree, static, mask)
-        n = x.shape[1]
-        keys = mask[:, None, :]
-        allowed = (adj & keys) if self.cfg.use_graph_attention else keys.expand(-1, n, -1)
-        allowed = allowed | torch.eye(n, dtype=torch.bool, device=x.device)
-        pairs = allowed.nonzero() if self.cfg.use_graph_attention else None
-        h = self.embed(x)
-        norms = [*self.norm_layers, self.norm_out]
-        pooled = []
-        for block, norm in zip(self.blocks, norms):
-            h = block(h, allowed, degree, pairs)
-            pooled.append((norm(h) * mask[..., None]).sum(dim=1))
+        states = self.block_states(x, adj, degree, mask)
+        pooled = [self.pool(h, norm, mask) for h, norm in zip(states, [*self.norm_layers, self.norm_out])]
         out = torch.cat(pooled, dim=-1) if self.fusion == "concat" else torch.stack(pooled).sum(dim=0)
-        if self.cfg.readout == "mean":
-            out = out / mask.sum(dim=1, keepdim=True).clamp(min=1)
-        if self.cfg.use_static:
-            out = torch.cat([out, self.static_mlp(static)], dim=-1)
-        return self.head(out).squeeze(-1)
+        return self.regress(out, static, mask)
 
 
 class CellEnsemble(nn.Module):
