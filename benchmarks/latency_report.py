@@ -1,11 +1,11 @@
 """Latency-prediction report: NAR-Former V2 against baselines on the measured dataset.
 
-    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/latency_report.py
+    OMP_NUM_THREADS=1 taskset -c 0,1 python benchmarks/latency_report.py --jobs 2
 
 writes benchmarks/latency_report.md, the PNG plots it links and
-nar_tvm/checkpoints/default.pt (the best NAR-Former variant, to ship). One core,
-one torch thread throughout: the protocol below is sized to finish in about 40
-minutes of that core on ~1,000 models, and the report states what it ran.
+nar_tvm/checkpoints/default.pt (the best neural method by validation, to ship). One
+torch thread per training run, `--jobs` runs at a time; finished runs are kept in
+a .runs.jsonl file beside the report, so an interrupted report resumes where it stopped.
 
 Protocol, all on one snapshot of the dataset taken at the start:
 * graph level: NAR-Former V2 is trained on op-level and fused-level graphs (in-domain,
@@ -25,6 +25,7 @@ os.environ.setdefault("TVM_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import hashlib
 import json
 import shlex
 import statistics
@@ -39,9 +40,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from nar_tvm.cost_model import (NARFormerV2Config, TrainConfig, load_checkpoint, regression_report,
-                                relative_error, save_checkpoint)
-from nar_tvm.cost_model.baselines import GradientBoostedTrees, LogLinear, NeuralRegressor, NNLPConfig
+from nar_tvm.cost_model import load_checkpoint, recipes, regression_report, relative_error, save_checkpoint
+from nar_tvm.cost_model.baselines import GradientBoostedTrees, LogLinear, NeuralRegressor
 from nar_tvm.dataset import DatasetStore, load_samples, make_split, noise_floor
 from nar_tvm.training import train_on_dataset
 
@@ -49,11 +49,7 @@ HERE = Path(__file__).resolve().parent
 LEVELS = ("op", "fused")
 METRICS = ("mape", "rmse", "acc@5%", "acc@10%")
 
-# Sized for one core: a 64-wide model trains on ~800 fused graphs in about a minute. Mean readout:
-# on validation, sum-pooling the layer-normalised node vectors trained far worse.
-NAR = NARFormerV2Config(d_model=64, n_heads=4, ffn_groups=8, head_hidden=64, dropout=0.0, readout="mean")
-NNLP = NNLPConfig(hidden=64, head_hidden=64, dropout=0.0)
-TRAIN = TrainConfig(epochs=60, batch_size=32, loss="log_mse", patience=15, size_bucket_batches=8)
+NAR, NNLP, TRAIN = recipes.NAR_FORMER_V2, recipes.NNLP_GRAPHSAGE, recipes.TRAINING
 
 
 @dataclass(eq=False)  # identity-hashed: runs are keyed by their method
@@ -63,7 +59,6 @@ class Method:
     neural: bool = False
     ood: bool = True  # ablations and the plain Transformer are in-domain only, to fit the compute budget
     ablation: bool = False  # gets --ablation-seeds seeds in-domain
-    nar_family: bool = False  # a NARFormerV2 network: can ship as the default checkpoint
     model_cfg: object = None
 
 
@@ -72,10 +67,9 @@ def neural(cfg, epochs):
 
 
 def methods(epochs: int) -> list[Method]:
-    plain = replace(NAR, use_graph_attention=False, use_degree_gate=False, grouped_ffn=False)
     nar_variants = [
         ("NAR-Former V2", NAR, True, False),
-        ("Transformer (plain)", plain, False, False),
+        ("Transformer (plain)", recipes.PLAIN_TRANSFORMER, False, False),
         ("NAR-Former V2 - degree gate", replace(NAR, use_degree_gate=False), False, True),
         ("NAR-Former V2 - grouped FFN", replace(NAR, grouped_ffn=False), False, True),
         ("NAR-Former V2 - static feats", replace(NAR, use_static=False), False, True),
@@ -85,7 +79,7 @@ def methods(epochs: int) -> list[Method]:
         Method("Linear (FLOPs + mem)", lambda seed, lr: LogLinear(("flops", "memory_access"))),
         Method("GBT (xgboost)", lambda seed, lr: GradientBoostedTrees(seed=seed)),
         Method("NNLP (GraphSAGE)", neural(NNLP, epochs), neural=True, model_cfg=NNLP),
-        *[Method(name, neural(cfg, epochs), neural=True, ood=ood, ablation=ablation, nar_family=True, model_cfg=cfg)
+        *[Method(name, neural(cfg, epochs), neural=True, ood=ood, ablation=ablation, model_cfg=cfg)
           for name, cfg, ood, ablation in nar_variants],
     ]
 
@@ -111,21 +105,54 @@ class Runner:
     """Trains and tests methods on splits of one snapshot; independent runs go to `jobs`
     spawned worker processes of one torch thread each (no shared state but the snapshot)."""
 
-    def __init__(self, snapshot: Path, epochs: int, lrs, log, jobs: int = 1, samples=None):
+    def __init__(self, snapshot: Path, epochs: int, lrs, log, jobs: int = 1, samples=None,
+                 cache: Path | None = None):
         self.samples = samples if samples is not None else load_samples(snapshot)
         self.methods = {m.name: m for m in methods(epochs)}
+        self.epochs = epochs
         self.lrs = lrs
         self.log = log
         self._graphs = {level: {} for level in LEVELS}
         self.chosen_lr: dict[tuple[str, str], float] = {}
         self.lr_search: dict[tuple[str, str], dict[float, float]] = {}
         self._done: dict[Task, dict] = {}
+        self.cache, self.reused = cache, 0
+        if cache is not None:
+            self._snapshot_sha = hashlib.sha256(Path(snapshot).read_bytes()).hexdigest()
+            self._load_cache()
         self.pool = None
         if jobs > 1:
             from concurrent.futures import ProcessPoolExecutor
             from multiprocessing import get_context
             self.pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
                                             initargs=(str(snapshot), epochs))
+
+    def run_key(self, task: Task) -> str:
+        """What a run's result depends on: the data, the method's settings and the task itself."""
+        cfg = self.methods[task[0]].model_cfg
+        settings = {"snapshot": self._snapshot_sha, "epochs": self.epochs, "train": asdict(TRAIN),
+                    "model": asdict(cfg) if cfg is not None else None, "task": list(task)}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _load_cache(self) -> None:
+        """Finished runs of an interrupted or earlier report on the same snapshot and settings."""
+        if not self.cache.exists():
+            return
+        for line in self.cache.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interruption
+            task = tuple(entry["task"])
+            if task[0] in self.methods and entry["key"] == self.run_key(task):
+                self._done[task] = entry["result"]
+        self.reused = len(self._done)
+
+    def _remember(self, task: Task, result: dict) -> None:
+        self._done[task] = result
+        if self.cache is not None:
+            with self.cache.open("a") as fh:
+                fh.write(json.dumps({"key": self.run_key(task), "task": list(task), "result": result}) + "\n")
 
     def graphs(self, samples, level):
         cache = self._graphs[level]
@@ -164,16 +191,20 @@ class Runner:
         """Futures (or, with one job, finished results) of the tasks not already run."""
         todo = list(dict.fromkeys(t for t in tasks if t not in self._done))
         if self.pool is None:
-            return {t: self.fit_predict(t) for t in todo}
+            return dict.fromkeys(todo)  # run one by one in _collect, each remembered as it ends
         return {t: self.pool.submit(_worker_fit_predict, t) for t in todo}
 
     def _collect(self, pending: dict, deadline: float | None = None) -> None:
         for task, fut in pending.items():
-            if self.pool is not None:
+            if self.pool is None:
+                if deadline is not None and time.perf_counter() > deadline:
+                    continue
+                fut = self.fit_predict(task)
+            else:
                 if deadline is not None and time.perf_counter() > deadline and fut.cancel():
                     continue
                 fut = fut.result()
-            self._done[task] = fut
+            self._remember(task, fut)
             name, split, level, seed, lr = task
             self.log(f"{split:>18} seed {seed} {name:<30} [{level}] lr {lr:g} test MAPE {fut['overall']['mape']:.4f}"
                      f"  val {fut['val_mape']:.4f}  train {fut['train_cpu_s']:.1f}s cpu")
@@ -551,6 +582,9 @@ def main() -> int:
     parser.add_argument("--budget-min", type=float, default=None,
                         help="wall minutes after which runs not yet started are dropped (out-of-domain "
                              "families missing a run are skipped and listed), so that the report is still written")
+    parser.add_argument("--runs-cache", default=None,
+                        help="file of finished runs (default: the report's name with .runs.jsonl); a rerun on "
+                             "the same snapshot and settings reuses them instead of training again")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -583,7 +617,10 @@ def main() -> int:
                  "label": "the dataset has no re-measurements, so this is the median coefficient of variation "
                           "of the 5 timing repeats within a measurement"}
 
-    runner = Runner(snapshot, args.epochs, args.lrs, log, jobs=args.jobs, samples=samples)
+    cache = Path(args.runs_cache) if args.runs_cache else out.with_suffix(".runs.jsonl")
+    runner = Runner(snapshot, args.epochs, args.lrs, log, jobs=args.jobs, samples=samples, cache=cache)
+    if runner.reused:
+        log(f"reusing {runner.reused} finished runs from {cache} (same snapshot and settings)")
     all_methods = list(runner.methods.values())
     nar = runner.methods["NAR-Former V2"]
     seeds = list(range(args.seeds))
@@ -623,9 +660,9 @@ def main() -> int:
     ood_methods = list(ood)
     ood = {name: by_fam for name, by_fam in ood.items() if by_fam}
 
-    # Ship the NAR-Former variant with the best mean validation MAPE, retrained through the
-    # dataset glue (for platform and provenance) on its best validation seed.
-    candidates = [m for m in all_methods if m.nar_family]
+    # Ship the checkpointable (neural) method with the best mean validation MAPE, retrained
+    # through the dataset glue (for platform and provenance) on its best validation seed.
+    candidates = [m for m in all_methods if m.neural]
     ship = min(candidates, key=lambda m: np.mean([r["val_mape"] for r in in_domain[m.name].values()]))
     ship_seed = min(in_domain[ship.name], key=lambda s: in_domain[ship.name][s]["val_mape"])
     ship_lr = runner.chosen_lr[ship.name, level]
@@ -659,10 +696,9 @@ def main() -> int:
         targets.append(f"out-of-domain mean MAPE at least 25% below NNLP's: NAR-Former V2 {a:.3f} vs NNLP {b:.3f} "
                        f"({100 * (1 - a / b):+.0f}% lower) -> **{'met' if a <= 0.75 * b else 'not met'}**")
     targets.append(f"best method in-domain: by validation MAPE **{best_val}**, by test MAPE **{best_in}**; "
-                   f"the shipped checkpoint is the best NAR-Former variant by validation MAPE, **{ship.name}**"
+                   f"the shipped checkpoint is the best neural method by validation MAPE, **{ship.name}**"
                    + ("" if ship.name == best_val else
-                      f" (it is not the best method overall: {best_val} is, and only NAR-Former "
-                      "checkpoints load with `nar_tvm.cost_model.load_checkpoint`)"))
+                      f" ({best_val} validates better but has no checkpoint format)"))
     shipped = [
         f"`{Path(args.checkpoint).name}`: {ship.name}, {level}-level graphs, trained on the in-domain train split "
         f"of seed {ship_seed} (the seed with the best validation MAPE), lr {ship_lr:g}, best epoch "

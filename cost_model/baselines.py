@@ -15,16 +15,13 @@ evaluation treats them all alike:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
-import torch
-from torch import nn
 
 from nar_tvm.passes.opgraph import OpGraph
 
-from .model import regression_head
+from .nnlp import NNLP, NNLPConfig  # noqa: F401  (re-exported: a baseline of this module)
 from .train import TrainConfig, train
 
 
@@ -127,69 +124,6 @@ class GradientBoostedTrees:
         log_ms = self.booster.predict(xgboost.DMatrix(self._matrix(graphs)),
                                       iteration_range=(0, self.best_iteration + 1))
         return np.exp(log_ms.astype(np.float64))
-
-
-# -------------------------------------------------------------------- NNLP
-@dataclass
-class NNLPConfig:
-    # Input widths come from the tokenizer; train() fills them in.
-    token_dim: int | None = None
-    static_dim: int | None = None
-    hidden: int = 128
-    n_layers: int = 2
-    head_hidden: int = 128
-    dropout: float = 0.05
-    use_static: bool = True
-
-    def validate(self) -> None:
-        if self.token_dim is None or self.static_dim is None:
-            raise ValueError("token_dim and static_dim must be set (from the tokenizer) to build a model")
-
-
-class SAGELayer(nn.Module):
-    """GraphSAGE with mean aggregation: relu(W_self h_i + W_neigh mean_{j in N(i)} h_j)."""
-
-    def __init__(self, d_in: int, d_out: int):
-        super().__init__()
-        self.self_lin = nn.Linear(d_in, d_out)
-        self.neigh_lin = nn.Linear(d_in, d_out, bias=False)
-
-    def forward(self, h: torch.Tensor, neighbours: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.self_lin(h) + self.neigh_lin(neighbours @ h / count))
-
-
-class NNLP(nn.Module):
-    """NNLQP's predictor: GraphSAGE over the node tokens, sum pooling, static features.
-
-    Takes the same batched tensors as NARFormerV2 (tokenizer.collate) and, like it,
-    returns log-latency (log ms). Neighbours are predecessors and successors, the
-    neighbourhood NAR-Former V2's graph-aided attention uses.
-    """
-
-    def __init__(self, cfg: NNLPConfig):
-        super().__init__()
-        cfg.validate()
-        self.cfg = cfg
-        d = cfg.hidden
-        self.embed = nn.Linear(cfg.token_dim, d)
-        self.layers = nn.ModuleList(SAGELayer(d, d) for _ in range(cfg.n_layers))
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
-                                                     cfg.use_static)
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
-                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        n = x.shape[1]
-        # collate's adjacency includes self loops (for attention); SAGE keeps self apart.
-        neighbours = (adj & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=x.device)).float()
-        count = neighbours.sum(dim=-1, keepdim=True).clamp(min=1.0)
-        h = self.embed(x)
-        for layer in self.layers:
-            h = self.dropout(layer(h, neighbours, count))
-        pooled = (h * mask[..., None]).sum(dim=1)
-        if self.cfg.use_static:
-            pooled = torch.cat([pooled, self.static_mlp(static)], dim=-1)
-        return self.head(pooled).squeeze(-1)
 
 
 # ------------------------------------------------------------------ neural

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import os
 import pickle
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from .model import NARFormerV2, NARFormerV2Config
+from .architectures import architecture_of, build_model, make_config
 from .predictor import LatencyPredictor
 from .tokenizer import Tokenizer
 
 FORMAT = "nar-tvm.cost-model"
-VERSION = 1
+VERSION = 2
+# Version 1 files predate the architecture field: they all hold a NAR-Former V2.
+READABLE_VERSIONS = (1, 2)
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -45,6 +47,7 @@ def save_checkpoint(predictor: LatencyPredictor, path: str | os.PathLike) -> Pat
     payload = {
         "format": FORMAT,
         "version": VERSION,
+        "architecture": architecture_of(predictor.model.cfg),
         "model_config": asdict(predictor.model.cfg),
         "state_dict": {k: v.detach().cpu() for k, v in predictor.model.state_dict().items()},
         "tokenizer": predictor.tokenizer.state_dict(),
@@ -72,24 +75,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path}: format is {got!r}, expected {FORMAT!r}")
-    if payload.get("version") != VERSION:
+    if payload.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r}, "
-                              f"this code reads version {VERSION}")
+                              f"this code reads versions {READABLE_VERSIONS}")
     missing = {"model_config", "state_dict", "tokenizer"} - payload.keys()
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
 
-    known = {f.name for f in fields(NARFormerV2Config)}
-    unknown = set(payload["model_config"]) - known
-    if unknown:
-        raise CheckpointError(f"{path}: model config has unknown fields {sorted(unknown)}")
+    try:
+        cfg = make_config(payload.get("architecture", "nar-former-v2"), payload["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     try:
         tokenizer = Tokenizer.from_state(payload["tokenizer"])
-        cfg = NARFormerV2Config(**payload["model_config"])
         if (cfg.token_dim, cfg.static_dim) != (tokenizer.token_dim, tokenizer.static_dim):
             raise ValueError(f"model expects tokens of width {cfg.token_dim} and {cfg.static_dim} static "
                              f"features, the tokenizer makes {tokenizer.token_dim} and {tokenizer.static_dim}")
-        model = NARFormerV2(cfg)
+        model = build_model(cfg)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: config and weights do not fit together: {exc}") from exc

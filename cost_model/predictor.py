@@ -6,10 +6,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from nar_tvm.passes.opgraph import OpGraph
 
-from .model import NARFormerV2
 from .tokenizer import GraphTokens, Tokenizer, collate
 
 
@@ -23,7 +23,9 @@ class PredictionResult:
 
 
 class LatencyPredictor:
-    def __init__(self, tokenizer: Tokenizer, model: NARFormerV2,
+    """`model` is any network of `architectures` (batched tokens in, log ms out)."""
+
+    def __init__(self, tokenizer: Tokenizer, model: nn.Module,
                  platform: dict | None = None, provenance: dict | None = None):
         self.tokenizer = tokenizer
         self.model = model

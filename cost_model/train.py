@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 
 from nar_tvm.passes.opgraph import OpGraph
 
+from .architectures import build_model
 from .metrics import mape, regression_report
-from .model import NARFormerV2, NARFormerV2Config
+from .model import NARFormerV2Config
 from .predictor import LatencyPredictor
 from .tokenizer import Tokenizer, collate
 
@@ -89,13 +90,6 @@ def _best_constant_log_ms(y: np.ndarray, loss: str) -> float:
     if loss == "log_mse":
         return float(np.log(y).mean())
     return float(np.log((1 / y).sum() / (1 / y ** 2).sum()))
-
-
-def build_model(cfg) -> nn.Module:
-    """The network a model config describes: NAR-Former V2 or the NNLP GraphSAGE baseline."""
-    from .baselines import NNLP, NNLPConfig  # baselines trains its networks through this module
-
-    return NNLP(cfg) if isinstance(cfg, NNLPConfig) else NARFormerV2(cfg)
 
 
 def _epoch_batches(rng: np.random.Generator, sizes: np.ndarray, n_batches: int, bucket: int) -> list[np.ndarray]:

@@ -113,16 +113,17 @@ def cmd_compare(args) -> int:
 
 # --------------------------------------------------------------- train/eval
 def cmd_train(args) -> int:
-    from nar_tvm.cost_model import NARFormerV2Config, TrainConfig
+    from dataclasses import replace
 
-    from nar_tvm.cost_model import save_checkpoint
+    from nar_tvm.cost_model import recipes, save_checkpoint
 
     from .training import evaluate_predictor, train_on_dataset
 
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      loss=args.loss, patience=args.patience)
-    model_cfg = NARFormerV2Config(d_model=args.d_model, n_layers=args.layers)
-    predictor, history, parts = train_on_dataset(args.dataset, level=args.level or "op", split=args.split,
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "loss", "patience")
+                 if getattr(args, k) is not None}
+    cfg = replace(recipes.TRAINING, seed=args.seed, **overrides)
+    model_cfg = recipes.model_config(args.model, width=args.width, layers=args.layers)
+    predictor, history, parts = train_on_dataset(args.dataset, level=args.level, split=args.split,
                                                  seed=args.seed, platform_id=args.platform,
                                                  model_cfg=model_cfg, train_cfg=cfg)
     path = save_checkpoint(predictor, args.out)
@@ -255,19 +256,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("train", help="train a NAR-Former V2 predictor on a measured dataset")
+    p = sub.add_parser("train", help="train a latency predictor on a measured dataset",
+                       description="Train with the latency report's recipe (nar_tvm.cost_model.recipes); "
+                                   "options given here override it.")
     p.add_argument("dataset")
     p.add_argument("--out", required=True, help="checkpoint file to write")
-    p.add_argument("--level", choices=["op", "fused"], default="op")
+    p.add_argument("--model", choices=["nar-former-v2", "transformer", "nnlp"], default="nar-former-v2",
+                   help="network: NAR-Former V2, the same without graph-aided attention, or NNLP's GraphSAGE")
+    p.add_argument("--level", choices=["op", "fused"], default="fused", help="graph level (default: fused)")
     p.add_argument("--split", default="in-domain", help="in-domain or ood:<family>")
     p.add_argument("--platform", help="platform id, when the dataset holds several")
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--loss", default="rse", choices=["rse", "rse+sr"])
-    p.add_argument("--patience", type=int, default=30)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--loss", choices=["rse", "rse+sr", "log_mse"])
+    p.add_argument("--patience", type=int)
+    p.add_argument("--width", type=int, help="d_model (hidden size for nnlp)")
+    p.add_argument("--layers", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
 

@@ -383,12 +383,40 @@ def test_checkpoint_load_errors_name_the_file(trained, tmp_path):
         write("wrong_config.pt", dict(payload, model_config=dict(payload["model_config"], d_model=64))): "do not fit",
         write("wrong_state.pt", wrong_state): "do not fit",
         write("unknown_field.pt", dict(payload, model_config=dict(payload["model_config"], colour="red"))): "unknown",
+        write("unknown_arch.pt", dict(payload, architecture="mlp")): "unknown architecture 'mlp'",
+        # NAR-Former V2 weights under the NNLP name: the configs' fields do not match.
+        write("wrong_arch.pt", dict(payload, architecture="nnlp")): "nnlp config has unknown fields",
     }
     for path, why in cases.items():
         with pytest.raises(CheckpointError, match=why) as err:
             load_checkpoint(path)
         assert path.name in str(err.value)
     assert payload["format"] == FORMAT
+
+
+def test_version_1_checkpoints_still_load_as_nar_former_v2(trained, data, tmp_path):
+    predictor, _ = trained
+    payload = torch.load(save_checkpoint(predictor, tmp_path / "v2.pt"), weights_only=True)
+    assert payload["architecture"] == "nar-former-v2"
+    old = {k: v for k, v in payload.items() if k != "architecture"}
+    old["version"] = 1
+    torch.save(old, tmp_path / "v1.pt")
+    loaded = load_checkpoint(tmp_path / "v1.pt")
+    assert isinstance(loaded.model, NARFormerV2)
+    np.testing.assert_array_equal(loaded.predict(data[2]).latency_ms, predictor.predict(data[2]).latency_ms)
+
+
+def test_nnlp_checkpoint_round_trip(data, tmp_path):
+    from nar_tvm.cost_model.nnlp import NNLP, NNLPConfig
+
+    train_graphs, y_train, val_graphs, y_val = data[0], data[1], data[2], data[3]
+    predictor, _ = train(train_graphs, y_train, val_graphs, y_val, model_cfg=NNLPConfig(hidden=16, head_hidden=16),
+                         train_cfg=TrainConfig(epochs=2, batch_size=8, seed=0), progress=False)
+    path = save_checkpoint(predictor, tmp_path / "gnn.pt")
+    assert torch.load(path, weights_only=True)["architecture"] == "nnlp"
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded.model, NNLP) and loaded.model.cfg == predictor.model.cfg
+    np.testing.assert_array_equal(loaded.predict(val_graphs).latency_ms, predictor.predict(val_graphs).latency_ms)
 
 
 # ---------------------------------------------------------------- metrics

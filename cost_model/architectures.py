@@ -1,0 +1,36 @@
+"""The networks a latency predictor can be, by the name checkpoints record them under."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+from torch import nn
+
+from .model import NARFormerV2, NARFormerV2Config
+from .nnlp import NNLP, NNLPConfig
+
+ARCHITECTURES: dict[str, tuple[type, type]] = {
+    "nar-former-v2": (NARFormerV2Config, NARFormerV2),
+    "nnlp": (NNLPConfig, NNLP),
+}
+
+
+def architecture_of(cfg) -> str:
+    for name, (config_cls, _) in ARCHITECTURES.items():
+        if type(cfg) is config_cls:
+            return name
+    raise TypeError(f"{type(cfg).__name__} is not the config of a known architecture ({sorted(ARCHITECTURES)})")
+
+
+def make_config(architecture: str, values: dict):
+    """The config of `architecture` from plain values; unknown names and fields are errors."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    config_cls = ARCHITECTURES[architecture][0]
+    unknown = set(values) - {f.name for f in fields(config_cls)}
+    if unknown:
+        raise ValueError(f"{architecture} config has unknown fields {sorted(unknown)}")
+    return config_cls(**values)
+
+
+def build_model(cfg) -> nn.Module:
+    return ARCHITECTURES[architecture_of(cfg)][1](cfg)
