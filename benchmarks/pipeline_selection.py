@@ -1,9 +1,11 @@
 """Validation of cost-guided pipeline selection (issue 6): predicted vs measured choice.
 
 Phases (each resumable; profile,train,evaluate by default):
-  profile   per candidate pipeline, measure zoo models (seeds from 0) into a training store
-            with the profiler, interleaving the candidates model by model;
-  train     one small fused-level predictor per candidate (the platform includes the pipeline);
+  profile   each non-default candidate's dataset, `nar-tvm profile --pipeline C` into DATA-C
+            with the main dataset's protocol (the default pipeline's is DATA itself), the
+            candidates taking turns a few models per family at a time;
+  train     one joint fused-level predictor on every candidate's profiles (split by model),
+            with selection scored on the validation models profiled under every candidate;
   evaluate  for held-out zoo models (seeds >= 5000): the selector scores every candidate from its
             graph-level passes only, and every candidate is also compiled and measured
             (timings interleaved round-robin across candidates, so that load drift on a shared
@@ -11,8 +13,8 @@ Phases (each resumable; profile,train,evaluate by default):
   devices   device selection (choose_device) on the published NAS-Bench-201 multi-device
             latencies: per-device cell predictors, top-1 agreement and regret over held-out cells.
 
-    taskset -c 0 python benchmarks/pipeline_selection.py --candidates default,nofuse,nhwc \
-        --train-per-family 10 --models 8 --report benchmarks/pipeline_selection.md
+    taskset -c 0 python benchmarks/pipeline_selection.py --phases train,evaluate --models 30 \
+        --rounds 10 --report benchmarks/pipeline_selection.md
 """
 from __future__ import annotations
 
@@ -22,11 +24,13 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
 
-DEFAULT_FAMILIES = "resnet,vgg,squeezenet,mobilenetv2"
+from nar_tvm.zoo import FAMILIES  # noqa: E402  (after the thread setting TVM reads at import)
+
 
 
 def _families(args) -> list[str]:
@@ -43,70 +47,102 @@ def _candidates(args) -> list[str]:
     return names
 
 
-def _protocol(args):
-    from nar_tvm.measure import Protocol
-
-    return Protocol(warmup=1, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
-
-
 # ------------------------------------------------------------------ profile
 def phase_profile(args) -> None:
-    from nar_tvm.dataset import DatasetStore
-    from nar_tvm.platform import PlatformSpec
-    from nar_tvm.profiler import Profiler, WorkerConfig, zoo_jobs
+    """Each non-default candidate's dataset, measured by `nar-tvm profile --pipeline C` with
+    the main dataset's protocol; candidates take turns in steps of `--profile-step` models
+    per family, so that a run stopped early leaves them with data of the same size."""
+    from nar_tvm.cli import main as cli
 
-    store = DatasetStore(Path(args.work) / "train")
-    profilers = {}
-    try:
-        for c in _candidates(args):
-            cfg = WorkerConfig(spec=PlatformSpec(pipeline=c, threads=1), protocol=_protocol(args),
-                               cpu_affinity=args.cpu_affinity, with_kernels=False)
-            profilers[c] = Profiler(store, cfg, measure_timeout=args.timeout)
-        jobs = list(zoo_jobs(_families(args), args.train_per_family, 0))
-        t0 = time.time()
-        for i, job in enumerate(jobs):
-            # Model by model across candidates: a partial run still has every candidate's data.
-            for c, prof in profilers.items():
-                counts = prof.profile([job], progress=False)
-                print(f"[{time.time() - t0:6.0f} s] {i + 1}/{len(jobs)} {job[0]} {c}: "
-                      f"{ {k: v for k, v in counts.items() if v} }", flush=True)
-    finally:
-        for prof in profilers.values():
-            prof.close()
-
-
-def platform_ids(store_path) -> dict[str, str]:
-    """Candidate pipeline -> platform id, from the records of the store."""
-    from nar_tvm.dataset import platforms
-
-    return {fp["pipeline"]: pid for pid, fp in platforms(store_path).items()}
+    others = [c for c in _candidates(args) if c != "default"]
+    for n in range(args.profile_step, args.train_per_family + args.profile_step, args.profile_step):
+        for c in others:
+            cli(["profile", "--pipeline", c, "--per-family", str(min(n, args.train_per_family)),
+                 "--out", str(candidate_store(args, c)), "--cpu-affinity", args.cpu_affinity,
+                 "--shard-size", "100"])
 
 
 # -------------------------------------------------------------------- train
+def candidate_store(args, candidate: str) -> Path:
+    """The profiled dataset of a candidate: the main one for `default`, `<main>-<candidate>` else."""
+    return Path(args.data) if candidate == "default" else Path(f"{args.data}-{candidate}")
+
+
+def model_name(sample) -> str:
+    return sample.record["model"]["name"]
+
+
 def phase_train(args) -> None:
-    from nar_tvm.cost_model import NARFormerV2Config, TrainConfig, save_checkpoint, train
+    """One predictor for every candidate, trained on all their profiles together.
+
+    Candidates differ only in the graph they hand to code generation, and the fused graph
+    shows that difference (kernel boundaries, layouts, layout transforms), so one model of
+    "latency of this fused graph on this machine" learns from every candidate's data, and
+    the 2,000 default-pipeline models teach it what the few hundred per variant cannot.
+    """
+    import numpy as np
+
+    from nar_tvm.cost_model import recipes, save_checkpoint, train
     from nar_tvm.dataset import load_samples
     from nar_tvm.training import graphs_of, latencies_of
 
-    store = Path(args.work) / "train"
-    ids = platform_ids(store)
-    for c in _candidates(args):
-        if c not in ids:
-            raise SystemExit(f"no profiled data for candidate {c!r} in {store}; run the profile phase")
-        samples = load_samples(store, ids[c])
-        # A few dozen models per candidate: all of them train, and the epoch is picked on
-        # them too (the held-out models of the evaluate phase are the real test).
-        graphs, y = graphs_of(samples, "fused"), latencies_of(samples)
-        t0 = time.time()
-        predictor, history = train(graphs, y, graphs, y, progress=False,
-                                   model_cfg=NARFormerV2Config(d_model=args.d_model, n_layers=2),
-                                   train_cfg=TrainConfig(epochs=args.epochs, batch_size=8, lr=args.lr,
-                                                         patience=None, seed=0))
-        predictor.platform = dict(samples[0].record["platform"], platform_id=ids[c])
-        predictor.provenance.update(level="fused", best_val_mape=history.best_val_mape, train_models=len(samples))
-        path = save_checkpoint(predictor, Path(args.work) / f"{c}.pt")
-        print(f"{c}: {len(samples)} models, best train MAPE {history.best_val_mape:.3f} "
-              f"(epoch {history.best_epoch}), {time.time() - t0:.0f} s -> {path}", flush=True)
+    cands = _candidates(args)
+    samples = {}
+    for c in cands:
+        store = candidate_store(args, c)
+        if not store.exists():
+            raise SystemExit(f"no profiled data for candidate {c!r}: {store} does not exist "
+                             f"(nar-tvm profile --pipeline {c} --out {store})")
+        samples[c] = load_samples(store)
+    # Split by model: all variants of a validation model stay out of training, so validation
+    # also scores the choice between candidates on models the predictor never saw.
+    # Stratified: the models profiled under every candidate are the few that can score a
+    # choice, so they get their own share of the validation part.
+    per_model = {}
+    for c in cands:
+        for s in samples[c]:
+            per_model.setdefault(model_name(s), set()).add(c)
+    rng = np.random.default_rng(args.seed)
+    val_names = set()
+    for group in (sorted(n for n, cs in per_model.items() if len(cs) == len(cands)),
+                  sorted(n for n, cs in per_model.items() if len(cs) < len(cands))):
+        if group:
+            val_names.update(rng.choice(group, size=max(1, round(args.val_fraction * len(group))), replace=False))
+    parts = {part: [s for c in cands for s in samples[c] if (model_name(s) in val_names) == (part == "val")]
+             for part in ("train", "val")}
+    t0 = time.time()
+    predictor, history = train(graphs_of(parts["train"], "fused"), latencies_of(parts["train"]),
+                               graphs_of(parts["val"], "fused"), latencies_of(parts["val"]), progress=False,
+                               model_cfg=recipes.model_config(args.model),
+                               train_cfg=replace(recipes.TRAINING, seed=args.seed,
+                                                 **({"epochs": args.epochs} if args.epochs else {})))
+    first = samples[cands[0]][0].record
+    predictor.platform = dict(first["platform"], pipelines=cands,
+                              platform_ids={c: samples[c][0].record["platform_id"] for c in cands})
+    val, by_model = {}, {}
+    for c in cands:
+        vs = [s for s in parts["val"] if s.record["platform"]["pipeline"] == c]
+        pred = predictor.predict(graphs_of(vs, "fused")).latency_ms
+        val[c] = {"models": len(vs), "mape": float(np.mean(np.abs(pred / latencies_of(vs) - 1)))}
+        for s, p in zip(vs, pred):
+            rec = by_model.setdefault(model_name(s), {"name": model_name(s), "measured": {}, "predicted_ms": {}})
+            rec["measured"][c] = {"median_ms": s.latency_ms, "cv": s.record["measurement"]["cv"]}
+            rec["predicted_ms"][c] = float(p)
+    # Selection on the validation models profiled under every candidate (profiler timings,
+    # taken at different times, unlike the evaluate phase's interleaved ones).
+    complete = [r for r in by_model.values() if len(r["measured"]) == len(cands)]
+    val_selection = {k: v for k, v in summarize({"models": complete, "candidates": cands}).items() if k != "rows"}
+    val_selection["models"] = len(complete)
+    predictor.provenance.update(level="fused", model=args.model, best_val_mape=history.best_val_mape,
+                                best_epoch=history.best_epoch, val_by_candidate=val, val_selection=val_selection,
+                                train_models={c: sum(s.record["platform"]["pipeline"] == c for s in parts["train"])
+                                              for c in cands})
+    path = save_checkpoint(predictor, Path(args.work) / "joint.pt")
+    print(f"joint {args.model} on {len(parts['train'])} training graphs ({len(val_names)} validation models): "
+          f"val MAPE {history.best_val_mape:.3f} (epoch {history.best_epoch}), "
+          + ", ".join(f"{c} {v['mape']:.3f} on {v['models']}" for c, v in val.items())
+          + f"; {time.time() - t0:.0f} s -> {path}", flush=True)
+    print(f"selection on {len(complete)} validation models: {json.dumps(val_selection)}", flush=True)
 
 
 # ----------------------------------------------------------------- evaluate
@@ -146,7 +182,8 @@ def phase_evaluate(args) -> dict:
     from nar_tvm.passes.extract import default_target
 
     cands = _candidates(args)
-    predictors = {c: load_checkpoint(Path(args.work) / f"{c}.pt") for c in cands} if not args.no_predict else {}
+    joint = None if args.no_predict else load_checkpoint(Path(args.work) / "joint.pt")
+    predictors = {c: joint for c in cands} if joint else {}
     target = default_target()
     out_path = Path(args.work) / "heldout.jsonl"
     # Measurements are kept per model and reused; predictions are redone on every run,
@@ -262,18 +299,6 @@ def summarize(res: dict) -> dict:
     return out
 
 
-def training_summary(work) -> dict:
-    """Per candidate: how many models its predictor was trained on and its validation MAPE."""
-    from nar_tvm.cost_model import load_checkpoint
-
-    out = {}
-    for path in sorted(Path(work).glob("*.pt")):
-        pred = load_checkpoint(path)
-        out[path.stem] = {"best_val_mape": pred.provenance.get("best_val_mape"),
-                          "train_models": pred.provenance.get("train_models")}
-    return out
-
-
 def write_report(args, res: dict, summary: dict, path: Path) -> None:
     cands = res["candidates"]
     loads = [r["loadavg"] for r in res["models"] if "loadavg" in r]
@@ -308,11 +333,23 @@ def write_report(args, res: dict, summary: dict, path: Path) -> None:
                      f"(max {summary['max_regret'] * 100:.1f}%) over {len(summary['rows'])} models.")
     lines.append("**Fixed choice** (mean regret of always compiling one candidate): " + ", ".join(
         f"{c} {v * 100:.1f}%" for c, v in summary["always"].items()) + ".")
-    trained = training_summary(args.work)
-    if trained:
-        lines += ["", "Per-candidate predictors (fused level): " + "; ".join(
-            f"{c}: {t['train_models']} training models, training MAPE {t['best_val_mape']:.3f}"
-            for c, t in trained.items() if t["best_val_mape"] is not None) + "."]
+    joint_path = Path(args.work) / "joint.pt"
+    if joint_path.exists():
+        from nar_tvm.cost_model import load_checkpoint
+
+        prov = load_checkpoint(joint_path).provenance
+        vs = prov["val_selection"]
+        lines += ["", f"Joint predictor ({prov['model']}, fused-level graphs, one checkpoint for all candidates): "
+                  "trained on " + ", ".join(f"{n} {c}" for c, n in prov["train_models"].items())
+                  + f" profiled models; validation MAPE {prov['best_val_mape']:.3f} (epoch {prov['best_epoch']}): "
+                  + ", ".join(f"{c} {v['mape']:.3f} on {v['models']} models" for c, v in prov["val_by_candidate"].items())
+                  + ".",
+                  "",
+                  f"**Selection on the {vs['models']} validation models profiled under every candidate** "
+                  f"(profiler timings, none of these models trained on): top-1 agreement {vs['top1']:.2f}, mean "
+                  f"Kendall tau {vs['mean_tau']:.2f}, mean regret {vs['mean_regret'] * 100:.1f}% "
+                  f"(max {vs['max_regret'] * 100:.1f}%); always one candidate: "
+                  + ", ".join(f"{c} {v * 100:.1f}%" for c, v in vs["always"].items()) + "."]
     devices_path = Path(args.work) / "devices.json"
     if devices_path.exists():
         d = json.loads(devices_path.read_text())
@@ -336,18 +373,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phases", default="profile,train,evaluate")
     p.add_argument("--candidates", default="default,nofuse,nhwc")
-    p.add_argument("--families", default=DEFAULT_FAMILIES)
-    p.add_argument("--train-per-family", type=int, default=10, help="training models per family and candidate")
+    p.add_argument("--families", default=",".join(FAMILIES), help="held-out model families")
+    p.add_argument("--train-per-family", type=int, default=60, help="profiled models per family and candidate")
+    p.add_argument("--profile-step", type=int, default=4, help="models per family each candidate adds in turn")
     p.add_argument("--models", type=int, default=8, help="held-out models (seeds >= 5000, families in turn)")
     p.add_argument("--work", default="benchmarks/data/pipeline-selection")
-    p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per held-out candidate")
     p.add_argument("--min-repeat-ms", type=int, default=20)
     p.add_argument("--timeout", type=float, default=300)
-    p.add_argument("--cpu-affinity", type=lambda s: [int(c) for c in s.split(",")], default=[0])
-    p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--cpu-affinity", default="1", help="core(s) that measure, e.g. 1 (pin this script elsewhere)")
+    p.add_argument("--data", default="benchmarks/data/cpu-znver4-1t",
+                   help="profiled dataset of the default pipeline; candidate C's is DATA-C")
+    p.add_argument("--model", default="nnlp", choices=["nar-former-v2", "transformer", "nnlp"],
+                   help="network of the joint predictor (recipes.MODELS)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nb201-latency", default="../shared/data/nasbench201/latency.csv")
     p.add_argument("--nb201-devices", default="silver_4114_ms,1080ti_1_ms,samsung_a50_ms,gold_6240_ms")
     p.add_argument("--nb201-train", type=int, default=100, help="architectures per device predictor")

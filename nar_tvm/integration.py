@@ -76,6 +76,12 @@ def predictor_pipeline(predictor) -> str:
     return predictor.platform.get("pipeline", "default")
 
 
+def predictor_pipelines(predictor) -> list[str]:
+    """The compile pipelines whose measurements trained the predictor (a joint model
+    trained on several candidates' profiles lists them all)."""
+    return list(predictor.platform.get("pipelines") or [predictor_pipeline(predictor)])
+
+
 def predict_module(predictor, mod: tvm.IRModule, target=None, pipeline: str | None = None) -> float:
     """Predicted latency (ms) of `mod` compiled with `pipeline` (default: the checkpoint's)."""
     graph = module_graph(mod, pipeline or predictor_pipeline(predictor), predictor_level(predictor), target)

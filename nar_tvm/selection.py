@@ -28,7 +28,8 @@ from typing import Mapping
 import tvm
 from tvm import relax
 
-from .integration import SetVirtualDevice, as_target, module_graph, predictor_level, predictor_pipeline
+from .integration import (SetVirtualDevice, as_target, module_graph, predictor_level, predictor_pipeline,
+                          predictor_pipelines)
 from .platform import PIPELINES, PlatformSpec
 
 
@@ -107,10 +108,11 @@ def score_candidates(model, predictors: Mapping[str, object], target=None, input
     scores = []
     for cand, pred in predictors.items():
         pred = _load(cand, "candidate pipeline", pred)
-        trained = predictor_pipeline(pred)
-        if trained != cand and not allow_mismatch:
-            raise SelectionError(f"the checkpoint for candidate {cand!r} was trained on pipeline {trained!r} "
-                                 "data; give one checkpoint per candidate (or allow_mismatch=True)")
+        trained = predictor_pipelines(pred)
+        if cand not in trained and not allow_mismatch:
+            raise SelectionError(f"the checkpoint for candidate {cand!r} was trained on pipeline "
+                                 f"{', '.join(map(repr, trained))} data; give a checkpoint trained on {cand!r} "
+                                 "measurements (or allow_mismatch=True)")
         level = predictor_level(pred)
         # At op level every candidate has the same graph; extract it once.
         key = (cand if level == "fused" else "", level)
@@ -292,6 +294,19 @@ def _named_paths(items: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+def candidate_checkpoints(items: list[str] | None) -> dict:
+    """--checkpoint values: CANDIDATE=CHECKPOINT pairs, and bare checkpoints trained on several
+    pipelines (`pipelines` in their platform), which stand for every one of them."""
+    pairs = [i for i in items or [] if "=" in i]
+    out: dict = dict(_named_paths(pairs, "candidate pipeline"))
+    for item in items or []:
+        if "=" not in item:
+            pred = _load(item, "candidate pipeline", item)
+            for cand in predictor_pipelines(pred):
+                out.setdefault(cand, pred)
+    return out
+
+
 def cmd_compile(args) -> int:
     from .loaders import load_model, parse_input_shapes
 
@@ -299,9 +314,10 @@ def cmd_compile(args) -> int:
     target = json.loads(args.target) if args.target else None
     report = {"model": loaded.name}
     if args.select:
-        checkpoints = _named_paths(args.checkpoint, "candidate pipeline")
+        checkpoints = candidate_checkpoints(args.checkpoint)
         if not checkpoints:
-            raise SelectionError("--select needs --checkpoint CANDIDATE=CHECKPOINT for each candidate pipeline")
+            raise SelectionError("--select needs --checkpoint CANDIDATE=CHECKPOINT for each candidate pipeline, "
+                                 "or one --checkpoint trained on several pipelines")
         sel = select_pipeline(loaded.mod, checkpoints, target, allow_mismatch=args.allow_mismatch)
         pipeline = sel.choice
         report.update(sel.to_dict())
@@ -345,7 +361,8 @@ def add_compile_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--select", action="store_true",
                    help="score every candidate's graph-level passes with its checkpoint, compile the fastest")
     p.add_argument("--checkpoint", action="append", metavar="CANDIDATE=CHECKPOINT",
-                   help=f"checkpoint per candidate pipeline (repeatable; candidates: {', '.join(PIPELINES)})")
+                   help=f"checkpoint per candidate pipeline (repeatable; candidates: {', '.join(PIPELINES)}); "
+                        "a bare CHECKPOINT trained on several pipelines' profiles covers each of them")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="accept a checkpoint trained under another pipeline than its candidate")
     p.add_argument("--pipeline", default="default", choices=PIPELINES, help="pipeline without --select")

@@ -12,7 +12,7 @@ import tvm
 from tvm import relax
 
 import nar_tvm
-from nar_tvm.cost_model import NARFormerV2Config, TrainConfig, save_checkpoint, train
+from nar_tvm.cost_model import NARFormerV2Config, TrainConfig, load_checkpoint, save_checkpoint, train
 from nar_tvm.cost_model.predictor import PredictionResult
 from nar_tvm.cost_model.synthetic import random_graph, synthetic_latency_ms
 from nar_tvm.integration import (LATENCY_ATTR, MODEL_ATTR, AnnotateLatency, NotRegisteredError,
@@ -68,11 +68,13 @@ def trained(tmp_path_factory):
 class Stub:
     """Predictor interface with a latency fixed per instance (or computed from the graph)."""
 
-    def __init__(self, ms=None, pipeline="default", level="fused", target=None, per_node_ms=None):
+    def __init__(self, ms=None, pipeline="default", level="fused", target=None, per_node_ms=None, pipelines=None):
         self.ms = ms
         self.per_node_ms = per_node_ms
         self.platform = {"pipeline": pipeline, "platform_id": f"stub-{pipeline}",
                          "target": json.dumps(target or CPU)}
+        if pipelines:
+            self.platform["pipelines"] = list(pipelines)
         self.provenance = {"level": level}
         self.graphs = []
 
@@ -159,6 +161,12 @@ def test_selection_errors_name_the_problem(mod, tmp_path):
     sel = select_pipeline(mod, {"default": shared, "dlight": shared, "nofuse": shared}, CPU, allow_mismatch=True)
     by = {s.candidate: s.predicted_ms for s in sel.scores}
     assert by["default"] == by["dlight"] < by["nofuse"]
+    # A joint checkpoint trained on several pipelines' profiles serves each of them, and only them.
+    joint = Stub(per_node_ms=0.5, pipelines=["default", "nofuse"])
+    sel = select_pipeline(mod, {"default": joint, "nofuse": joint}, CPU)
+    assert sel.choice == "default"
+    with pytest.raises(SelectionError, match="trained on pipeline 'default', 'nofuse'"):
+        select_pipeline(mod, {"nhwc": joint}, CPU)
 
 
 def test_compile_cli_writes_library_and_report(tmp_path, trained, onnx_bytes):
@@ -176,6 +184,14 @@ def test_compile_cli_writes_library_and_report(tmp_path, trained, onnx_bytes):
     assert args.func(args) == 0
     report = json.loads((tmp_path / "tiny.so.report.json").read_text())
     assert out.is_file() and report["choice"] in ("default", "nofuse") and len(report["candidates"]) == 2
+    # One checkpoint trained on several pipelines stands for all of them.
+    predictor = load_checkpoint(trained)
+    predictor.platform["pipelines"] = ["default", "nofuse"]
+    joint = save_checkpoint(predictor, tmp_path / "joint.pt")
+    args = parser.parse_args(["compile", str(onnx_path), "--out", str(out), "--select", "--checkpoint", str(joint)])
+    assert args.func(args) == 0
+    report = json.loads((tmp_path / "tiny.so.report.json").read_text())
+    assert sorted(c["candidate"] for c in report["candidates"]) == ["default", "nofuse"]
     args = parser.parse_args(["select-device", str(onnx_path), "--platforms", f"cpu={trained}", "gpu"])
     with pytest.raises(SelectionError, match="missing checkpoint for platform 'gpu'"):
         args.func(args)
