@@ -246,14 +246,17 @@ class Tokenizer:
         return np.array(rows, dtype=np.float64).reshape(len(rows), self.config.num_scalars)
 
     def _scalars(self, node: OpNode) -> list[float]:
+        # Runs once per node of every graph predicted: absent attributes skip _numbers.
         c = self.config
         row = _fit(_kernel_window(node)[-KERNEL_SLOTS:], KERNEL_SLOTS)
+        attrs = node.attrs
         for key, slots in c.attr_slots.items():
-            row += _fit(_numbers(node.attrs.get(key)), slots)
+            value = attrs.get(key)
+            row += _fit(_numbers(value), slots) if value is not None else [np.nan] * slots
         row.append(float(len(node.weights)))
         shape = node.outputs[0].shape if node.outputs else []
         row += _fit(_shape(shape, c.max_shape_dims), c.max_shape_dims)
-        row += [float(getattr(node, name)) for name in COST_FEATURES]
+        row += [float(node.flops), float(node.bytes), float(node.params)]  # COST_FEATURES order
         return row
 
     def encode(self, graph: OpGraph) -> GraphTokens:

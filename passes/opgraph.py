@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,10 +26,7 @@ class OpGraphError(ValueError):
 
 
 def numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
+    return int(math.prod(shape))
 
 
 def tensor_bytes(shape, dtype: str) -> int:
@@ -71,7 +69,9 @@ class OpNode:
     @property
     def bytes(self) -> int:
         """Memory traffic if every operand is read once and every result written once."""
-        return sum(t.nbytes for t in (*self.inputs, *self.weights, *self.outputs))
+        # Inlined tensor_bytes: the tokenizer asks this of every node of every graph.
+        return sum(int(math.prod(t.shape)) * DTYPE_BYTES.get(t.dtype, 4)
+                   for t in (*self.inputs, *self.weights, *self.outputs))
 
 
 @dataclass
