@@ -1,7 +1,9 @@
 """Tokenizer and predictor throughput: batched vs one graph at a time, in one run.
 
-Measures the predictor that ships (default checkpoint) on measured dataset graphs of
-50-250 nodes at the checkpoint's graph level, for each torch thread count asked:
+Measures the predictor that ships (default checkpoint), and the networks of the recipes
+named with --models at their recipe size (weights as initialised: speed does not depend
+on their values), on measured dataset graphs of 50-250 nodes at the checkpoint's graph
+level, for each torch thread count asked:
 
     python benchmarks/bench_predictor_throughput.py            # 1 and 2 threads
     python benchmarks/bench_predictor_throughput.py --synthetic  # no dataset needed
@@ -15,13 +17,15 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from nar_tvm.api import resolve_checkpoint
-from nar_tvm.cost_model import LatencyPredictor, NARFormerV2, NARFormerV2Config, Tokenizer, load_checkpoint
+from nar_tvm.cost_model import LatencyPredictor, NARFormerV2, NARFormerV2Config, Tokenizer, load_checkpoint, recipes
+from nar_tvm.cost_model.architectures import architecture_of, build_model
 from nar_tvm.cost_model.synthetic import random_graph
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +64,8 @@ def main() -> None:
     parser.add_argument("--min-nodes", type=int, default=50)
     parser.add_argument("--max-nodes", type=int, default=250)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--models", nargs="*", default=["nar-former-v2"], choices=sorted(recipes.MODELS),
+                        help="recipe networks measured beside the shipped checkpoint")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -73,45 +79,48 @@ def main() -> None:
                   for _ in range(args.graphs)]
         tokenizer = Tokenizer().fit(graphs)
         cfg = NARFormerV2Config(token_dim=tokenizer.token_dim, static_dim=tokenizer.static_dim)
-        # Untrained weights: throughput does not depend on their values.
-        predictor = LatencyPredictor(tokenizer, NARFormerV2(cfg).eval())
-        source = "synthetic graphs, untrained default-size model"
+        predictors = {"NARFormerV2 default size": LatencyPredictor(tokenizer, NARFormerV2(cfg).eval())}
+        source = "synthetic graphs, untrained models"
     else:
         checkpoint = resolve_checkpoint(args.checkpoint)
-        predictor = load_checkpoint(checkpoint)
-        level = predictor.provenance.get("level", "op")
+        shipped = load_checkpoint(checkpoint)
+        level = shipped.provenance.get("level", "op")
         graphs = dataset_graphs(args.dataset, level, args.min_nodes, args.max_nodes, args.graphs)
-        tokenizer, cfg = predictor.tokenizer, predictor.model.cfg
+        tokenizer = shipped.tokenizer
+        predictors = {f"shipped ({architecture_of(shipped.model.cfg)}, {shipped.provenance.get('method', '?')})": shipped}
+        for name in args.models:
+            cfg = replace(recipes.MODELS[name], token_dim=tokenizer.token_dim, static_dim=tokenizer.static_dim)
+            predictors[f"recipe {name}"] = LatencyPredictor(tokenizer, build_model(cfg).eval())
         source = f"{level}-level graphs of {args.dataset}, checkpoint {checkpoint.name}"
     nodes = sum(g.num_nodes for g in graphs)
     tokens = tokenizer.encode_many(graphs)
     print(f"{len(graphs)} graphs ({source}), {args.min_nodes}-{args.max_nodes} nodes "
-          f"(mean {nodes / len(graphs):.0f}); d_model {cfg.d_model}, {cfg.n_layers} layers; "
-          f"{platform.processor() or platform.machine()}")
+          f"(mean {nodes / len(graphs):.0f}); {platform.processor() or platform.machine()}")
 
     results = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        runs = {
-            "tokenizer": lambda: tokenizer.encode_many(graphs),
-            "single": lambda: [predictor.predict_tokens([t], batch_size=1) for t in tokens],
-            **{f"batched {bs}": (lambda bs=bs: predictor.predict_tokens(tokens, batch_size=bs))
-               for bs in args.batch_sizes},
-            "end-to-end": lambda: predictor.predict(graphs),
-        }
+        runs = {"tokenizer": lambda: tokenizer.encode_many(graphs)}
+        for label, pred in predictors.items():
+            runs[f"{label}|single"] = lambda pred=pred: [pred.predict_tokens([t], batch_size=1) for t in tokens]
+            for bs in args.batch_sizes:
+                runs[f"{label}|batched {bs}"] = lambda pred=pred, bs=bs: pred.predict_tokens(tokens, batch_size=bs)
+            runs[f"{label}|end-to-end"] = lambda pred=pred: pred.predict(graphs)
         rate = best_rates(runs, len(graphs), args.repeats)
         print(f"\ntorch threads {torch.get_num_threads()}")
-        print(f"  tokenizer                      {rate['tokenizer']:9.1f} graphs/s  "
+        print(f"  tokenizer                        {rate['tokenizer']:9.1f} graphs/s  "
               f"{rate['tokenizer'] * nodes / len(graphs):9.0f} nodes/s")
-        print(f"  predictor, one graph at a time {rate['single']:9.1f} graphs/s")
-        for bs in args.batch_sizes:
-            batched = rate[f"batched {bs}"]
-            print(f"  predictor, batched (<= {bs:>3})   {batched:9.1f} graphs/s  "
-                  f"{batched / rate['single']:5.1f}x one-at-a-time")
-        print(f"  predict() incl. tokenizing     {rate['end-to-end']:9.1f} graphs/s")
-        results.append({"threads": threads, "graphs_per_s": rate,
-                        "speedup": {f"batched {bs}": rate[f"batched {bs}"] / rate["single"]
-                                    for bs in args.batch_sizes}})
+        speedups = {}
+        for label in predictors:
+            single = rate[f"{label}|single"]
+            print(f"  {label}")
+            print(f"    one graph at a time            {single:9.1f} graphs/s")
+            for bs in args.batch_sizes:
+                batched = rate[f"{label}|batched {bs}"]
+                speedups[f"{label}|batched {bs}"] = batched / single
+                print(f"    batched (<= {bs:>3})              {batched:9.1f} graphs/s  {batched / single:5.1f}x one-at-a-time")
+            print(f"    predict() incl. tokenizing     {rate[f'{label}|end-to-end']:9.1f} graphs/s")
+        results.append({"threads": threads, "graphs_per_s": rate, "speedup": speedups})
     if args.json:
         Path(args.json).write_text(json.dumps({"source": source, "graphs": len(graphs),
                                                "mean_nodes": nodes / len(graphs), "results": results}, indent=1))
