@@ -182,6 +182,8 @@ def phase_evaluate(args) -> dict:
     from nar_tvm.passes.extract import default_target
 
     cands = _candidates(args)
+    # Measure on the profiling core(s), as the training data was measured.
+    os.sched_setaffinity(0, {int(c) for c in args.cpu_affinity.split(",")})
     joint = None if args.no_predict else load_checkpoint(Path(args.work) / "joint.pt")
     predictors = {c: joint for c in cands} if joint else {}
     target = default_target()

@@ -21,6 +21,8 @@ def extract(model, level: str = "op", input_shapes: dict | None = None, example_
 
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
+# One predictor trained on every candidate pipeline's profiles: `compile --select`'s default.
+PIPELINES_CHECKPOINT = Path(__file__).parent / "checkpoints" / "pipelines.pt"
 
 
 class NoCheckpointError(FileNotFoundError):

@@ -314,10 +314,13 @@ def cmd_compile(args) -> int:
     target = json.loads(args.target) if args.target else None
     report = {"model": loaded.name}
     if args.select:
-        checkpoints = candidate_checkpoints(args.checkpoint)
+        from .api import PIPELINES_CHECKPOINT
+
+        given = args.checkpoint or ([str(PIPELINES_CHECKPOINT)] if PIPELINES_CHECKPOINT.is_file() else [])
+        checkpoints = candidate_checkpoints(given)
         if not checkpoints:
             raise SelectionError("--select needs --checkpoint CANDIDATE=CHECKPOINT for each candidate pipeline, "
-                                 "or one --checkpoint trained on several pipelines")
+                                 "or one --checkpoint trained on several pipelines (none ships here)")
         sel = select_pipeline(loaded.mod, checkpoints, target, allow_mismatch=args.allow_mismatch)
         pipeline = sel.choice
         report.update(sel.to_dict())
@@ -362,7 +365,8 @@ def add_compile_parser(subparsers) -> argparse.ArgumentParser:
                    help="score every candidate's graph-level passes with its checkpoint, compile the fastest")
     p.add_argument("--checkpoint", action="append", metavar="CANDIDATE=CHECKPOINT",
                    help=f"checkpoint per candidate pipeline (repeatable; candidates: {', '.join(PIPELINES)}); "
-                        "a bare CHECKPOINT trained on several pipelines' profiles covers each of them")
+                        "a bare CHECKPOINT trained on several pipelines' profiles covers each of them "
+                        "(default: the shipped one, when this installation has it)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="accept a checkpoint trained under another pipeline than its candidate")
     p.add_argument("--pipeline", default="default", choices=PIPELINES, help="pipeline without --select")

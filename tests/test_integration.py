@@ -169,8 +169,10 @@ def test_selection_errors_name_the_problem(mod, tmp_path):
         select_pipeline(mod, {"nhwc": joint}, CPU)
 
 
-def test_compile_cli_writes_library_and_report(tmp_path, trained, onnx_bytes):
+def test_compile_cli_writes_library_and_report(tmp_path, trained, onnx_bytes, monkeypatch):
     import argparse
+
+    import nar_tvm.api
 
     onnx_path = tmp_path / "tiny.onnx"
     onnx_path.write_bytes(onnx_bytes)
@@ -192,6 +194,13 @@ def test_compile_cli_writes_library_and_report(tmp_path, trained, onnx_bytes):
     assert args.func(args) == 0
     report = json.loads((tmp_path / "tiny.so.report.json").read_text())
     assert sorted(c["candidate"] for c in report["candidates"]) == ["default", "nofuse"]
+    # Without --checkpoint, the shipped joint checkpoint is used, or the error says none ships.
+    args = parser.parse_args(["compile", str(onnx_path), "--out", str(out), "--select"])
+    monkeypatch.setattr(nar_tvm.api, "PIPELINES_CHECKPOINT", joint)
+    assert args.func(args) == 0
+    monkeypatch.setattr(nar_tvm.api, "PIPELINES_CHECKPOINT", tmp_path / "absent.pt")
+    with pytest.raises(SelectionError, match="none ships here"):
+        args.func(args)
     args = parser.parse_args(["select-device", str(onnx_path), "--platforms", f"cpu={trained}", "gpu"])
     with pytest.raises(SelectionError, match="missing checkpoint for platform 'gpu'"):
         args.func(args)
