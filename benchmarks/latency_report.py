@@ -546,6 +546,8 @@ def write_report(path: Path, ctx: dict) -> None:
     w(f"* raw results: `{ctx['json_name']}`")
     w("* plots: " + ", ".join(f"`{p}`" for p in ctx["plots"].values()))
     w(f"* checkpoint: `{ctx['checkpoint_name']}`")
+    if ctx.get("notes"):
+        w("\n" + ctx["notes"].strip())
     path.write_text("\n".join(L) + "\n")
 
 
@@ -585,6 +587,7 @@ def main() -> int:
     parser.add_argument("--runs-cache", default=None,
                         help="file of finished runs (default: the report's name with .runs.jsonl); a rerun on "
                              "the same snapshot and settings reuses them instead of training again")
+    parser.add_argument("--notes", default=None, help="markdown file appended to the report (discussion)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -768,6 +771,7 @@ def main() -> int:
         "seeds": seeds, "ood_seeds": ood_seeds, "in_domain": in_domain, "ood": ood,
         "targets": targets, "shipped": shipped, "speed": speed, "plots": plots,
         "json_name": f"{stem}.json", "checkpoint_name": Path(args.checkpoint).name,
+        "notes": Path(args.notes).read_text() if args.notes else None,
     }
     write_report(out, ctx)
     raw = {k: ctx[k] for k in ("command", "started", "finished", "dataset", "noise", "level", "seeds", "ood_seeds",
