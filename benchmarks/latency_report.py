@@ -403,6 +403,10 @@ def write_report(path: Path, ctx: dict) -> None:
       f"{ctx['total_cpu_min']:.1f} min CPU in all ({ctx['jobs']} training process(es) in parallel, one torch "
       "thread each). The cores were shared with other jobs during the run, so wall times exceed CPU times; "
       "CPU times are the comparable numbers.\n")
+    if ctx.get("reused"):
+        w(f"{ctx['reused']} training runs were reused from the run cache `{ctx['runs_cache']}`: an earlier "
+          "invocation trained them on the same snapshot with the same settings (the cache key covers both). "
+          "The times above are this invocation's; the per-run training times in the tables are the runs' own.\n")
 
     ds = ctx["dataset"]
     w("## Dataset\n")
@@ -772,6 +776,7 @@ def main() -> int:
         "targets": targets, "shipped": shipped, "speed": speed, "plots": plots,
         "json_name": f"{stem}.json", "checkpoint_name": Path(args.checkpoint).name,
         "notes": Path(args.notes).read_text() if args.notes else None,
+        "reused": runner.reused, "runs_cache": cache.name,
     }
     write_report(out, ctx)
     raw = {k: ctx[k] for k in ("command", "started", "finished", "dataset", "noise", "level", "seeds", "ood_seeds",
