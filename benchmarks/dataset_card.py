@@ -34,6 +34,11 @@ def main() -> None:
     fingerprint = records[0]["platform"] if records else {}
     protocol = records[0]["measurement"]["protocol"] if records else {}
     failures = [r for r in DatasetStore(root).records("failed")]
+    # The commands that grew this dataset and the conditions they ran in: hand-written, kept
+    # beside the data, since the records cannot tell how many runs made them.
+    how = root / "MEASURED.md"
+    how_lines = how.read_text().strip().splitlines() if how.exists() else [
+        "(no MEASURED.md beside the data: the commands that made it are not recorded)"]
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     bins = np.logspace(np.log10(min(min(v) for v in per_family.values())),
@@ -61,23 +66,14 @@ def main() -> None:
         "",
         "## How it was measured",
         "",
-        "```",
-        "nar-tvm profile --per-family 212 --out " + str(root) + " --cpu-affinity 1 --shard-size 100",
-        "nar-tvm profile --remeasure 0.05 --out " + str(root) + " --cpu-affinity 1",
-        "```",
+        *how_lines,
         "",
         "* Each model: torch -> ONNX (legacy exporter, BatchNorm folded) -> onnx-simplifier -> "
-        "Relax (`from_onnx`) -> `tvm.compile` with the default Relax CPU pipeline (no tuning) -> "
+        f"Relax (`from_onnx`) -> `tvm.compile` with the `{fingerprint.get('pipeline', 'default')}` "
+        "compile pipeline (`nar_tvm.measure.graph_level_passes`; no tuning) -> "
         f"Relax VM `time_evaluator` with protocol {json.dumps(protocol)}: one warm-up call, "
         "then `repeat` timings, each of as many calls as fill `min_repeat_ms`; the latency is the "
         "median of the repeats, the CV their spread.",
-        "* The store resumes, so the data was grown in several runs of the first command (up to 200, "
-        "then 212 seeds per family) without measuring anything twice; the re-measure command ran after "
-        "the 200-seed and the 212-seed runs (each samples 5% of what is there, and skips models "
-        "already re-measured), so the noise floor pools both passes.",
-        "* Measured in a child process pinned to core 1 with `TVM_NUM_THREADS=1`. The other core "
-        "was in use (development, training) while the data was taken, so the noise floor below "
-        "includes interference from a busy neighbour core; it is the honest error bar of these labels.",
         "",
         "## Platform fingerprint",
         "",
