@@ -47,6 +47,9 @@ class NARFormerV2Config:
     grouped_ffn: bool = True
     use_static: bool = True
     readout: str = "sum"
+    # A per-node output trained on measured kernel times (train's node_weight), beside the
+    # graph readout; prediction still comes from the readout.
+    node_head: bool = False
 
     def validate(self) -> None:
         if self.token_dim is None or self.static_dim is None:
@@ -157,6 +160,12 @@ class EncoderBlock(nn.Module):
         return h + self.scale_ffn * self.ffn(u)
 
 
+def node_output(head: nn.Module | None, h: torch.Tensor) -> torch.Tensor:
+    if head is None:
+        raise ValueError("this model has no node head: build it with node_head=True to train on kernel times")
+    return head(h).squeeze(-1)
+
+
 def regression_head(d: int, static_dim: int, hidden: int, dropout: float, use_static: bool):
     """Static-feature encoder and MLP head shared by every graph model here, so that
     baselines differ from NAR-Former V2 only in how node states are computed."""
@@ -186,6 +195,7 @@ class NARFormerV2(nn.Module):
         self.norm_out = nn.LayerNorm(d)
         self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
                                                      cfg.use_static)
+        self.node_out = nn.Linear(d, 1) if cfg.node_head else None
 
     def block_states(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
                      mask: torch.Tensor) -> list[torch.Tensor]:
@@ -219,6 +229,8 @@ class NARFormerV2(nn.Module):
         return self.head(pooled).squeeze(-1)
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
-                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                static: torch.Tensor, mask: torch.Tensor, with_nodes: bool = False):
+        """Graph log-latency [B]; with `with_nodes`, also per-node log kernel ms [B, N]."""
         last = self.block_states(x, adj, degree, mask)[-1]
-        return self.regress(self.pool(last, self.norm_out, mask), static, mask)
+        graph = self.regress(self.pool(last, self.norm_out, mask), static, mask)
+        return (graph, node_output(self.node_out, last)) if with_nodes else graph

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import regression_head
+from .model import node_output, regression_head
 
 
 @dataclass
@@ -24,6 +24,7 @@ class NNLPConfig:
     head_hidden: int = 128
     dropout: float = 0.05
     use_static: bool = True
+    node_head: bool = False  # as NARFormerV2Config.node_head
 
     def validate(self) -> None:
         if self.token_dim is None or self.static_dim is None:
@@ -60,9 +61,10 @@ class NNLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
                                                      cfg.use_static)
+        self.node_out = nn.Linear(d, 1) if cfg.node_head else None
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
-                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                static: torch.Tensor, mask: torch.Tensor, with_nodes: bool = False):
         n = x.shape[1]
         # collate's adjacency includes self loops (for attention); SAGE keeps self apart.
         neighbours = (adj & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=x.device)).float()
@@ -73,4 +75,5 @@ class NNLP(nn.Module):
         pooled = (h * mask[..., None]).sum(dim=1)
         if self.cfg.use_static:
             pooled = torch.cat([pooled, self.static_mlp(static)], dim=-1)
-        return self.head(pooled).squeeze(-1)
+        graph = self.head(pooled).squeeze(-1)
+        return (graph, node_output(self.node_out, h)) if with_nodes else graph

@@ -42,6 +42,10 @@ class TrainConfig:
     size_bucket_batches: int = 1
     # Epochs without a better validation MAPE before stopping; None trains all epochs.
     patience: int | None = 20
+    # Weight of an auxiliary loss on measured per-kernel times (graphs' meta["node_ms"], as
+    # the dataset attaches them to fused graphs): each node's own output learns its kernel's
+    # log-time, so node states carry cost, not only the graph total. 0: off.
+    node_weight: float = 0.0
     device: str = "cpu"
 
     def validate(self) -> None:
@@ -49,6 +53,8 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.size_bucket_batches < 1:
             raise ValueError("epochs, batch_size and size_bucket_batches must be positive")
+        if self.node_weight < 0:
+            raise ValueError(f"node_weight must be >= 0, got {self.node_weight}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
 
@@ -141,6 +147,25 @@ def _targets(graphs: Sequence[OpGraph], targets, what: str) -> np.ndarray:
     return y
 
 
+def _node_log_ms(graph: OpGraph) -> np.ndarray:
+    """log ms of each node's kernel as measured (NaN where unknown), in node order."""
+    times = graph.meta.get("node_ms")
+    if times is None:
+        return np.full(graph.num_nodes, np.nan)
+    if len(times) != graph.num_nodes:
+        raise ValueError(f"graph {graph.name!r}: {len(times)} node times for {graph.num_nodes} nodes")
+    ms = np.array([np.nan if t is None else t for t in times], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ms > 0, np.log(ms), np.nan)
+
+
+def _pad(rows: list[np.ndarray], width: int) -> torch.Tensor:
+    out = torch.full((len(rows), width), float("nan"))
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.from_numpy(r)
+    return out
+
+
 def train(
     train_graphs: Sequence[OpGraph],
     train_targets,
@@ -169,6 +194,12 @@ def train(
     val_tokens = tokenizer.encode_many(val_graphs)
     model_cfg = replace(model_cfg or NARFormerV2Config(),
                         token_dim=tokenizer.token_dim, static_dim=tokenizer.static_dim)
+    node_log_ms = None
+    if train_cfg.node_weight > 0:
+        model_cfg = replace(model_cfg, node_head=True)
+        node_log_ms = [_node_log_ms(g) for g in train_graphs]
+        if not any(np.isfinite(t).any() for t in node_log_ms):
+            raise ValueError("node_weight > 0 but no training graph carries kernel times (meta['node_ms'])")
 
     device = torch.device(train_cfg.device)
     rng = np.random.default_rng(train_cfg.seed)
@@ -202,10 +233,18 @@ def train(
             for batch_idx in _epoch_batches(rng, sizes, n_batches, train_cfg.size_bucket_batches):
                 batch = {k: v.to(device) for k, v in collate([train_tokens[i] for i in batch_idx]).items()}
                 y = torch.as_tensor(y_train[batch_idx], dtype=torch.float32, device=device)
-                log_pred = model(**batch)
+                if node_log_ms is None:
+                    log_pred = model(**batch)
+                else:
+                    log_pred, node_pred = model(**batch, with_nodes=True)
                 loss = log_mse_loss(log_pred, y) if train_cfg.loss == "log_mse" else rse_loss(log_pred, y)
                 if train_cfg.loss == "rse+sr":
                     loss = loss + train_cfg.sr_weight * sr_loss(log_pred, y, shuffle_gen)
+                if node_log_ms is not None:
+                    target = _pad([node_log_ms[i] for i in batch_idx], node_pred.shape[1]).to(device)
+                    known = torch.isfinite(target)
+                    if known.any():
+                        loss = loss + train_cfg.node_weight * (node_pred[known] - target[known]).square().mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

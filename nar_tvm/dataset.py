@@ -131,7 +131,23 @@ class Sample:
         self.latency_ms = float(record["measurement"]["median_ms"])
 
     def graph(self, level: str = "op") -> OpGraph:
-        return OpGraph.from_dict(self.record["graphs"][level])
+        graph = OpGraph.from_dict(self.record["graphs"][level])
+        if level == "fused":
+            graph.meta["node_ms"] = node_times(graph, self.record["measurement"].get("kernels_ms"))
+        return graph
+
+
+def node_times(graph: OpGraph, kernels_ms: dict | None) -> list[float | None] | None:
+    """Measured ms of each fused node's kernel, None where the profile has no such kernel.
+
+    The profile sums a kernel's calls, and a PrimFunc reused by several nodes (repeated
+    blocks) is one kernel: its time is split evenly between them.
+    """
+    if not kernels_ms:
+        return None
+    calls = Counter(nd.kernel for nd in graph.nodes)
+    return [kernels_ms[nd.kernel] / calls[nd.kernel] if nd.kernel in kernels_ms else None
+            for nd in graph.nodes]
 
 
 def platforms(path) -> dict[str, dict]:

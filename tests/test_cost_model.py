@@ -444,3 +444,44 @@ def test_cost_model_never_imports_tvm():
             "bad = [m for m in sys.modules if m == 'tvm' or m.startswith(('tvm.', 'nar_tvm.api', 'nar_tvm.loaders'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------- kernel-time supervision
+
+def test_node_times_split_shared_kernels_and_mark_unknown_ones():
+    from nar_tvm.cost_model.synthetic import random_graph
+    from nar_tvm.dataset import node_times
+
+    g = random_graph(np.random.default_rng(0), 4)
+    for nd, kernel in zip(g.nodes, ["k_conv", "k_act", "k_act", "k_pool"]):
+        nd.kernel = kernel
+    # k_act ran twice (one PrimFunc, two nodes): the profile's 1.0 ms is both calls together.
+    assert node_times(g, {"k_conv": 3.0, "k_act": 1.0}) == [3.0, 0.5, 0.5, None]
+    assert node_times(g, None) is None and node_times(g, {}) is None
+
+
+def test_training_on_kernel_times_teaches_the_node_head():
+    from nar_tvm.cost_model import spearman
+    from nar_tvm.cost_model.synthetic import synthetic_dataset
+
+    graphs, y = synthetic_dataset(120, seed=3)
+    for g in graphs:  # each node's made-up kernel time: its share of the synthetic latency model
+        g.meta["node_ms"] = [nd.flops / 2e8 + 0.005 for nd in g.nodes]
+        g.meta["node_ms"][0] = None  # an unprofiled kernel is skipped, not a zero
+    cfg = TrainConfig(epochs=30, batch_size=16, lr=3e-3, seed=0, patience=None, node_weight=1.0)
+    predictor, _ = train(graphs[:100], y[:100], graphs[100:], y[100:], model_cfg=TINY_MODEL, train_cfg=cfg,
+                         progress=False)
+    assert predictor.model.cfg.node_head
+    batch = collate(predictor.tokenizer.encode_many(graphs[100:]))
+    with torch.no_grad():
+        graph_log_ms, node_log_ms = predictor.model(**batch, with_nodes=True)
+    assert node_log_ms.shape == batch["mask"].shape
+    pred = node_log_ms[batch["mask"]].numpy()
+    true = np.log([t if t is not None else np.nan for g in graphs[100:] for t in g.meta["node_ms"]])
+    known = np.isfinite(true)
+    assert spearman(pred[known], true[known]) > 0.8
+    # Prediction is still the graph readout, and a model without a node head says what is missing.
+    np.testing.assert_allclose(np.exp(graph_log_ms.numpy()), predictor.predict(graphs[100:]).latency_ms, rtol=1e-5)
+    with pytest.raises(ValueError, match="no training graph carries kernel times"):
+        train(synthetic_dataset(20, seed=4)[0], synthetic_dataset(20, seed=4)[1], graphs[:5], y[:5],
+              model_cfg=TINY_MODEL, train_cfg=cfg, progress=False)
