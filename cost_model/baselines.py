@@ -130,16 +130,19 @@ class GradientBoostedTrees:
 class NeuralRegressor:
     """A network trained by train.train (NAR-Former V2 and its variants, or NNLP)."""
 
-    def __init__(self, model_cfg=None, train_cfg: TrainConfig | None = None, progress: bool = False):
+    def __init__(self, model_cfg=None, train_cfg: TrainConfig | None = None, progress: bool = False,
+                 node_weight: float = 0.0):
         self.model_cfg = model_cfg
         self.train_cfg = train_cfg or TrainConfig()
         self.progress = progress
+        self.node_weight = node_weight
         self.predictor = None
         self.history = None
 
     def fit(self, train_graphs, y, val_graphs, y_val) -> "NeuralRegressor":
         self.predictor, self.history = train(train_graphs, y, val_graphs, y_val, model_cfg=self.model_cfg,
-                                             train_cfg=self.train_cfg, progress=self.progress)
+                                             train_cfg=self.train_cfg, progress=self.progress,
+                                             node_weight=self.node_weight)
         return self
 
     def predict(self, graphs: Sequence[OpGraph]) -> np.ndarray:

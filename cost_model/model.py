@@ -47,9 +47,6 @@ class NARFormerV2Config:
     grouped_ffn: bool = True
     use_static: bool = True
     readout: str = "sum"
-    # A per-node output trained on measured kernel times (train's node_weight), beside the
-    # graph readout; prediction still comes from the readout.
-    node_head: bool = False
 
     def validate(self) -> None:
         if self.token_dim is None or self.static_dim is None:
@@ -162,7 +159,7 @@ class EncoderBlock(nn.Module):
 
 def node_output(head: nn.Module | None, h: torch.Tensor) -> torch.Tensor:
     if head is None:
-        raise ValueError("this model has no node head: build it with node_head=True to train on kernel times")
+        raise ValueError("this model has no node head: it exists only while training on kernel times")
     return head(h).squeeze(-1)
 
 
@@ -195,7 +192,8 @@ class NARFormerV2(nn.Module):
         self.norm_out = nn.LayerNorm(d)
         self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
                                                      cfg.use_static)
-        self.node_out = nn.Linear(d, 1) if cfg.node_head else None
+        # Training-only auxiliary output (train's node_weight); never part of a checkpoint.
+        self.node_out: nn.Module | None = None
 
     def block_states(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
                      mask: torch.Tensor) -> list[torch.Tensor]:

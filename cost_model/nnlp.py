@@ -24,7 +24,6 @@ class NNLPConfig:
     head_hidden: int = 128
     dropout: float = 0.05
     use_static: bool = True
-    node_head: bool = False  # as NARFormerV2Config.node_head
 
     def validate(self) -> None:
         if self.token_dim is None or self.static_dim is None:
@@ -61,7 +60,7 @@ class NNLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
                                                      cfg.use_static)
-        self.node_out = nn.Linear(d, 1) if cfg.node_head else None
+        self.node_out: nn.Module | None = None  # as NARFormerV2's
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
                 static: torch.Tensor, mask: torch.Tensor, with_nodes: bool = False):

@@ -42,10 +42,6 @@ class TrainConfig:
     size_bucket_batches: int = 1
     # Epochs without a better validation MAPE before stopping; None trains all epochs.
     patience: int | None = 20
-    # Weight of an auxiliary loss on measured per-kernel times (graphs' meta["node_ms"], as
-    # the dataset attaches them to fused graphs): each node's own output learns its kernel's
-    # log-time, so node states carry cost, not only the graph total. 0: off.
-    node_weight: float = 0.0
     device: str = "cpu"
 
     def validate(self) -> None:
@@ -53,8 +49,6 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.size_bucket_batches < 1:
             raise ValueError("epochs, batch_size and size_bucket_batches must be positive")
-        if self.node_weight < 0:
-            raise ValueError(f"node_weight must be >= 0, got {self.node_weight}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
 
@@ -175,12 +169,18 @@ def train(
     train_cfg: TrainConfig | None = None,
     tokenizer: Tokenizer | None = None,
     progress: bool = True,
+    node_weight: float = 0.0,
 ) -> tuple[LatencyPredictor, TrainHistory]:
     """Fit a latency predictor (targets in ms); the model kept is the one with the best
     validation MAPE. `model_cfg` picks the network, a NARFormerV2Config (the default) or
     a baselines.NNLPConfig, so that every neural model shares this loop, loss and early
     stopping. A tokenizer without a vocabulary (or None) is fitted, in place, on the
     training graphs; a fitted one is used as it is.
+
+    `node_weight` > 0 adds an auxiliary loss on measured per-kernel times (graphs'
+    meta["node_ms"], which the dataset attaches to fused graphs): a per-node output learns
+    each node's kernel log-time, so node states carry cost, not only the graph total. The
+    auxiliary output is dropped after training; predictions come from the graph readout.
     """
     train_cfg = train_cfg or TrainConfig()
     train_cfg.validate()
@@ -194,9 +194,10 @@ def train(
     val_tokens = tokenizer.encode_many(val_graphs)
     model_cfg = replace(model_cfg or NARFormerV2Config(),
                         token_dim=tokenizer.token_dim, static_dim=tokenizer.static_dim)
+    if node_weight < 0:
+        raise ValueError(f"node_weight must be >= 0, got {node_weight}")
     node_log_ms = None
-    if train_cfg.node_weight > 0:
-        model_cfg = replace(model_cfg, node_head=True)
+    if node_weight > 0:
         node_log_ms = [_node_log_ms(g) for g in train_graphs]
         if not any(np.isfinite(t).any() for t in node_log_ms):
             raise ValueError("node_weight > 0 but no training graph carries kernel times (meta['node_ms'])")
@@ -210,6 +211,9 @@ def train(
 
     with _deterministic(train_cfg.seed):
         model = build_model(model_cfg).to(device)
+        if node_log_ms is not None:
+            width = model_cfg.hidden if hasattr(model_cfg, "hidden") else model_cfg.d_model
+            model.node_out = nn.Linear(width, 1).to(device)
         with torch.no_grad():
             # Start every graph at the constant that minimises the training loss. The RSE
             # bounds the penalty for under-prediction, so through exp() its gradient fades
@@ -229,7 +233,7 @@ def train(
         bar = tqdm(range(1, train_cfg.epochs + 1), desc="train", disable=not progress, leave=False)
         for epoch in bar:
             model.train()
-            losses = []
+            losses, node_losses = [], []
             for batch_idx in _epoch_batches(rng, sizes, n_batches, train_cfg.size_bucket_batches):
                 batch = {k: v.to(device) for k, v in collate([train_tokens[i] for i in batch_idx]).items()}
                 y = torch.as_tensor(y_train[batch_idx], dtype=torch.float32, device=device)
@@ -244,7 +248,9 @@ def train(
                     target = _pad([node_log_ms[i] for i in batch_idx], node_pred.shape[1]).to(device)
                     known = torch.isfinite(target)
                     if known.any():
-                        loss = loss + train_cfg.node_weight * (node_pred[known] - target[known]).square().mean()
+                        node_loss = (node_pred[known] - target[known]).square().mean()
+                        node_losses.append(node_loss.item())
+                        loss = loss + node_weight * node_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -254,6 +260,8 @@ def train(
             val_mape = mape(predictor.predict_tokens(val_tokens), y_val)
             record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                       "train_loss": float(np.mean(losses)), "val_mape": val_mape}
+            if node_losses:
+                record["node_loss"] = float(np.mean(node_losses))
             history.epochs.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_mape=f"{val_mape:.4f}")
             if val_mape < history.best_val_mape:
@@ -265,6 +273,7 @@ def train(
         bar.close()
 
         model.load_state_dict(best_state)
+        model.node_out = None
         model.eval()
         predictor.provenance = {
             "trainer": "nar_tvm.cost_model.train",

@@ -125,7 +125,7 @@ def cmd_train(args) -> int:
     model_cfg = recipes.model_config(args.model, width=args.width, layers=args.layers)
     predictor, history, parts = train_on_dataset(args.dataset, level=args.level, split=args.split,
                                                  seed=args.seed, platform_id=args.platform,
-                                                 model_cfg=model_cfg, train_cfg=cfg)
+                                                 model_cfg=model_cfg, train_cfg=cfg, node_weight=args.kernel_times)
     path = save_checkpoint(predictor, args.out)
     val = evaluate_predictor(predictor, parts["val"])["overall"]
     print(f"saved {path}: best epoch {history.best_epoch}, validation MAPE {val['mape']:.4f}, "
@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int)
     p.add_argument("--width", type=int, help="d_model (hidden size for nnlp)")
     p.add_argument("--layers", type=int)
+    p.add_argument("--kernel-times", type=float, default=0.0, metavar="WEIGHT",
+                   help="also learn each fused kernel's measured time, with this loss weight (fused level)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
 

@@ -23,17 +23,18 @@ def latencies_of(samples: list[Sample]) -> np.ndarray:
 
 def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed: int = 0,
                      platform_id: str | None = None, model_cfg: NARFormerV2Config | None = None,
-                     train_cfg: TrainConfig | None = None, progress: bool = True):
-    """Train on the split's train part, select on its val part; the test part is not touched."""
+                     train_cfg: TrainConfig | None = None, progress: bool = True, node_weight: float = 0.0):
+    """Train on the split's train part, select on its val part; the test part is not touched.
+    `node_weight`: see cost_model.train (fused graphs carry the measured kernel times)."""
     samples = load_samples(dataset, platform_id)
     parts = make_split(samples, split, seed)
     train_cfg = train_cfg or TrainConfig(seed=seed)
     predictor, history = train(graphs_of(parts["train"], level), latencies_of(parts["train"]),
                                graphs_of(parts["val"], level), latencies_of(parts["val"]),
-                               model_cfg=model_cfg, train_cfg=train_cfg, progress=progress)
+                               model_cfg=model_cfg, train_cfg=train_cfg, progress=progress, node_weight=node_weight)
     predictor.platform = dict(samples[0].record["platform"], platform_id=samples[0].record["platform_id"])
     predictor.provenance.update(dataset=str(dataset), split=split, split_seed=seed, level=level,
-                                best_val_mape=history.best_val_mape)
+                                best_val_mape=history.best_val_mape, node_weight=node_weight)
     return predictor, history, parts
 
 
