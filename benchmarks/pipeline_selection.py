@@ -316,8 +316,8 @@ def write_report(args, res: dict, summary: dict, path: Path) -> None:
         f"candidates (min {args.min_repeat_ms} ms each), median; 1 thread, CPU {args.cpu_affinity}.",
     ]
     if loads:
-        lines.append(f"- The measuring core was shared: 1-minute load average {min(loads):.1f} .. {max(loads):.1f} "
-                     "during the measurements, so absolute latencies are inflated and noisy; interleaving "
+        lines.append(f"- 1-minute load average of the machine (all cores) {min(loads):.1f} .. {max(loads):.1f} during "
+                     "the measurements: other cores were busy, so timings carry some interference; interleaving "
                      "keeps the comparison between candidates of one model fair, not precise.")
     lines += ["", "| model | " + " | ".join(f"{c} measured / predicted ms" for c in cands)
               + " | max CV | best | chosen | regret | tau |", "|---" * (len(cands) + 6) + "|"]
