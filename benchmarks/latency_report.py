@@ -420,7 +420,7 @@ def write_report(path: Path, ctx: dict) -> None:
 
     ds = ctx["dataset"]
     w("## Dataset\n")
-    w(f"`{ds['path']}`, a snapshot of **{ds['n']} measured models** (the profiler was still adding to it), "
+    w(f"`{ds['path']}`, a snapshot of **{ds['n']} measured models** (taken at the start of the run), "
       f"platform `{ds['platform_id']}`: {ds['platform']['cpu']} (`{ds['platform']['mcpu']}`), "
       f"{ds['platform']['threads']} thread, TVM {ds['platform']['tvm']}, untuned default pipeline.\n")
     w("| family | models | min ms | median ms | max ms |\n|---|---:|---:|---:|---:|")
