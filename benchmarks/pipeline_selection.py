@@ -382,7 +382,6 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="benchmarks/data/pipeline-selection")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per held-out candidate")
     p.add_argument("--min-repeat-ms", type=int, default=20)
-    p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--cpu-affinity", default="1", help="core(s) that measure, e.g. 1 (pin this script elsewhere)")
     p.add_argument("--data", default="benchmarks/data/cpu-znver4-1t",
                    help="profiled dataset of the default pipeline; candidate C's is DATA-C")
