@@ -385,7 +385,9 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-affinity", default="1", help="core(s) that measure, e.g. 1 (pin this script elsewhere)")
     p.add_argument("--data", default="benchmarks/data/cpu-znver4-1t",
                    help="profiled dataset of the default pipeline; candidate C's is DATA-C")
-    p.add_argument("--model", default="nnlp", choices=["nar-former-v2", "transformer", "nnlp"],
+    from nar_tvm.cost_model.recipes import MODELS
+
+    p.add_argument("--model", default="nnlp", choices=sorted(MODELS),
                    help="network of the joint predictor (recipes.MODELS)")
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--val-fraction", type=float, default=0.1)

@@ -34,3 +34,8 @@ def make_config(architecture: str, values: dict):
 
 def build_model(cfg) -> nn.Module:
     return ARCHITECTURES[architecture_of(cfg)][1](cfg)
+
+
+def state_width(cfg) -> int:
+    """Width of the node states the network computes (what a per-node head reads)."""
+    return cfg.hidden if isinstance(cfg, NNLPConfig) else cfg.d_model

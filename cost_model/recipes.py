@@ -24,10 +24,6 @@ MODELS = {"nar-former-v2": NAR_FORMER_V2, "transformer": PLAIN_TRANSFORMER, "nnl
 # NNLP from 0.057 to 0.044 (both still improving, at 3x the cost per run).
 TRAINING = TrainConfig(epochs=120, batch_size=32, lr=3e-3, loss="log_mse", patience=30, size_bucket_batches=8)
 
-# Fused-kernel graphs predicted at least as well as op-level ones on validation, at a third of
-# the training cost.
-LEVEL = "fused"
-
 
 def model_config(name: str, width: int | None = None, layers: int | None = None):
     """A named recipe's model config, optionally resized (`width`: d_model or hidden size)."""

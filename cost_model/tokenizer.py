@@ -256,7 +256,7 @@ class Tokenizer:
         row.append(float(len(node.weights)))
         shape = node.outputs[0].shape if node.outputs else []
         row += _fit(_shape(shape, c.max_shape_dims), c.max_shape_dims)
-        row += [float(node.flops), float(node.bytes), float(node.params)]  # COST_FEATURES order
+        row += [float(getattr(node, name)) for name in COST_FEATURES]
         return row
 
     def encode(self, graph: OpGraph) -> GraphTokens:

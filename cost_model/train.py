@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from nar_tvm.passes.opgraph import OpGraph
 
-from .architectures import build_model
+from .architectures import build_model, state_width
 from .metrics import mape, regression_report
 from .model import NARFormerV2Config
 from .predictor import LatencyPredictor
@@ -212,8 +212,7 @@ def train(
     with _deterministic(train_cfg.seed):
         model = build_model(model_cfg).to(device)
         if node_log_ms is not None:
-            width = model_cfg.hidden if hasattr(model_cfg, "hidden") else model_cfg.d_model
-            model.node_out = nn.Linear(width, 1).to(device)
+            model.node_out = nn.Linear(state_width(model_cfg), 1).to(device)
         with torch.no_grad():
             # Start every graph at the constant that minimises the training loss. The RSE
             # bounds the penalty for under-prediction, so through exp() its gradient fades

@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint file to write")
     p.add_argument("--model", choices=["nar-former-v2", "transformer", "nnlp"], default="nar-former-v2",
                    help="network: NAR-Former V2, the same without graph-aided attention, or NNLP's GraphSAGE")
-    p.add_argument("--level", choices=["op", "fused"], default="fused", help="graph level (default: fused)")
+    p.add_argument("--level", choices=["op", "fused"], default="fused",
+                   help="graph level (default: fused, which validated at least as well as op at a third of the cost)")
     p.add_argument("--split", default="in-domain", help="in-domain or ood:<family>")
     p.add_argument("--platform", help="platform id, when the dataset holds several")
     p.add_argument("--epochs", type=int)
