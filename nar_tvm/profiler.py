@@ -184,6 +184,19 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def builds_beside_measurement(cfg: WorkerConfig, own_cores: set[int]) -> bool:
+    """Whether the next model may be exported (in this process, on `own_cores`) while
+    the worker times the current one: only when the timing cannot feel it, i.e. on a
+    remote device or with the worker pinned to other cores. Otherwise the export would
+    inflate the measured latencies.
+    """
+    if cfg.rpc_tracker:
+        return True
+    if not cfg.cpu_affinity:
+        return False
+    return not set(cfg.cpu_affinity) & set(own_cores)
+
+
 class Profiler:
     def __init__(self, store: DatasetStore, cfg: WorkerConfig, extract_timeout: float = 300,
                  measure_timeout: float = 600):
@@ -247,8 +260,9 @@ class Profiler:
     def profile(self, jobs, total: int | None = None, progress: bool = True) -> dict:
         """Run `jobs`, pairs of (job key, make_job), skipping keys already in the store.
 
-        The next job is built (torch export) in a thread while the worker measures the
-        current one, so the measuring core is not left idle between models.
+        Where `builds_beside_measurement`, the next job is built (torch export) in a
+        thread while the worker measures the current one, so the measuring core is not
+        left idle between models; otherwise jobs are built and measured in turn.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -263,11 +277,13 @@ class Profiler:
                 pending.append((key, make_job))
         bar = tqdm(total=len(pending), disable=not progress, unit="model", dynamic_ncols=True,
                    desc=f"skipped {counts['skipped']} already measured" if counts["skipped"] else None)
+        ahead = builds_beside_measurement(self.cfg, os.sched_getaffinity(0))
         with ThreadPoolExecutor(max_workers=1) as builder:
-            future = builder.submit(pending[0][1]) if pending else None
-            for i, (key, _) in enumerate(pending):
-                current = future
-                future = builder.submit(pending[i + 1][1]) if i + 1 < len(pending) else None
+            future = builder.submit(pending[0][1]) if pending and ahead else None
+            for i, (key, make_job) in enumerate(pending):
+                current = future if ahead else builder.submit(make_job)
+                if ahead:
+                    future = builder.submit(pending[i + 1][1]) if i + 1 < len(pending) else None
                 try:
                     job, remeasure_of = _unpack(current.result())
                 except Exception as exc:  # noqa: BLE001 - a model that cannot even be exported

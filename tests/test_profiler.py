@@ -162,3 +162,15 @@ def test_zoo_profile_then_remeasure_gives_noise_floor(tmp_path):
     nf = noise_floor(store)
     rel = abs(again["measurement"]["median_ms"] - first["measurement"]["median_ms"]) / first["measurement"]["median_ms"]
     assert nf["count"] == 1 and nf["median_rel_diff"] == pytest.approx(rel)
+
+
+def test_next_model_is_exported_during_timing_only_off_the_measuring_cores():
+    from nar_tvm.profiler import builds_beside_measurement
+
+    spec = PlatformSpec()
+    assert builds_beside_measurement(WorkerConfig(spec, FAST, cpu_affinity=[1]), {0})
+    assert not builds_beside_measurement(WorkerConfig(spec, FAST, cpu_affinity=[0, 1]), {0})
+    assert not builds_beside_measurement(WorkerConfig(spec, FAST, cpu_affinity=[1]), {0, 1})
+    # Unpinned: the worker may land on this process's core.
+    assert not builds_beside_measurement(WorkerConfig(spec, FAST), {0})
+    assert builds_beside_measurement(WorkerConfig(spec, FAST, rpc_tracker="127.0.0.1:9190"), {0, 1})
