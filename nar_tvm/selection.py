@@ -246,12 +246,16 @@ def select_device(model, platforms: Mapping[str, object], latency_budget_ms: flo
         raise SelectionError("no platforms to select from")
     mod = _module(model, input_shapes)
     predicted, excluded, targets, need = {}, {}, {}, 0.0
+    graphs = {}  # platforms that compile alike (pipeline, level, target) share one graph
     for name, option in platforms.items():
         option = option if isinstance(option, DeviceOption) else DeviceOption(option)
         pred = _load(name, "platform", option.predictor)
         target = pred.platform.get("target") or {}
         targets[name] = json.loads(target) if isinstance(target, str) else dict(target)
-        graph = module_graph(mod, predictor_pipeline(pred), predictor_level(pred), targets[name] or None)
+        how = (predictor_pipeline(pred), predictor_level(pred), json.dumps(targets[name], sort_keys=True))
+        if how not in graphs:
+            graphs[how] = module_graph(mod, how[0], how[1], targets[name] or None)
+        graph = graphs[how]
         mb = footprint_mb(graph)
         need = max(need, mb)
         predicted[name] = float(pred.predict([graph]).latency_ms[0])

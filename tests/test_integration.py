@@ -223,6 +223,24 @@ def test_device_selection_picks_the_fastest_within_budgets(mod):
         select_device(mod, {"tpu": None})
 
 
+def test_platforms_that_compile_alike_share_one_extracted_graph(mod, monkeypatch):
+    import nar_tvm.selection as selection
+
+    calls = []
+    real = selection.module_graph
+
+    def counting(*args, **kwargs):
+        calls.append(args[1:])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(selection, "module_graph", counting)
+    gpu = {"kind": "cuda", "host": {"kind": "llvm"}}
+    sel = select_device(mod, {"cpu-a": Stub(5.0, level="op", target=CPU), "cpu-b": Stub(4.0, level="op", target=CPU),
+                              "gpu": Stub(1.0, level="op", target=gpu)})
+    assert sel.choice == "gpu" and len(calls) == 2
+    assert {s.name: s.predicted_ms for s in sel.scores} == {"cpu-a": 5.0, "cpu-b": 4.0, "gpu": 1.0}
+
+
 def test_device_choice_as_a_pass_sets_the_virtual_device(mod):
     gpu = {"kind": "cuda", "host": {"kind": "llvm"}}
     pick = SelectDevice({"cpu": Stub(5.0, level="op", target=CPU), "gpu": Stub(1.0, level="op", target=gpu)})
