@@ -68,6 +68,10 @@ class TokenizerConfig:
     # log2 value; 100 keeps the slowest one monotone over the ~40 octaves of FLOP counts.
     pe_base: float = 100.0
     max_shape_dims: int = 4
+    # Slots for the first input's shape (0: not encoded, as checkpoints before it have it).
+    # Fused-level nodes carry no operator attributes, so input against output shape is
+    # what tells a strided kernel from a same-size one there.
+    input_shape_dims: int = 0
     # Attribute key -> number of scalar slots it gets (values truncated / zero-padded).
     attr_slots: dict[str, int] = field(
         default_factory=lambda: {"strides": 2, "padding": 4, "dilation": 2, "groups": 1}
@@ -82,7 +86,7 @@ class TokenizerConfig:
         """Scalar slots per node, each encoded into pe_dim features."""
         return (
             KERNEL_SLOTS + sum(self.attr_slots.values()) + 1  # + number of weights
-            + self.max_shape_dims + len(COST_FEATURES)
+            + self.input_shape_dims + self.max_shape_dims + len(COST_FEATURES)
         )
 
 
@@ -220,7 +224,10 @@ class Tokenizer:
         c, v = self.config, len(self.vocab)
         widths = [("op_type", v), ("contained_ops", v), ("kernel", KERNEL_SLOTS)]
         widths += [(f"attr.{k}", n) for k, n in c.attr_slots.items()]
-        widths += [("num_weights", 1), ("output_shape", c.max_shape_dims)]
+        widths += [("num_weights", 1)]
+        if c.input_shape_dims:
+            widths += [("input_shape", c.input_shape_dims)]
+        widths += [("output_shape", c.max_shape_dims)]
         widths += [(name, 1) for name in COST_FEATURES]
         spans, start = {}, 0
         for name, width in widths:
@@ -254,6 +261,9 @@ class Tokenizer:
             value = attrs.get(key)
             row += _fit(_numbers(value), slots) if value is not None else [np.nan] * slots
         row.append(float(len(node.weights)))
+        if c.input_shape_dims:
+            shape = node.inputs[0].shape if node.inputs else []
+            row += _fit(_shape(shape, c.input_shape_dims), c.input_shape_dims)
         shape = node.outputs[0].shape if node.outputs else []
         row += _fit(_shape(shape, c.max_shape_dims), c.max_shape_dims)
         row += [float(getattr(node, name)) for name in COST_FEATURES]

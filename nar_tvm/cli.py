@@ -125,7 +125,8 @@ def cmd_train(args) -> int:
     model_cfg = recipes.model_config(args.model, width=args.width, layers=args.layers)
     predictor, history, parts = train_on_dataset(args.dataset, level=args.level, split=args.split,
                                                  seed=args.seed, platform_id=args.platform,
-                                                 model_cfg=model_cfg, train_cfg=cfg, node_weight=args.kernel_times)
+                                                 model_cfg=model_cfg, train_cfg=cfg, node_weight=args.kernel_times,
+                                                 labels=args.labels)
     path = save_checkpoint(predictor, args.out)
     val = evaluate_predictor(predictor, parts["val"])["overall"]
     print(f"saved {path}: best epoch {history.best_epoch}, validation MAPE {val['mape']:.4f}, "
@@ -137,7 +138,7 @@ def cmd_evaluate(args) -> int:
     from .training import evaluate_checkpoint
 
     res = evaluate_checkpoint(args.checkpoint, args.dataset, split=args.split, part=args.part,
-                              seed=args.seed, platform_id=args.platform)
+                              seed=args.seed, platform_id=args.platform, labels=args.labels)
     if args.json:
         _print_json({k: v for k, v in res.items() if k in ("overall", "families")})
         return 0
@@ -276,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int)
     p.add_argument("--kernel-times", type=float, default=0.0, metavar="WEIGHT",
                    help="also learn each fused kernel's measured time, with this loss weight (fused level)")
+    p.add_argument("--labels", choices=["first", "min"], default="first",
+                   help="a model's latency: its first measurement, or the fastest of it and its re-measurements")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
 
@@ -286,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--part", default="test", choices=["train", "val", "test"])
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's)")
     p.add_argument("--platform")
+    p.add_argument("--labels", choices=["first", "min"], help="label rule (default: the checkpoint's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -23,10 +23,12 @@ def latencies_of(samples: list[Sample]) -> np.ndarray:
 
 def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed: int = 0,
                      platform_id: str | None = None, model_cfg: NARFormerV2Config | None = None,
-                     train_cfg: TrainConfig | None = None, progress: bool = True, node_weight: float = 0.0):
+                     train_cfg: TrainConfig | None = None, progress: bool = True, node_weight: float = 0.0,
+                     labels: str = "first"):
     """Train on the split's train part, select on its val part; the test part is not touched.
-    `node_weight`: see cost_model.train (fused graphs carry the measured kernel times)."""
-    samples = load_samples(dataset, platform_id)
+    `node_weight`: see cost_model.train (fused graphs carry the measured kernel times);
+    `labels`: which of a model's measured runs is its latency (dataset.load_samples)."""
+    samples = load_samples(dataset, platform_id, labels)
     parts = make_split(samples, split, seed)
     train_cfg = train_cfg or TrainConfig(seed=seed)
     predictor, history = train(graphs_of(parts["train"], level), latencies_of(parts["train"]),
@@ -34,7 +36,7 @@ def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed:
                                model_cfg=model_cfg, train_cfg=train_cfg, progress=progress, node_weight=node_weight)
     predictor.platform = dict(samples[0].record["platform"], platform_id=samples[0].record["platform_id"])
     predictor.provenance.update(dataset=str(dataset), split=split, split_seed=seed, level=level,
-                                best_val_mape=history.best_val_mape, node_weight=node_weight)
+                                best_val_mape=history.best_val_mape, node_weight=node_weight, labels=labels)
     return predictor, history, parts
 
 
@@ -54,9 +56,11 @@ def evaluate_predictor(predictor: LatencyPredictor, samples: list[Sample], level
 
 
 def evaluate_checkpoint(checkpoint, dataset, split: str = "in-domain", part: str = "test", seed: int | None = None,
-                        platform_id: str | None = None) -> dict:
+                        platform_id: str | None = None, labels: str | None = None) -> dict:
+    """`labels`: default, the rule the checkpoint was trained with."""
     predictor = load_checkpoint(checkpoint)
-    samples = load_samples(dataset, platform_id or predictor.platform.get("platform_id"))
+    labels = labels or predictor.provenance.get("labels", "first")
+    samples = load_samples(dataset, platform_id or predictor.platform.get("platform_id"), labels)
     if seed is None:
         seed = int(predictor.provenance.get("split_seed", 0))
     chosen = make_split(samples, split, seed)[part]

@@ -127,6 +127,26 @@ def test_token_values_match_hand_computed_encoding():
     np.testing.assert_allclose(cols("output_shape", 3, slot=1), pe(10), atol=1e-6)
 
 
+def test_input_shape_slots_are_optional_and_old_states_keep_their_layout():
+    g = conv_relu_graph()
+    plain = Tokenizer().fit([g])
+    tok = Tokenizer(TokenizerConfig(input_shape_dims=4)).fit([g])
+    assert tok.token_dim == plain.token_dim + 4 * 8
+    x, span = tok.encode(g).x, tok.layout()
+    start = span["input_shape"][0]
+    # conv input [1, 3, 32, 32]: slot 3 holds 32; the dense input [1, 512] leaves slots 2-3 empty
+    np.testing.assert_allclose(x[0, start + 24:start + 32], pe(32), atol=1e-6)
+    np.testing.assert_allclose(x[3, start + 8:start + 16], pe(512), atol=1e-6)
+    assert not x[3, start + 16:start + 32].any()
+    # Every other feature is where it was, shifted by the new block.
+    a, b = span["output_shape"]
+    np.testing.assert_array_equal(x[:, a:b], plain.encode(g).x[:, slice(*plain.layout()["output_shape"])])
+    # A state saved before the option existed has no such key: it decodes to the old layout.
+    state = plain.state_dict()
+    del state["config"]["input_shape_dims"]
+    assert Tokenizer.from_state(state).token_dim == plain.token_dim
+
+
 def test_fused_node_gets_multi_hot_of_its_contents():
     fused = OpNode(op="fused_conv2d_add_relu", ops=["conv2d", "add", "relu"],
                    outputs=[TensorSpec([1, 8, 8, 8])], flops=100)

@@ -164,6 +164,21 @@ def test_zoo_profile_then_remeasure_gives_noise_floor(tmp_path):
     assert nf["count"] == 1 and nf["median_rel_diff"] == pytest.approx(rel)
 
 
+def test_min_label_is_the_fastest_of_a_models_runs(tmp_path):
+    store = DatasetStore(tmp_path / "d")
+    store.append(_fake("a", "f", 10.0))
+    store.append(_fake("b", "f", 4.0))
+    slower, faster = _fake("a", "f", 12.0), _fake("a", "f", 8.0)
+    for again in (slower, faster):
+        again.update(status="remeasure", remeasure_of=again["job"], job="remeasure:" + again["job"])
+        store.append(again)
+    first = {s.name: s.latency_ms for s in load_samples(tmp_path / "d")}
+    fastest = {s.name: s.latency_ms for s in load_samples(tmp_path / "d", labels="min")}
+    assert first == {"a": 10.0, "b": 4.0} and fastest == {"a": 8.0, "b": 4.0}
+    with pytest.raises(DatasetError, match="unknown label rule 'mean'"):
+        load_samples(tmp_path / "d", labels="mean")
+
+
 def test_next_model_is_exported_during_timing_only_off_the_measuring_cores():
     from nar_tvm.profiler import builds_beside_measurement
 
