@@ -113,8 +113,9 @@ class Runner:
     spawned worker processes of one torch thread each (no shared state but the snapshot)."""
 
     def __init__(self, snapshot: Path, epochs: int, lrs, log, jobs: int = 1, samples=None,
-                 cache: Path | None = None):
-        self.samples = samples if samples is not None else load_samples(snapshot)
+                 cache: Path | None = None, labels: str = "first"):
+        self.samples = samples if samples is not None else load_samples(snapshot, labels=labels)
+        self.labels = labels
         self.methods = {m.name: m for m in methods(epochs)}
         self.epochs = epochs
         self.lrs = lrs
@@ -132,7 +133,7 @@ class Runner:
             from concurrent.futures import ProcessPoolExecutor
             from multiprocessing import get_context
             self.pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
-                                            initargs=(str(snapshot), epochs))
+                                            initargs=(str(snapshot), epochs, labels))
 
     def run_key(self, task: Task) -> str:
         """What a run's result depends on: the data, the method's settings and the task itself."""
@@ -142,6 +143,8 @@ class Runner:
                     "model": asdict(cfg) if cfg is not None else None, "task": list(task)}
         if method.node_weight:
             settings["node_weight"] = method.node_weight
+        if self.labels != "first":  # keys of runs cached before the rule existed stay valid
+            settings["labels"] = self.labels
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
     def _load_cache(self) -> None:
@@ -249,10 +252,10 @@ class Runner:
 _WORKER: Runner | None = None
 
 
-def _init_worker(snapshot: str, epochs: int) -> None:
+def _init_worker(snapshot: str, epochs: int, labels: str) -> None:
     global _WORKER
     torch.set_num_threads(1)
-    _WORKER = Runner(Path(snapshot), epochs, lrs=(), log=lambda msg: None)
+    _WORKER = Runner(Path(snapshot), epochs, lrs=(), log=lambda msg: None, labels=labels)
 
 
 def _worker_fit_predict(task: Task) -> dict:
@@ -422,7 +425,9 @@ def write_report(path: Path, ctx: dict) -> None:
     w("## Dataset\n")
     w(f"`{ds['path']}`, a snapshot of **{ds['n']} measured models** (taken at the start of the run), "
       f"platform `{ds['platform_id']}`: {ds['platform']['cpu']} (`{ds['platform']['mcpu']}`), "
-      f"{ds['platform']['threads']} thread, TVM {ds['platform']['tvm']}, untuned default pipeline.\n")
+      f"{ds['platform']['threads']} thread, TVM {ds['platform']['tvm']}, untuned default pipeline. "
+      + ("Each model's label is its fastest measured run (`--labels min`: the first measurement or a "
+         "re-measurement).\n" if ds.get("labels") == "min" else "Each model's label is its first measurement.\n"))
     w("| family | models | min ms | median ms | max ms |\n|---|---:|---:|---:|---:|")
     for f, st in ds["families"].items():
         w(f"| {f} | {st['n']} | {st['min']:.2f} | {st['median']:.2f} | {st['max']:.2f} |")
@@ -602,6 +607,8 @@ def main() -> int:
                         help="file of finished runs (default: the report's name with .runs.jsonl); a rerun on "
                              "the same snapshot and settings reuses them instead of training again")
     parser.add_argument("--notes", default=None, help="markdown file appended to the report (discussion)")
+    parser.add_argument("--labels", choices=["first", "min"], default="first",
+                        help="a model's latency: its first measurement, or its fastest run (dataset.load_samples)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -619,7 +626,7 @@ def main() -> int:
     snapshot_dir = tempfile.TemporaryDirectory(prefix="nar-tvm-report-")
     snapshot = Path(snapshot_dir.name) / "shard-00000.jsonl"
     snapshot.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in read_all(args.dataset)))
-    samples = load_samples(snapshot)
+    samples = load_samples(snapshot, labels=args.labels)
     store = DatasetStore(snapshot)
     platform, platform_id = samples[0].record["platform"], samples[0].record["platform_id"]
     families = sorted({s.family for s in samples})
@@ -635,7 +642,8 @@ def main() -> int:
                           "of the 5 timing repeats within a measurement"}
 
     cache = Path(args.runs_cache) if args.runs_cache else out.with_suffix(".runs.jsonl")
-    runner = Runner(snapshot, args.epochs, args.lrs, log, jobs=args.jobs, samples=samples, cache=cache)
+    runner = Runner(snapshot, args.epochs, args.lrs, log, jobs=args.jobs, samples=samples, cache=cache,
+                    labels=args.labels)
     if runner.reused:
         log(f"reusing {runner.reused} finished runs from {cache} (same snapshot and settings)")
     all_methods = list(runner.methods.values())
@@ -776,6 +784,7 @@ def main() -> int:
         "total_cpu_min": (time.process_time() - cpu0 + children_cpu_s()) / 60,
         "dataset": {
             "path": args.dataset, "n": len(samples), "platform": platform, "platform_id": platform_id,
+            "labels": args.labels,
             "families": {f: {"n": len(v), "min": min(v), "median": statistics.median(v), "max": max(v)}
                          for f in families for v in [[s.latency_ms for s in samples if s.family == f]]},
             "median_compile_s": statistics.median(s.record["measurement"]["compile_s"] for s in samples),
