@@ -62,7 +62,7 @@ def phase_train(args, platforms: dict) -> None:
 
 
 def heldout_latencies(heldout: str, platform_ids: dict[str, str]) -> dict[str, dict]:
-    """model key -> {"family", "seed", "name", "measured": {platform: ms}, "compile_measure_s": {...}};
+    """model key -> {"family", "seed", "name", "measured": {platform: ms}, "cost_s": {platform: s}};
     only models measured on every platform."""
     from nar_tvm.dataset import load_samples
 
