@@ -17,7 +17,8 @@ import json
 import tvm
 from tvm import relax
 
-from nar_tvm.passes.extract import ExtractOpGraph, _detect_level, extract_from_module, extract_opgraph
+from nar_tvm.passes.extract import ExtractOpGraph, extract_from_module, extract_opgraph, past_legalization
+from nar_tvm.passes.fold import shape_only_folding
 from nar_tvm.passes.opgraph import OpGraph
 
 PREDICT_FUNC = "nar_tvm.predict_latency"
@@ -49,12 +50,13 @@ def module_graph(mod: tvm.IRModule, pipeline: str = "default", level: str = "op"
 
     The profiler records op graphs of the imported module, and fused graphs probed inside
     the measured compile right after the pipeline's graph-level passes; this runs the same
-    passes (no code generation), so a prediction scores what that pipeline would compile.
-    A module already past fusion (a pass late in a pipeline) is read as it is.
+    passes, with FoldConstant's evaluation of constant kernels replaced by shape-only folding
+    (same graph, no code generation), so a prediction scores what that pipeline would compile.
+    A module already past legalization (a pass late in a pipeline) is read as it is.
     """
     from .measure import graph_level_passes
 
-    if _detect_level(mod, func_name) == "fused":
+    if past_legalization(mod, func_name):
         return extract_from_module(mod, func_name)
     target = as_target(target)
     if level == "op":
@@ -64,7 +66,7 @@ def module_graph(mod: tvm.IRModule, pipeline: str = "default", level: str = "op"
     probe = ExtractOpGraph(func_name)
     with target:
         tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                  *graph_level_passes(pipeline, target), probe])(mod)
+                                  *shape_only_folding(graph_level_passes(pipeline, target)), probe])(mod)
     return probe.graph
 
 

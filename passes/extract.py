@@ -285,6 +285,25 @@ def _detect_level(mod: tvm.IRModule, func_name: str) -> str:
     return "op"
 
 
+def past_legalization(mod: tvm.IRModule, func_name: str = "main") -> bool:
+    """Whether `func_name` calls kernels and no operator is left to legalize.
+
+    Kernel calls alone do not tell: frontends emit some operators straight as `call_tir`
+    (the ONNX importer does for Clip, hence for every ReLU6), beside high-level ones.
+    """
+    kernels = False
+    for block in mod[func_name].body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if not isinstance(v, relax.Call):
+                continue
+            if isinstance(v.op, tvm.ir.GlobalVar) or (isinstance(v.op, tvm.ir.Op) and v.op.name.startswith("relax.call_tir")):
+                kernels = True
+            elif isinstance(v.op, tvm.ir.Op) and v.op.get_attr("FLegalize") is not None:
+                return False
+    return kernels
+
+
 def extract_from_module(mod: tvm.IRModule, func_name: str = "main") -> OpGraph:
     """Extract the graph of `mod` as it is (no passes applied)."""
     return _Extractor(mod, func_name, _detect_level(mod, func_name)).run()

@@ -201,3 +201,49 @@ def test_dynamic_relax_module_is_rejected():
 
     with pytest.raises(ExtractionError, match="dynamic dimension"):
         extract_from_module(Dyn)
+
+
+class ConvReLU6(nn.Module):
+    """ONNX Clip, which the importer emits as a kernel (call_tir) beside the high-level conv2d;
+    the bias becomes a constant reshape that FoldConstant evaluates after legalization."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        return nn.functional.relu6(self.conv(x))
+
+
+def _pipeline_graph(mod, shape_only: bool):
+    from nar_tvm.measure import graph_level_passes
+    from nar_tvm.passes.fold import shape_only_folding
+
+    target = tvm.target.Target({"kind": "llvm"})
+    passes = graph_level_passes("default", target)
+    probe = ExtractOpGraph()
+    with target:
+        tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                  *(shape_only_folding(passes) if shape_only else passes), probe])(mod)
+    return probe.graph
+
+
+def test_shape_only_folding_gives_the_graph_of_real_folding():
+    mod = load_model(onnx_proto(ConvReLU6(), torch.randn(1, 3, 8, 8))).mod
+    real, shape_only = _pipeline_graph(mod, False), _pipeline_graph(mod, True)
+    assert shape_only.to_dict() == real.to_dict()
+    (node,) = shape_only.nodes
+    assert node.ops[:2] == ["conv2d", "add"] and [1, 8, 1, 1] in [w.shape for w in node.weights]
+
+
+def test_frontend_kernels_do_not_make_a_module_look_lowered():
+    from nar_tvm.integration import module_graph
+    from nar_tvm.passes.extract import past_legalization
+
+    mod = load_model(onnx_proto(ConvReLU6(), torch.randn(1, 3, 8, 8))).mod
+    assert "call_tir" in mod["main"].script() and not past_legalization(mod)
+    assert past_legalization(prepare_for_level(mod, "fused"))
+    # So the selector runs the pipeline's passes on it instead of reading it as it is.
+    graph = module_graph(mod, "default", "fused", {"kind": "llvm"})
+    assert graph.to_dict()["nodes"] == _pipeline_graph(mod, False).to_dict()["nodes"]
+    assert [n.op for n in graph.nodes] == ["kernel:conv2d"]
