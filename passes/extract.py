@@ -356,11 +356,17 @@ def prepare_for_level(mod: tvm.IRModule, level: str, target=None) -> tvm.IRModul
 
 
 def extract_opgraph(mod: tvm.IRModule, level: str = "op", target=None, name: str = "") -> OpGraph:
-    """Bring an imported module to `level`, then extract its OpGraph."""
+    """Bring an imported module to `level`, then extract its OpGraph.
+
+    The module brought there is thrown away, so constants are folded by shape only
+    (fold.FoldConstantShapes): the same graph without building any kernel.
+    """
+    from .fold import shape_only_folding
+
     extractor = ExtractOpGraph()
     target = target or default_target()
     with target:
-        tvm.transform.Sequential([*level_passes(level), extractor])(mod)
+        tvm.transform.Sequential([*shape_only_folding(level_passes(level)), extractor])(mod)
     graph = extractor.graph
     graph.level = level
     graph.name = name
