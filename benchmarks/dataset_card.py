@@ -104,7 +104,9 @@ def main() -> None:
     ]
     nf = s["noise_floor"]
     if nf:
-        lines.append(f"{nf['count']} models (a seeded random 5%) were measured again in a later pass. "
+        share = nf["count"] / max(s["status"].get("ok", 0), 1)
+        lines.append(f"{nf['count']} models ({share:.0%} of the measured ones, a seeded random sample) were "
+                     "measured again in a later pass. "
                      f"Median relative difference between the two measurements: "
                      f"**{nf['median_rel_diff']:.4f}** ({nf['median_rel_diff']:.2%}); 90th percentile "
                      f"{nf['p90_rel_diff']:.4f}. A predictor cannot be expected to beat this.")
