@@ -42,7 +42,7 @@ import torch
 
 from nar_tvm.cost_model import load_checkpoint, recipes, regression_report, relative_error, save_checkpoint
 from nar_tvm.cost_model.baselines import GradientBoostedTrees, LogLinear, NeuralRegressor
-from nar_tvm.dataset import DatasetStore, load_samples, make_split, noise_floor
+from nar_tvm.dataset import LABELS, DatasetStore, load_samples, make_split, noise_floor
 from nar_tvm.training import train_on_dataset
 
 HERE = Path(__file__).resolve().parent
@@ -607,7 +607,7 @@ def main() -> int:
                         help="file of finished runs (default: the report's name with .runs.jsonl); a rerun on "
                              "the same snapshot and settings reuses them instead of training again")
     parser.add_argument("--notes", default=None, help="markdown file appended to the report (discussion)")
-    parser.add_argument("--labels", choices=["first", "min"], default="first",
+    parser.add_argument("--labels", choices=LABELS, default="first",
                         help="a model's latency: its first measurement, or its fastest run (dataset.load_samples)")
     args = parser.parse_args()
 

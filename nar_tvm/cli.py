@@ -233,6 +233,8 @@ def cmd_dataset(args) -> int:
 
 # ---------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    from .dataset import LABELS
+
     parser = argparse.ArgumentParser(prog="nar-tvm", description=__doc__.strip() + " NAR-Former V2 latency "
                                      "prediction for models compiled with Apache TVM.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int)
     p.add_argument("--kernel-times", type=float, default=0.0, metavar="WEIGHT",
                    help="also learn each fused kernel's measured time, with this loss weight (fused level)")
-    p.add_argument("--labels", choices=["first", "min"], default="first",
+    p.add_argument("--labels", choices=LABELS, default="first",
                    help="a model's latency: its first measurement, or the fastest of it and its re-measurements")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
@@ -289,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--part", default="test", choices=["train", "val", "test"])
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's)")
     p.add_argument("--platform")
-    p.add_argument("--labels", choices=["first", "min"], help="label rule (default: the checkpoint's)")
+    p.add_argument("--labels", choices=LABELS, help="label rule (default: the checkpoint's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

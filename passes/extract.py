@@ -272,17 +272,20 @@ def _tir_flops(prim) -> int:
         return 0
 
 
-def _detect_level(mod: tvm.IRModule, func_name: str) -> str:
-    fn = mod[func_name]
-    for block in fn.body.blocks:
+def _calls(mod: tvm.IRModule, func_name: str):
+    for block in mod[func_name].body.blocks:
         for b in block.bindings:
-            v = b.value
-            if isinstance(v, relax.Call) and (
-                isinstance(v.op, tvm.ir.GlobalVar)
-                or (isinstance(v.op, tvm.ir.Op) and v.op.name.startswith("relax.call_tir"))
-            ):
-                return "fused"
-    return "op"
+            if isinstance(b.value, relax.Call):
+                yield b.value
+
+
+def _is_kernel_call(call: relax.Call) -> bool:
+    return isinstance(call.op, tvm.ir.GlobalVar) or (
+        isinstance(call.op, tvm.ir.Op) and call.op.name.startswith("relax.call_tir"))
+
+
+def _detect_level(mod: tvm.IRModule, func_name: str) -> str:
+    return "fused" if any(_is_kernel_call(c) for c in _calls(mod, func_name)) else "op"
 
 
 def past_legalization(mod: tvm.IRModule, func_name: str = "main") -> bool:
@@ -291,17 +294,9 @@ def past_legalization(mod: tvm.IRModule, func_name: str = "main") -> bool:
     Kernel calls alone do not tell: frontends emit some operators straight as `call_tir`
     (the ONNX importer does for Clip, hence for every ReLU6), beside high-level ones.
     """
-    kernels = False
-    for block in mod[func_name].body.blocks:
-        for b in block.bindings:
-            v = b.value
-            if not isinstance(v, relax.Call):
-                continue
-            if isinstance(v.op, tvm.ir.GlobalVar) or (isinstance(v.op, tvm.ir.Op) and v.op.name.startswith("relax.call_tir")):
-                kernels = True
-            elif isinstance(v.op, tvm.ir.Op) and v.op.get_attr("FLegalize") is not None:
-                return False
-    return kernels
+    calls = list(_calls(mod, func_name))
+    legalizable = any(isinstance(c.op, tvm.ir.Op) and c.op.get_attr("FLegalize") is not None for c in calls)
+    return not legalizable and any(_is_kernel_call(c) for c in calls)
 
 
 def extract_from_module(mod: tvm.IRModule, func_name: str = "main") -> OpGraph:
