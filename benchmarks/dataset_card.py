@@ -109,7 +109,9 @@ def main() -> None:
                      "measured again in a later pass. "
                      f"Median relative difference between the two measurements: "
                      f"**{nf['median_rel_diff']:.4f}** ({nf['median_rel_diff']:.2%}); 90th percentile "
-                     f"{nf['p90_rel_diff']:.4f}. A predictor cannot be expected to beat this.")
+                     f"{nf['p90_rel_diff']:.4f}. Scored as a prediction of the first run, the second run "
+                     f"has MAPE **{nf['mape']:.3f}**, Acc(5%) {nf['acc@5%']:.1%} and Acc(10%) {nf['acc@10%']:.1%}: "
+                     "against single-run labels, no predictor can be expected to do better.")
     else:
         lines.append("No re-measurements yet (run the `--remeasure` command above).")
     if failures:

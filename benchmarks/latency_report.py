@@ -433,7 +433,10 @@ def write_report(path: Path, ctx: dict) -> None:
         w(f"| {f} | {st['n']} | {st['min']:.2f} | {st['median']:.2f} | {st['max']:.2f} |")
     w("")
     nf = ctx["noise"]
-    w(f"**Noise floor: {100 * nf['value']:.2f}%** ({nf['label']}).\n")
+    w(f"**Noise floor: {100 * nf['value']:.2f}%** ({nf['label']})."
+      + (" The labels here are the faster of a model's runs, which drops most interference hits, so their "
+         "own noise is lower than this single-run floor; it cannot be measured without a third run.\n"
+         if ds.get("labels") == "min" else "\n"))
 
     w("## Protocol (exactly what ran)\n")
     for line in ctx["protocol"]:
@@ -470,7 +473,8 @@ def write_report(path: Path, ctx: dict) -> None:
     w("| method | seeds | MAPE | RMSE (ms) | Acc(5%) | Acc(10%) | val MAPE | train s (CPU) | train s (wall) "
       "| predict ms/model (CPU) | predict ms/model (wall) |")
     w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    w(f"| *noise floor ({nf['short']})* | | *{nf['value']:.3f}* | | | | | | | | |")
+    acc = (f"*{100 * nf['acc@5%']:.1f}%* | *{100 * nf['acc@10%']:.1f}%*" if "acc@10%" in nf else " | ")
+    w(f"| *noise floor ({nf['short']})* | | *{nf['value']:.3f}* | | {acc} | | | | | |")
     for name, runs in ctx["in_domain"].items():
         r = list(runs.values())
         w(f"| {name} | {len(r)} | {mean_std([x['overall']['mape'] for x in r])} | "
@@ -634,8 +638,15 @@ def main() -> int:
 
     nf = noise_floor(store)
     if nf:
-        noise = {"value": nf["median_rel_diff"], "short": "re-measurement",
-                 "label": f"median relative difference between {nf['count']} re-measurements and the first measurement"}
+        # Scored like a predictor (the re-measurement against the first measurement), so the
+        # floor and the methods share a metric: the median would understate a mean of a heavy tail.
+        noise = {"value": nf["mape"], "short": "re-measurement MAPE", "acc@5%": nf["acc@5%"],
+                 "acc@10%": nf["acc@10%"],
+                 "label": f"{nf['count']} models measured a second time, the second run scored as a prediction "
+                          f"of the first: MAPE {nf['mape']:.3f}, Acc(5%) {100 * nf['acc@5%']:.1f}%, "
+                          f"Acc(10%) {100 * nf['acc@10%']:.1f}%; the median relative difference is "
+                          f"{100 * nf['median_rel_diff']:.2f}% and the 90th percentile "
+                          f"{100 * nf['p90_rel_diff']:.1f}%: most runs repeat closely, a few are hit by interference"}
     else:
         noise = {"value": statistics.median(s.record["measurement"]["cv"] for s in samples), "short": "median CV",
                  "label": "the dataset has no re-measurements, so this is the median coefficient of variation "
@@ -713,7 +724,9 @@ def main() -> int:
     targets = [
         f"NAR-Former V2 in-domain MAPE <= 2x noise floor ({2 * noise['value']:.3f}): "
         f"{mean_std(nar_mape)} -> **{'met' if np.mean(nar_mape) <= 2 * noise['value'] else 'not met'}**",
-        f"NAR-Former V2 in-domain Acc(10%) >= 95%: {pct(nar_acc)}% -> "
+        f"NAR-Former V2 in-domain Acc(10%) >= 95%"
+        + (f" (a re-measurement reaches {100 * noise['acc@10%']:.1f}% against the first run)" if "acc@10%" in noise else "")
+        + f": {pct(nar_acc)}% -> "
         f"**{'met' if np.mean(nar_acc) >= 0.95 else 'not met'}**",
     ]
     if ood and "NNLP (GraphSAGE)" in ood:

@@ -131,20 +131,22 @@ class EncoderBlock(nn.Module):
         pairs only: DNN graphs have a few neighbours per node, so this costs O(edges)
         where the masked dense form costs O(nodes^2) per graph."""
         b, n, d = h.shape
-        heads = self.n_heads
-        qkv = self.qkv(h).reshape(b * n, 3 * d)
+        heads, width = self.n_heads, d // self.n_heads
         query = pairs[:, 0] * n + pairs[:, 1]
         key = pairs[:, 0] * n + pairs[:, 2]
-        q = qkv[:, :d].index_select(0, query).view(-1, heads, d // heads)
-        kv = qkv[:, d:].index_select(0, key).view(-1, 2, heads, d // heads)
-        scores = (q * kv[:, 0]).sum(-1) / math.sqrt(d // heads)  # [pairs, heads]
+        # Gathering q, k and v each into its own contiguous block keeps the per-pair
+        # products on the fast elementwise path (strided views of qkv are ~2x slower).
+        q, k, v = self.qkv(h.reshape(b * n, d)).split(d, dim=1)
+        scores = (q.index_select(0, query) * k.index_select(0, key)).view(-1, heads, width).sum(-1)
+        scores = scores / math.sqrt(width)  # [pairs, heads]
         # Softmax per query row; the row maximum only stabilises exp(), so no gradient.
         peak = scores.new_full((b * n, heads), -math.inf).scatter_reduce(
             0, query[:, None].expand_as(scores), scores.detach(), "amax")
         weight = (scores - peak.index_select(0, query)).exp()
         total = weight.new_zeros(b * n, heads).index_add(0, query, weight)
         weight = F.dropout(weight / total.index_select(0, query), self.dropout, self.training)
-        out = h.new_zeros(b * n, heads, d // heads).index_add(0, query, weight[..., None] * kv[:, 1])
+        message = v.index_select(0, key).view(-1, heads, width) * weight[..., None]
+        out = h.new_zeros(b * n, heads, width).index_add(0, query, message)
         return self.proj(out.view(b, n, d))
 
     def forward(self, h: torch.Tensor, allowed: torch.Tensor, degree: torch.Tensor,

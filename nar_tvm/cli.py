@@ -214,7 +214,8 @@ def _print_stats(s: dict) -> None:
     if s["noise_floor"]:
         nf = s["noise_floor"]
         print(f"noise floor: median relative difference {nf['median_rel_diff']:.4f} over {nf['count']} "
-              f"re-measured models (p90 {nf['p90_rel_diff']:.4f})")
+              f"re-measured models (p90 {nf['p90_rel_diff']:.4f}); as a prediction of the first run: "
+              f"MAPE {nf['mape']:.4f}, Acc(10%) {nf['acc@10%']:.1%}")
 
 
 def cmd_dataset(args) -> int:

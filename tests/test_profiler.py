@@ -161,7 +161,8 @@ def test_zoo_profile_then_remeasure_gives_noise_floor(tmp_path):
     assert again["remeasure_of"] == first["job"]
     nf = noise_floor(store)
     rel = abs(again["measurement"]["median_ms"] - first["measurement"]["median_ms"]) / first["measurement"]["median_ms"]
-    assert nf["count"] == 1 and nf["median_rel_diff"] == pytest.approx(rel)
+    assert nf["count"] == 1 and nf["median_rel_diff"] == pytest.approx(rel) and nf["mape"] == pytest.approx(rel)
+    assert nf["acc@10%"] == float(rel <= 0.10) and nf["acc@5%"] == float(rel <= 0.05)
 
 
 def test_min_label_is_the_fastest_of_a_models_runs(tmp_path):
@@ -177,6 +178,9 @@ def test_min_label_is_the_fastest_of_a_models_runs(tmp_path):
     assert first == {"a": 10.0, "b": 4.0} and fastest == {"a": 8.0, "b": 4.0}
     with pytest.raises(DatasetError, match="unknown label rule 'mean'"):
         load_samples(tmp_path / "d", labels="mean")
+    # Both re-measurements of "a" are scored against its first run, 10 ms: 20% and 20% off.
+    nf = noise_floor(store)
+    assert nf["count"] == 2 and nf["mape"] == pytest.approx(0.2) and nf["acc@10%"] == 0.0
 
 
 def test_next_model_is_exported_during_timing_only_off_the_measuring_cores():
