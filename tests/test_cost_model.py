@@ -265,6 +265,28 @@ def test_neighbour_attention_equals_masked_dense_attention_and_its_gradient():
     torch.testing.assert_close(grad_sparse, grad_dense, atol=1e-4, rtol=1e-4)
 
 
+def test_inference_shortcuts_compute_the_textbook_block():
+    """The degree gate's lookup table and the layer scales folded into the output
+    weights must give what the paper's formulas give, node by node."""
+    from nar_tvm.cost_model.model import DegreeGate, GroupedFeedForward
+
+    torch.manual_seed(0)
+    gate = DegreeGate(8, max_degree=4)
+    for emb in (gate.in_degree, gate.out_degree):
+        torch.nn.init.normal_(emb.weight)
+    degree = torch.tensor([[[0, 1], [3, 9], [4, 4]]])  # 9 is above max_degree: shares slot 4
+    expected = torch.sigmoid(gate.in_degree(degree[..., 0].clamp(max=4)) + gate.out_degree(degree[..., 1].clamp(max=4)))
+    torch.testing.assert_close(gate(degree), expected)
+
+    ffn = GroupedFeedForward(8, 16, groups=2, dropout=0.0)
+    x, scale = torch.randn(2, 5, 8), torch.randn(8)
+    torch.testing.assert_close(ffn(x, scale), scale * ffn(x), atol=1e-6, rtol=1e-5)
+    # Group g's outputs depend only on group g's inputs: the block-diagonal map of the paper.
+    x2 = x.clone()
+    x2[..., :4] += 1.0
+    torch.testing.assert_close(ffn(x2)[..., 4:], ffn(x)[..., 4:])
+
+
 @pytest.mark.parametrize("switches", ABLATIONS.values(), ids=ABLATIONS.keys())
 def test_each_ablation_builds_and_runs(switches, data):
     tok = Tokenizer().fit(data[0])
