@@ -42,7 +42,7 @@ import torch
 
 from nar_tvm.cost_model import load_checkpoint, recipes, regression_report, relative_error, save_checkpoint
 from nar_tvm.cost_model.baselines import GradientBoostedTrees, LogLinear, NeuralRegressor
-from nar_tvm.dataset import LABELS, DatasetStore, load_samples, make_split, noise_floor
+from nar_tvm.dataset import LABELS, TRAINING_LABELS, DatasetStore, load_samples, make_split, noise_floor
 from nar_tvm.training import train_on_dataset
 
 HERE = Path(__file__).resolve().parent
@@ -113,7 +113,7 @@ class Runner:
     spawned worker processes of one torch thread each (no shared state but the snapshot)."""
 
     def __init__(self, snapshot: Path, epochs: int, lrs, log, jobs: int = 1, samples=None,
-                 cache: Path | None = None, labels: str = "first"):
+                 cache: Path | None = None, labels: str = TRAINING_LABELS):
         self.samples = samples if samples is not None else load_samples(snapshot, labels=labels)
         self.labels = labels
         self.methods = {m.name: m for m in methods(epochs)}
@@ -611,7 +611,7 @@ def main() -> int:
                         help="file of finished runs (default: the report's name with .runs.jsonl); a rerun on "
                              "the same snapshot and settings reuses them instead of training again")
     parser.add_argument("--notes", default=None, help="markdown file appended to the report (discussion)")
-    parser.add_argument("--labels", choices=LABELS, default="first",
+    parser.add_argument("--labels", choices=LABELS, default=TRAINING_LABELS,
                         help="a model's latency: its first measurement, or its fastest run (dataset.load_samples)")
     args = parser.parse_args()
 
@@ -705,7 +705,7 @@ def main() -> int:
     predictor, history, _ = train_on_dataset(
         snapshot, level=level, split="in-domain", seed=ship_seed, model_cfg=ship.model_cfg,
         train_cfg=replace(TRAIN, epochs=args.epochs, seed=ship_seed, lr=ship_lr), progress=False,
-        node_weight=ship.node_weight)
+        node_weight=ship.node_weight, labels=args.labels)
     predictor.provenance.update(dataset=args.dataset, dataset_models=len(samples), method=ship.name,
                                 report=str(out.name))
     ckpt = save_checkpoint(predictor, args.checkpoint)

@@ -84,7 +84,7 @@ class GroupedFeedForward(nn.Module):
         weights, which costs a few hundred multiplies instead of one per node feature."""
         shape = x.shape
         x = x.reshape(-1, self.groups, shape[-1] // self.groups).transpose(0, 1)
-        h = self.dropout(torch.relu(torch.baddbmm(self.b_in, x, self.w_in)))
+        h = self.dropout(torch.baddbmm(self.b_in, x, self.w_in).relu_())
         w_out, b_out = self.w_out, self.b_out
         if out_scale is not None:
             out_scale = out_scale.view(self.groups, 1, -1)

@@ -234,7 +234,7 @@ def cmd_dataset(args) -> int:
 
 # ---------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    from .dataset import LABELS
+    from .dataset import LABELS, TRAINING_LABELS
 
     parser = argparse.ArgumentParser(prog="nar-tvm", description=__doc__.strip() + " NAR-Former V2 latency "
                                      "prediction for models compiled with Apache TVM.")
@@ -280,8 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int)
     p.add_argument("--kernel-times", type=float, default=0.0, metavar="WEIGHT",
                    help="also learn each fused kernel's measured time, with this loss weight (fused level)")
-    p.add_argument("--labels", choices=LABELS, default="first",
-                   help="a model's latency: its first measurement, or the fastest of it and its re-measurements")
+    p.add_argument("--labels", choices=LABELS, default=TRAINING_LABELS,
+                   help="a model's latency: its first measurement, or the fastest of it and its re-measurements "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
 

@@ -10,7 +10,7 @@ import numpy as np
 from nar_tvm.cost_model import (LatencyPredictor, NARFormerV2Config, TrainConfig, load_checkpoint,
                                 regression_report, train)
 
-from .dataset import Sample, load_samples, make_split
+from .dataset import TRAINING_LABELS, Sample, load_samples, make_split
 
 
 def graphs_of(samples: list[Sample], level: str):
@@ -24,7 +24,7 @@ def latencies_of(samples: list[Sample]) -> np.ndarray:
 def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed: int = 0,
                      platform_id: str | None = None, model_cfg: NARFormerV2Config | None = None,
                      train_cfg: TrainConfig | None = None, progress: bool = True, node_weight: float = 0.0,
-                     labels: str = "first"):
+                     labels: str = TRAINING_LABELS):
     """Train on the split's train part, select on its val part; the test part is not touched.
     `node_weight`: see cost_model.train (fused graphs carry the measured kernel times);
     `labels`: which of a model's measured runs is its latency (dataset.load_samples)."""

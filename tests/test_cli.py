@@ -136,7 +136,7 @@ def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
     _synthetic_dataset(tmp_path / "d")
     ckpt = tmp_path / "m.pt"
     code, out, _ = run(capsys, "train", tmp_path / "d", "--out", ckpt, "--epochs", "3", "--width", "32",
-                       "--layers", "1")
+                       "--layers", "1", "--labels", "first")
     assert code == 0 and ckpt.is_file() and "validation MAPE" in out
     code, out, _ = run(capsys, "evaluate", ckpt, tmp_path / "d", "--json")
     res = json.loads(out)
@@ -144,14 +144,14 @@ def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
     # The GNN baseline is a full cost model too: it trains, saves and evaluates the same way.
     gnn = tmp_path / "gnn.pt"
     code, out, _ = run(capsys, "train", tmp_path / "d", "--out", gnn, "--model", "nnlp", "--epochs", "3",
-                       "--width", "16", "--labels", "min")
+                       "--width", "16")
     assert code == 0 and "validation MAPE" in out
     from nar_tvm.cost_model import load_checkpoint
     from nar_tvm.cost_model.nnlp import NNLP
 
     loaded = load_checkpoint(gnn)
     assert isinstance(loaded.model, NNLP) and loaded.model.cfg.hidden == 16
-    assert loaded.provenance["level"] == "fused" and loaded.provenance["labels"] == "min"
+    assert loaded.provenance["level"] == "fused" and loaded.provenance["labels"] == "min"  # the default
     assert load_checkpoint(ckpt).provenance["labels"] == "first"
     code, out, _ = run(capsys, "evaluate", gnn, tmp_path / "d", "--json")
     assert code == 0 and json.loads(out)["overall"]["n"] == 4
