@@ -105,8 +105,9 @@ def main() -> None:
     nf = s["noise_floor"]
     if nf:
         share = nf["count"] / max(s["status"].get("ok", 0), 1)
-        lines.append(f"{nf['count']} models ({share:.0%} of the measured ones, a seeded random sample) were "
-                     "measured again in a later pass. "
+        who = ("Every measured model was" if share >= 1 else
+               f"{nf['count']} models ({share:.0%} of the measured ones, a seeded random sample) were")
+        lines.append(f"{who} measured again in a later pass. "
                      f"Median relative difference between the two measurements: "
                      f"**{nf['median_rel_diff']:.4f}** ({nf['median_rel_diff']:.2%}); 90th percentile "
                      f"{nf['p90_rel_diff']:.4f}. Scored as a prediction of the first run, the second run "
