@@ -17,6 +17,11 @@ NAR_FORMER_V2 = NARFormerV2Config(d_model=64, n_heads=4, ffn_groups=8, head_hidd
 PLAIN_TRANSFORMER = replace(NAR_FORMER_V2, use_graph_attention=False, use_degree_gate=False, grouped_ffn=False)
 NNLP_GRAPHSAGE = NNLPConfig(hidden=64, head_hidden=64, dropout=0.0)
 
+# Larger budgets, chosen on validation by benchmarks/recipe_sweep.md (one width x depth grid
+# searched for both networks): each gains there, at 2-4x the training time of its recipe above.
+NAR_FORMER_V2_LARGE = replace(NAR_FORMER_V2, d_model=128, head_hidden=128, n_layers=4)
+NNLP_LARGE = replace(NNLP_GRAPHSAGE, hidden=128, head_hidden=128)
+
 MODELS = {"nar-former-v2": NAR_FORMER_V2, "transformer": PLAIN_TRANSFORMER, "nnlp": NNLP_GRAPHSAGE}
 
 # lr from the report's validation search. At 40 epochs every run was still improving; on the

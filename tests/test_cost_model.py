@@ -17,6 +17,7 @@ from nar_tvm.cost_model import (
     Vocabulary, collate, load_checkpoint, regression_report, save_checkpoint, train,
 )
 from nar_tvm.cost_model.checkpoint import FORMAT, VERSION
+from nar_tvm.cost_model.tokenizer import padded_size
 from nar_tvm.cost_model.synthetic import synthetic_dataset as dataset
 from nar_tvm.cost_model.train import rse_loss, sr_loss
 from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
@@ -208,6 +209,23 @@ def test_collate_pads_and_masks():
     assert not batch["adj"][0, 2:].any() and not batch["adj"][0, :, 2:].any()
     assert not batch["x"][0, 2:].any()
     assert batch["static"].shape == (2, tok.static_dim)
+
+
+def test_collate_into_a_reused_buffer_clears_what_the_last_batch_left(data):
+    graphs = data[0]
+    tok = Tokenizer().fit(graphs)
+    tokens = tok.encode_many(graphs)
+    big = sorted(tokens, key=lambda t: -t.num_nodes)[:3]
+    small = sorted(tokens, key=lambda t: t.num_nodes)[:2]
+    buffer = np.empty(padded_size(big), dtype=np.float32)
+    collate(big, buffer)  # leaves non-zero tokens where `small` has padding
+    reused = collate(small, buffer)
+    fresh = collate(small)
+    for key in fresh:
+        torch.testing.assert_close(reused[key], fresh[key], rtol=0, atol=0)
+    assert np.shares_memory(reused["x"].numpy(), buffer)
+    with pytest.raises(ValueError, match="at least"):
+        collate(big, np.empty(padded_size(big) - 1, dtype=np.float32))
 
 
 def test_tokenizer_state_round_trips_through_json(data):
