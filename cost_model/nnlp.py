@@ -38,8 +38,11 @@ class SAGELayer(nn.Module):
         self.self_lin = nn.Linear(d_in, d_out)
         self.neigh_lin = nn.Linear(d_in, d_out, bias=False)
 
-    def forward(self, h: torch.Tensor, neighbours: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.self_lin(h) + self.neigh_lin(neighbours @ h / count))
+    def forward(self, h: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """`h` [nodes, d] of the whole batch; the mean runs over the (src -> dst) neighbour pairs.
+        A scatter over the few pairs a DNN graph has, not a dense [B, N, N] product."""
+        total = torch.zeros_like(h).index_add_(0, dst, h.index_select(0, src))
+        return torch.relu(self.self_lin(h) + self.neigh_lin(total / count))
 
 
 class NNLP(nn.Module):
@@ -64,13 +67,15 @@ class NNLP(nn.Module):
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
                 static: torch.Tensor, mask: torch.Tensor, with_nodes: bool = False):
-        n = x.shape[1]
+        b, n, _ = x.shape
         # collate's adjacency includes self loops (for attention); SAGE keeps self apart.
-        neighbours = (adj & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=x.device)).float()
-        count = neighbours.sum(dim=-1, keepdim=True).clamp(min=1.0)
-        h = self.embed(x)
+        graph, node, other = (adj & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=x.device)).nonzero().T
+        dst, src = graph * n + node, graph * n + other
+        count = torch.bincount(dst, minlength=b * n).clamp(min=1).unsqueeze(-1).to(x.dtype)
+        h = self.embed(x).flatten(0, 1)
         for layer in self.layers:
-            h = self.dropout(layer(h, neighbours, count))
+            h = self.dropout(layer(h, src, dst, count))
+        h = h.view(b, n, -1)
         pooled = (h * mask[..., None]).sum(dim=1)
         if self.cfg.use_static:
             pooled = torch.cat([pooled, self.static_mlp(static)], dim=-1)

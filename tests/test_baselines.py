@@ -100,15 +100,23 @@ def test_nnlp_mean_aggregates_over_neighbours_without_self():
     batch = collate(tok.encode_many(graphs))
     layer = model.layers[0]
     seen = {}
-    layer.register_forward_hook(lambda m, args, out: seen.update(neighbours=args[1], count=args[2]))
+    layer.register_forward_hook(lambda m, args, out: seen.update(h=args[0], src=args[1], dst=args[2],
+                                                                  count=args[3], out=out))
     with torch.no_grad():
         model(**batch)
-    adj = graphs[0].to_dict()["edges"]
-    expected = torch.zeros(graphs[0].num_nodes, graphs[0].num_nodes)
-    for s, d in adj:
+    n = graphs[0].num_nodes
+    expected = torch.zeros(n, n)
+    for s, d in graphs[0].to_dict()["edges"]:
         expected[s, d] = expected[d, s] = 1.0
-    torch.testing.assert_close(seen["neighbours"][0], expected)
-    torch.testing.assert_close(seen["count"][0, :, 0], expected.sum(1).clamp(min=1))
+    neighbours = torch.zeros(n, n)
+    neighbours[seen["dst"], seen["src"]] = 1.0
+    torch.testing.assert_close(neighbours, expected)
+    assert len(seen["src"]) == int(expected.sum())  # each pair once, no self pairs
+    torch.testing.assert_close(seen["count"][:, 0], expected.sum(1).clamp(min=1))
+    # The scatter computes GraphSAGE's dense mean aggregation.
+    h = seen["h"]
+    dense = torch.relu(layer.self_lin(h) + layer.neigh_lin(expected @ h / expected.sum(1, keepdim=True).clamp(min=1)))
+    torch.testing.assert_close(seen["out"], dense, rtol=1e-5, atol=1e-6)
 
 
 def test_train_builds_the_network_its_config_names(data):
