@@ -237,8 +237,9 @@ def train(
             losses, node_losses = [], []
             for batch_idx in _epoch_batches(rng, sizes, n_batches, train_cfg.size_bucket_batches):
                 items = [train_tokens[i] for i in batch_idx]
-                if padded_size(items) > x_buffer.size:
-                    x_buffer = np.empty(padded_size(items), dtype=np.float32)
+                needed = padded_size(items)
+                if needed > x_buffer.size:
+                    x_buffer = np.empty(needed, dtype=np.float32)
                 batch = {k: v.to(device) for k, v in collate(items, x_buffer).items()}
                 y = torch.as_tensor(y_train[batch_idx], dtype=torch.float32, device=device)
                 if node_log_ms is None:
