@@ -10,7 +10,7 @@ from torch import nn
 
 from nar_tvm.passes.opgraph import OpGraph
 
-from .tokenizer import GraphTokens, Tokenizer, collate, padded_size
+from .tokenizer import Collator, GraphTokens, Tokenizer
 
 
 @dataclass
@@ -59,14 +59,10 @@ class LatencyPredictor:
         self.model.eval()
         device = next(self.model.parameters()).device
         log_ms = np.empty(len(tokens), dtype=np.float64)
-        chunks = _chunks([t.num_nodes for t in tokens], batch_size, max_batch_nodes)
-        # One token buffer for every chunk (see collate): the model is done with a chunk's
-        # tokens before the next chunk overwrites them.
-        x_buffer = np.empty(max((padded_size([tokens[i] for i in idx]) for idx in chunks), default=0),
-                            dtype=np.float32)
+        collate_reused = Collator()  # the model is done with a chunk before the next one is collated
         try:
-            for idx in chunks:
-                batch = {k: v.to(device) for k, v in collate([tokens[i] for i in idx], x_buffer).items()}
+            for idx in _chunks([t.num_nodes for t in tokens], batch_size, max_batch_nodes):
+                batch = {k: v.to(device) for k, v in collate_reused([tokens[i] for i in idx]).items()}
                 log_ms[idx] = self.model(**batch).double().cpu().numpy()
         finally:
             self.model.train(was_training)

@@ -312,6 +312,21 @@ def padded_size(items: Sequence[GraphTokens]) -> int:
     return len(items) * max(max(t.num_nodes for t in items), 1) * items[0].x.shape[1]
 
 
+class Collator:
+    """`collate` into one reused token buffer, grown when a batch needs more (see collate).
+    Each call's "x" is overwritten by the next call: use a batch before collating another."""
+
+    def __init__(self):
+        self._buffer = np.empty(0, dtype=np.float32)
+
+    def __call__(self, items: Sequence[GraphTokens]) -> dict[str, torch.Tensor]:
+        needed = padded_size(items)
+        if needed > self._buffer.size:
+            # Doubling keeps the re-allocations (and their page faults) to a handful per run.
+            self._buffer = np.empty(max(needed, 2 * self._buffer.size), dtype=np.float32)
+        return collate(items, self._buffer)
+
+
 def collate(items: Sequence[GraphTokens], x_buffer: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Pad a list of graphs to the largest one; `mask` is True on real nodes.
 

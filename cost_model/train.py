@@ -18,7 +18,7 @@ from .architectures import build_model, state_width
 from .metrics import mape, regression_report
 from .model import NARFormerV2Config
 from .predictor import LatencyPredictor
-from .tokenizer import Tokenizer, collate, padded_size
+from .tokenizer import Collator, Tokenizer
 
 # "rse" is the paper's relative squared error (+ "sr", its shuffled relative term);
 # "log_mse" is squared error on log-latency, which treats over- and under-prediction by
@@ -229,18 +229,13 @@ def train(
         init_val_mape = mape(predictor.predict_tokens(val_tokens), y_val)
         history = TrainHistory(init_val_mape=init_val_mape, best_val_mape=init_val_mape)
         best_state = copy.deepcopy(model.state_dict())
-        # Batches reuse one padded-token buffer (see collate), grown to the largest seen.
-        x_buffer = np.empty(0, dtype=np.float32)
+        collate_reused = Collator()  # each batch is done with (backward included) before the next
         bar = tqdm(range(1, train_cfg.epochs + 1), desc="train", disable=not progress, leave=False)
         for epoch in bar:
             model.train()
             losses, node_losses = [], []
             for batch_idx in _epoch_batches(rng, sizes, n_batches, train_cfg.size_bucket_batches):
-                items = [train_tokens[i] for i in batch_idx]
-                needed = padded_size(items)
-                if needed > x_buffer.size:
-                    x_buffer = np.empty(needed, dtype=np.float32)
-                batch = {k: v.to(device) for k, v in collate(items, x_buffer).items()}
+                batch = {k: v.to(device) for k, v in collate_reused([train_tokens[i] for i in batch_idx]).items()}
                 y = torch.as_tensor(y_train[batch_idx], dtype=torch.float32, device=device)
                 if node_log_ms is None:
                     log_pred = model(**batch)
