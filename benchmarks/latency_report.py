@@ -42,6 +42,7 @@ import torch
 
 from nar_tvm.cost_model import load_checkpoint, recipes, regression_report, relative_error, save_checkpoint
 from nar_tvm.cost_model.baselines import GradientBoostedTrees, LogLinear, NeuralRegressor
+from nar_tvm.cost_model.nnlp import NNLPConfig
 from nar_tvm.dataset import LABELS, TRAINING_LABELS, DatasetStore, load_samples, make_split, noise_floor
 from nar_tvm.training import train_on_dataset
 
@@ -84,10 +85,13 @@ def methods(epochs: int) -> list[Method]:
         Method("NNLP (GraphSAGE)", neural(NNLP, epochs), neural=True, model_cfg=NNLP),
         *[Method(name, neural(cfg, epochs), neural=True, ood=ood, ablation=ablation, model_cfg=cfg)
           for name, cfg, ood, ablation in nar_variants],
-        # Extensions beyond the paper: the profiler's per-kernel times as extra supervision.
-        *[Method(f"{name} + kernel times", neural(cfg, epochs, KERNEL_WEIGHT), neural=True, ood=False,
-                 model_cfg=cfg, node_weight=KERNEL_WEIGHT)
-          for name, cfg in (("NNLP (GraphSAGE)", NNLP), ("NAR-Former V2", NAR))],
+        # Extensions beyond the paper: the profiler's per-kernel times as extra supervision, and
+        # with them a readout that adds up per-node kernel times (model.READOUTS, "kernels").
+        *[Method(f"{name}{suffix}", neural(cfg, epochs, KERNEL_WEIGHT), neural=True, model_cfg=cfg,
+                 node_weight=KERNEL_WEIGHT)
+          for suffix, readout in ((" + kernel times", None), (" + kernel-sum readout", "kernels"))
+          for name, cfg in (("NNLP (GraphSAGE)", NNLP if readout is None else replace(NNLP, readout=readout)),
+                            ("NAR-Former V2", NAR if readout is None else replace(NAR, readout=readout)))],
         # Both networks at the sizes benchmarks/recipe_sweep.md chose on validation from one
         # grid searched for both; in-domain only (out of domain they would cost hours more).
         *[Method(f"{name} (large){suffix}", neural(cfg, epochs, weight), neural=True, ood=False,
@@ -145,8 +149,11 @@ class Runner:
         """What a run's result depends on: the data, the method's settings and the task itself."""
         method = self.methods[task[0]]
         cfg = method.model_cfg
+        model = asdict(cfg) if cfg is not None else None
+        if isinstance(cfg, NNLPConfig) and cfg.readout == "sum":
+            del model["readout"]  # added after runs were cached: at its default a key stays as it was
         settings = {"snapshot": self._snapshot_sha, "epochs": self.epochs, "train": asdict(TRAIN),
-                    "model": asdict(cfg) if cfg is not None else None, "task": list(task)}
+                    "model": model, "task": list(task)}
         if method.node_weight:
             settings["node_weight"] = method.node_weight
         if self.labels != "first":  # keys of runs cached before the rule existed stay valid
@@ -331,6 +338,15 @@ def speed_section(predictor, level: str, samples, n_models: int, n_throughput: i
 
 
 # ------------------------------------------------------------------ report
+def is_nar_former(name: str) -> bool:
+    """A configuration of NAR-Former V2 itself (size, extensions), not an ablation."""
+    return name.startswith("NAR-Former V2") and " - " not in name
+
+
+def best_by_validation(in_domain: dict, names) -> str:
+    return min(names, key=lambda n: np.mean([r["val_mape"] for r in in_domain[n].values()]))
+
+
 def mean_std(values) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -705,7 +721,7 @@ def main() -> int:
     # Ship the checkpointable (neural) method with the best mean validation MAPE, retrained
     # through the dataset glue (for platform and provenance) on its best validation seed.
     candidates = [m for m in all_methods if m.neural]
-    ship = min(candidates, key=lambda m: np.mean([r["val_mape"] for r in in_domain[m.name].values()]))
+    ship = runner.methods[best_by_validation(in_domain, [m.name for m in candidates])]
     ship_seed = min(in_domain[ship.name], key=lambda s: in_domain[ship.name][s]["val_mape"])
     ship_lr = runner.chosen_lr[ship.name, level]
     predictor, history, _ = train_on_dataset(
@@ -724,11 +740,10 @@ def main() -> int:
 
     # ---- targets
     best_in = min(in_domain, key=lambda n: np.mean([r["overall"]["mape"] for r in in_domain[n].values()]))
-    best_val = min(in_domain, key=lambda n: np.mean([r["val_mape"] for r in in_domain[n].values()]))
+    best_val = best_by_validation(in_domain, in_domain)
     # The in-domain targets hold NAR-Former V2 to its best configuration (size, kernel-time
     # supervision), chosen on validation like everything else; ablations are not candidates.
-    nar_name = min((n for n in in_domain if n.startswith("NAR-Former V2") and " - " not in n),
-                   key=lambda n: np.mean([r["val_mape"] for r in in_domain[n].values()]))
+    nar_name = best_by_validation(in_domain, [n for n in in_domain if is_nar_former(n)])
     nar_mape = [r["overall"]["mape"] for r in in_domain[nar_name].values()]
     nar_acc = [r["overall"]["acc@10%"] for r in in_domain[nar_name].values()]
     targets = [
@@ -741,10 +756,18 @@ def main() -> int:
         f"**{'met' if np.mean(nar_acc) >= 0.95 else 'not met'}**",
     ]
     if ood and "NNLP (GraphSAGE)" in ood:
-        a = np.mean(ood_seed_means(ood["NAR-Former V2"], "mape"))
-        b = np.mean(ood_seed_means(ood["NNLP (GraphSAGE)"], "mape"))
-        targets.append(f"out-of-domain mean MAPE at least 25% below NNLP's: NAR-Former V2 {a:.3f} vs NNLP {b:.3f} "
-                       f"({100 * (1 - a / b):+.0f}% lower) -> **{'met' if a <= 0.75 * b else 'not met'}**")
+        # Each network out of domain in its configuration that validates best in-domain (among
+        # those run out of domain), held against NNLP as the issue specifies it and against
+        # NNLP given the same extensions.
+        nar_ood = best_by_validation(in_domain, [n for n in ood if is_nar_former(n)])
+        nnlp_ood = best_by_validation(in_domain, [n for n in ood if n.startswith("NNLP")])
+        a = np.mean(ood_seed_means(ood[nar_ood], "mape"))
+        targets.append(f"NAR-Former V2 configuration out of domain, by in-domain validation MAPE among those run "
+                       f"out of domain: **{nar_ood}**")
+        for nnlp_name in dict.fromkeys(["NNLP (GraphSAGE)", nnlp_ood]):
+            b = np.mean(ood_seed_means(ood[nnlp_name], "mape"))
+            targets.append(f"out-of-domain mean MAPE at least 25% below {nnlp_name}'s: {a:.3f} vs {b:.3f} "
+                           f"({100 * (1 - a / b):+.0f}% lower) -> **{'met' if a <= 0.75 * b else 'not met'}**")
     targets.append(f"best method in-domain: by validation MAPE **{best_val}**, by test MAPE **{best_in}**; "
                    f"the shipped checkpoint is the best neural method by validation MAPE, **{ship.name}**"
                    + ("" if ship.name == best_val else
@@ -763,14 +786,15 @@ def main() -> int:
     stem = out.stem
     plots = {"scatter_in": f"{stem}_scatter_in_domain.png", "ape": f"{stem}_ape_by_family.png"}
     main_names = ["Linear (FLOPs + mem)", "GBT (xgboost)", "NNLP (GraphSAGE)", "Transformer (plain)", "NAR-Former V2"]
-    plot_scatter(in_domain, main_names + ([ship.name] if ship.name not in main_names else []),
+    main_names += [n for n in dict.fromkeys([nar_name, ship.name]) if n not in main_names]
+    plot_scatter(in_domain, main_names,
                  out.parent / plots["scatter_in"], f"in-domain test, all {len(seeds)} seeds, {level}-level graphs")
     if ood:
         plots["scatter_ood"] = f"{stem}_scatter_ood.png"
         flat = {n: {(f, s): r for f, runs in by_fam.items() for s, r in runs.items()} for n, by_fam in ood.items()}
         plot_scatter(flat, [n for n in main_names if n in flat], out.parent / plots["scatter_ood"],
                      "out-of-domain: each family predicted by a model that never saw it")
-    plot_ape(in_domain["NAR-Former V2"], ood.get("NAR-Former V2"), "NAR-Former V2", out.parent / plots["ape"])
+    plot_ape(in_domain[nar_name], ood.get(nar_name), nar_name, out.parent / plots["ape"])
 
     protocol = [
         f"Snapshot of {len(samples)} models; in-domain split per family 80/10/10 (`make_split('in-domain', seed)`), "

@@ -22,7 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-READOUTS = ("sum", "mean")
+# "kernels": the graph's latency is the sum of per-node kernel times (predicted from each
+# node's state) plus a remainder read from the pooled states and static features. On one
+# CPU thread the profiler's kernel times add up to the measured total (median ratio 1.00-1.03
+# per family), so this is the structure of the quantity, and it carries over to networks
+# built from known kernels in unseen arrangements.
+READOUTS = ("sum", "mean", "kernels")
 
 
 @dataclass
@@ -171,6 +176,29 @@ class EncoderBlock(nn.Module):
         return h + self.ffn(u, self.scale_ffn)
 
 
+def kernel_time_head(d: int, hidden: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+
+def add_kernel_times(rest_log_ms: torch.Tensor, kernel_log_ms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log(exp(rest) + sum of exp(kernel) over valid nodes): [B] from [B] and [B, N]."""
+    kernels = kernel_log_ms.masked_fill(~mask, -math.inf)
+    return torch.logsumexp(torch.cat([rest_log_ms[:, None], kernels], dim=1), dim=1)
+
+
+def start_at_constant(model: nn.Module, log_ms: float, mean_nodes: float) -> None:
+    """Make every graph's first prediction the constant `log_ms`; with a kernel readout the
+    kernels' sum and the remainder start with half of it each."""
+    outputs = [(model.head[-1], log_ms)]
+    if getattr(model, "kernel_head", None) is not None:
+        half = log_ms - math.log(2.0)
+        outputs = [(model.head[-1], half), (model.kernel_head[-1], half - math.log(max(mean_nodes, 1.0)))]
+    with torch.no_grad():
+        for layer, value in outputs:
+            layer.weight.zero_()
+            layer.bias.fill_(value)
+
+
 def node_output(head: nn.Module | None, h: torch.Tensor) -> torch.Tensor:
     if head is None:
         raise ValueError("this model has no node head: it exists only while training on kernel times")
@@ -206,6 +234,7 @@ class NARFormerV2(nn.Module):
         self.norm_out = nn.LayerNorm(d)
         self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
                                                      cfg.use_static)
+        self.kernel_head = kernel_time_head(d, cfg.head_hidden) if cfg.readout == "kernels" else None
         # Training-only auxiliary output (train's node_weight); never part of a checkpoint.
         self.node_out: nn.Module | None = None
 
@@ -234,7 +263,7 @@ class NARFormerV2(nn.Module):
 
     def regress(self, pooled: torch.Tensor, static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pooled node states (summed over nodes) and static features to log-latency."""
-        if self.cfg.readout == "mean":
+        if self.cfg.readout in ("mean", "kernels"):
             pooled = pooled / mask.sum(dim=1, keepdim=True).clamp(min=1)
         if self.cfg.use_static:
             pooled = torch.cat([pooled, self.static_mlp(static)], dim=-1)
@@ -245,4 +274,8 @@ class NARFormerV2(nn.Module):
         """Graph log-latency [B]; with `with_nodes`, also per-node log kernel ms [B, N]."""
         last = self.block_states(x, adj, degree, mask)[-1]
         graph = self.regress(self.pool(last, self.norm_out, mask), static, mask)
+        if self.kernel_head is not None:
+            kernels = self.kernel_head(self.norm_out(last)).squeeze(-1)
+            graph = add_kernel_times(graph, kernels, mask)
+            return (graph, kernels) if with_nodes else graph
         return (graph, node_output(self.node_out, last)) if with_nodes else graph

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import node_output, regression_head
+from .model import add_kernel_times, kernel_time_head, node_output, regression_head
+
+
+NNLP_READOUTS = ("sum", "kernels")
 
 
 @dataclass
@@ -24,10 +27,14 @@ class NNLPConfig:
     head_hidden: int = 128
     dropout: float = 0.05
     use_static: bool = True
+    # "sum": NNLQP's sum pooling; "kernels": as NARFormerV2Config's (sum of per-node kernel times).
+    readout: str = "sum"
 
     def validate(self) -> None:
         if self.token_dim is None or self.static_dim is None:
             raise ValueError("token_dim and static_dim must be set (from the tokenizer) to build a model")
+        if self.readout not in NNLP_READOUTS:
+            raise ValueError(f"readout must be one of {NNLP_READOUTS}, got {self.readout!r}")
 
 
 class SAGELayer(nn.Module):
@@ -63,6 +70,7 @@ class NNLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
                                                      cfg.use_static)
+        self.kernel_head = kernel_time_head(d, cfg.head_hidden) if cfg.readout == "kernels" else None
         self.node_out: nn.Module | None = None  # as NARFormerV2's
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
@@ -80,4 +88,8 @@ class NNLP(nn.Module):
         if self.cfg.use_static:
             pooled = torch.cat([pooled, self.static_mlp(static)], dim=-1)
         graph = self.head(pooled).squeeze(-1)
+        if self.kernel_head is not None:
+            kernels = self.kernel_head(h).squeeze(-1)
+            graph = add_kernel_times(graph, kernels, mask)
+            return (graph, kernels) if with_nodes else graph
         return (graph, node_output(self.node_out, h)) if with_nodes else graph

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .model import NARFormerV2Config
-from .nnlp import NNLPConfig
+from .model import READOUTS, NARFormerV2Config
+from .nnlp import NNLP_READOUTS, NNLPConfig
 from .train import TrainConfig
 
 # Sized for one core: a 64-wide model trains on ~800 fused graphs in about a minute. Mean readout:
@@ -30,8 +30,9 @@ MODELS = {"nar-former-v2": NAR_FORMER_V2, "transformer": PLAIN_TRANSFORMER, "nnl
 TRAINING = TrainConfig(epochs=120, batch_size=32, lr=3e-3, loss="log_mse", patience=30, size_bucket_batches=8)
 
 
-def model_config(name: str, width: int | None = None, layers: int | None = None):
-    """A named recipe's model config, optionally resized (`width`: d_model or hidden size)."""
+def model_config(name: str, width: int | None = None, layers: int | None = None, readout: str | None = None):
+    """A named recipe's model config, optionally resized (`width`: d_model or hidden size) or
+    given another readout ("kernels": the sum of per-node kernel times, model.READOUTS)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     cfg = MODELS[name]
@@ -40,4 +41,9 @@ def model_config(name: str, width: int | None = None, layers: int | None = None)
                               else {"d_model": width, "head_hidden": width}))
     if layers is not None:
         cfg = replace(cfg, n_layers=layers)
+    if readout is not None:
+        allowed = NNLP_READOUTS if isinstance(cfg, NNLPConfig) else READOUTS
+        if readout not in allowed:
+            raise ValueError(f"model {name!r} has no readout {readout!r}; choose from {list(allowed)}")
+        cfg = replace(cfg, readout=readout)
     return cfg

@@ -16,7 +16,7 @@ from nar_tvm.passes.opgraph import OpGraph
 
 from .architectures import build_model, state_width
 from .metrics import mape, regression_report
-from .model import NARFormerV2Config
+from .model import NARFormerV2Config, start_at_constant
 from .predictor import LatencyPredictor
 from .tokenizer import Collator, Tokenizer
 
@@ -211,16 +211,14 @@ def train(
 
     with _deterministic(train_cfg.seed):
         model = build_model(model_cfg).to(device)
-        if node_log_ms is not None:
+        if node_log_ms is not None and getattr(model, "kernel_head", None) is None:
             model.node_out = nn.Linear(state_width(model_cfg), 1).to(device)
-        with torch.no_grad():
-            # Start every graph at the constant that minimises the training loss. The RSE
-            # bounds the penalty for under-prediction, so through exp() its gradient fades
-            # for graphs predicted far too fast; from a higher start (random, or the
-            # geometric mean) the small graphs' huge over-prediction errors push all
-            # predictions down into that flat region and training stalls.
-            model.head[-1].weight.zero_()
-            model.head[-1].bias.fill_(_best_constant_log_ms(y_train, train_cfg.loss))
+        # Start every graph at the constant that minimises the training loss. The RSE
+        # bounds the penalty for under-prediction, so through exp() its gradient fades
+        # for graphs predicted far too fast; from a higher start (random, or the
+        # geometric mean) the small graphs' huge over-prediction errors push all
+        # predictions down into that flat region and training stalls.
+        start_at_constant(model, _best_constant_log_ms(y_train, train_cfg.loss), float(sizes.mean()))
         predictor = LatencyPredictor(tokenizer, model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_then_linear_decay(warmup, total_steps))

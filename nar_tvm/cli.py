@@ -122,7 +122,7 @@ def cmd_train(args) -> int:
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "loss", "patience")
                  if getattr(args, k) is not None}
     cfg = replace(recipes.TRAINING, seed=args.seed, **overrides)
-    model_cfg = recipes.model_config(args.model, width=args.width, layers=args.layers)
+    model_cfg = recipes.model_config(args.model, width=args.width, layers=args.layers, readout=args.readout)
     predictor, history, parts = train_on_dataset(args.dataset, level=args.level, split=args.split,
                                                  seed=args.seed, platform_id=args.platform,
                                                  model_cfg=model_cfg, train_cfg=cfg, node_weight=args.kernel_times,
@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int)
     p.add_argument("--width", type=int, help="d_model (hidden size for nnlp)")
     p.add_argument("--layers", type=int)
+    p.add_argument("--readout", choices=["sum", "mean", "kernels"],
+                   help="how node states become the latency (default: the recipe's); kernels: the sum of "
+                        "per-node kernel times, best trained with --kernel-times (nnlp: sum or kernels)")
     p.add_argument("--kernel-times", type=float, default=0.0, metavar="WEIGHT",
                    help="also learn each fused kernel's measured time, with this loss weight (fused level)")
     p.add_argument("--labels", choices=LABELS, default=TRAINING_LABELS,

@@ -144,13 +144,13 @@ def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
     # The GNN baseline is a full cost model too: it trains, saves and evaluates the same way.
     gnn = tmp_path / "gnn.pt"
     code, out, _ = run(capsys, "train", tmp_path / "d", "--out", gnn, "--model", "nnlp", "--epochs", "3",
-                       "--width", "16")
+                       "--width", "16", "--readout", "kernels")
     assert code == 0 and "validation MAPE" in out
     from nar_tvm.cost_model import load_checkpoint
     from nar_tvm.cost_model.nnlp import NNLP
 
     loaded = load_checkpoint(gnn)
-    assert isinstance(loaded.model, NNLP) and loaded.model.cfg.hidden == 16
+    assert isinstance(loaded.model, NNLP) and loaded.model.cfg.hidden == 16 and loaded.model.cfg.readout == "kernels"
     assert loaded.provenance["level"] == "fused" and loaded.provenance["labels"] == "min"  # the default
     assert load_checkpoint(ckpt).provenance["labels"] == "first"
     code, out, _ = run(capsys, "evaluate", gnn, tmp_path / "d", "--json")
@@ -159,5 +159,7 @@ def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
     assert json.loads(out)["families"]["fa"]["count"] == 15
     code, _, err = run(capsys, "train", tmp_path / "d", "--out", ckpt, "--split", "ood:nope")
     assert code == 2 and "family 'nope' is not in the dataset" in err
+    code, _, err = run(capsys, "train", tmp_path / "d", "--out", gnn, "--model", "nnlp", "--readout", "mean")
+    assert code == 2 and "model 'nnlp' has no readout 'mean'" in err
     code, _, err = run(capsys, "dataset", "stats", tmp_path / "missing")
     assert code == 2 and "no such dataset" in err

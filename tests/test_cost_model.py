@@ -30,6 +30,7 @@ ABLATIONS = {
     "no_static": {"use_static": False},
     "plain_transformer": {"use_graph_attention": False},
     "mean_readout": {"readout": "mean"},
+    "kernel_readout": {"readout": "kernels"},
 }
 
 
@@ -246,7 +247,8 @@ def build(tok: Tokenizer, **overrides) -> NARFormerV2:
     return NARFormerV2(cfg)
 
 
-@pytest.mark.parametrize("switches", [{}, {"use_graph_attention": False}], ids=["graph", "plain"])
+@pytest.mark.parametrize("switches", [{}, {"use_graph_attention": False}, {"readout": "kernels"}],
+                         ids=["graph", "plain", "kernels"])
 def test_batched_forward_equals_one_graph_at_a_time(switches):
     graphs, _ = dataset(5, seed=3, sizes=(3, 40))
     assert len({g.num_nodes for g in graphs}) > 1
@@ -477,6 +479,71 @@ def test_nnlp_checkpoint_round_trip(data, tmp_path):
     loaded = load_checkpoint(path)
     assert isinstance(loaded.model, NNLP) and loaded.model.cfg == predictor.model.cfg
     np.testing.assert_array_equal(loaded.predict(val_graphs).latency_ms, predictor.predict(val_graphs).latency_ms)
+
+
+def kernel_readout_models(tok):
+    from nar_tvm.cost_model.nnlp import NNLP, NNLPConfig
+
+    nnlp = NNLP(NNLPConfig(token_dim=tok.token_dim, static_dim=tok.static_dim, hidden=16, head_hidden=16,
+                           readout="kernels"))
+    return {"nar-former-v2": build(tok, readout="kernels"), "nnlp": nnlp}
+
+
+@pytest.mark.parametrize("architecture", ["nar-former-v2", "nnlp"])
+def test_kernel_readout_is_the_sum_of_kernel_times_plus_the_remainder(architecture):
+    from nar_tvm.cost_model.architectures import build_model
+
+    graphs, _ = dataset(4, seed=7, sizes=(3, 30))
+    tok = Tokenizer().fit(graphs)
+    torch.manual_seed(0)
+    model = kernel_readout_models(tok)[architecture].eval()
+    for p in model.parameters():  # away from the zero-initialised heads, so every term counts
+        torch.nn.init.normal_(p, 0.0, 0.3)
+    batch = collate(tok.encode_many(graphs))
+    with torch.no_grad():
+        graph, kernels = model(**batch, with_nodes=True)
+        # The same weights without the kernel head: what the remainder alone predicts.
+        rest_model = build_model(replace(model.cfg, readout="mean" if architecture == "nar-former-v2" else "sum"))
+        rest_model.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("kernel_head")})
+        rest = rest_model.eval()(**batch)
+    mask = batch["mask"]
+    assert kernels.shape == mask.shape
+    expected = torch.log(rest.exp() + (kernels.exp() * mask).sum(dim=1))
+    torch.testing.assert_close(graph, expected, atol=1e-5, rtol=1e-5)
+    # Padding adds nothing: the kernels of padded rows are not in the sum.
+    assert (graph.exp() > rest.exp()).all()
+
+    # Training starts a graph of the average size at the constant given: the kernels'
+    # sum and the remainder each hold half of it.
+    from nar_tvm.cost_model.model import start_at_constant
+
+    start_at_constant(model, math.log(7.0), mean_nodes=float(graphs[0].num_nodes))
+    with torch.no_grad():
+        first = model(**collate(tok.encode_many(graphs[:1])))
+    torch.testing.assert_close(first.exp(), torch.tensor([7.0]))
+
+
+def test_kernel_readout_supervises_its_own_head_and_keeps_it_in_checkpoints(data, tmp_path):
+    from nar_tvm.cost_model.nnlp import NNLP, NNLPConfig
+    from nar_tvm.cost_model.synthetic import synthetic_dataset
+
+    graphs, y = synthetic_dataset(120, seed=3)
+    for g in graphs:
+        g.meta["node_ms"] = [nd.flops / 2e8 + 0.005 for nd in g.nodes]
+    cfg = TrainConfig(epochs=30, batch_size=16, lr=3e-3, seed=0, patience=None, loss="log_mse")
+    predictor, history = train(graphs[:100], y[:100], graphs[100:], y[100:],
+                               model_cfg=NNLPConfig(hidden=16, head_hidden=16, readout="kernels"),
+                               train_cfg=cfg, progress=False, node_weight=1.0)
+    node_loss = [e["node_loss"] for e in history.epochs]
+    assert node_loss[-1] < 0.1 * node_loss[0]
+    # No separate auxiliary head: the kernel times trained are the ones the readout adds up.
+    assert predictor.model.node_out is None
+    assert any(k.startswith("kernel_head") for k in predictor.model.state_dict())
+    loaded = load_checkpoint(save_checkpoint(predictor, tmp_path / "kernels.pt"))
+    assert isinstance(loaded.model, NNLP) and loaded.model.cfg.readout == "kernels"
+    np.testing.assert_array_equal(loaded.predict(graphs[100:]).latency_ms, predictor.predict(graphs[100:]).latency_ms)
+    with pytest.raises(ValueError, match="readout must be one of"):
+        NNLP(NNLPConfig(token_dim=8, static_dim=6, readout="mean"))
 
 
 # ---------------------------------------------------------------- metrics
