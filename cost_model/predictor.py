@@ -45,6 +45,27 @@ class LatencyPredictor:
             unknown_op_names=[t.unknown_op_names for t in tokens],
         )
 
+    @property
+    def predicts_kernels(self) -> bool:
+        """Whether the model's latency is a sum of per-node kernel times (readout "kernels")."""
+        return getattr(self.model, "kernel_head", None) is not None
+
+    @torch.no_grad()
+    def predict_kernels(self, graph: OpGraph) -> np.ndarray:
+        """Predicted ms of each node's kernel, in node order: the terms the latency adds up."""
+        if not self.predicts_kernels:
+            raise ValueError("this model predicts whole graphs only; per-kernel times need readout='kernels'")
+        tokens = self.tokenizer.encode_many([graph])
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            batch = {k: v.to(device) for k, v in Collator()(tokens).items()}
+            _, kernels = self.model(**batch, with_nodes=True)
+        finally:
+            self.model.train(was_training)
+        return np.exp(kernels[0, :graph.num_nodes].double().cpu().numpy())
+
     @torch.no_grad()
     def predict_tokens(self, tokens: Sequence[GraphTokens], batch_size: int = 256,
                        max_batch_nodes: int = 4096) -> np.ndarray:

@@ -103,8 +103,9 @@ def cmd_compare(args) -> int:
     for r in results:
         print(f"{r.name}: predicted {r.predicted_ms:.3f} ms, measured {r.measured_ms:.3f} ms "
               f"(CV {r.cv:.3f}), error {r.error:+.1%}, compiled in {r.compile_s:.1f} s")
-        for kernel, ms in r.top_kernels:
-            print(f"    {ms:9.3f} ms  {kernel}")
+        for kernel, ms, predicted_ms in r.top_kernels:
+            guess = "" if predicted_ms is None else f"  (predicted {predicted_ms:.3f} ms)"
+            print(f"    {ms:9.3f} ms  {kernel}{guess}")
     if stats:
         print(f"{stats['n']} models: MAPE {stats['mape']:.4f}, Acc(10%) {stats['acc@10%']:.3f}, "
               f"Kendall tau {stats['kendall_tau']:.3f}")

@@ -23,6 +23,7 @@ class Comparison:
     measured_ms: float
     cv: float
     compile_s: float
+    # (kernel, measured ms, predicted ms or None): predicted where the model sums kernel times.
     top_kernels: list = field(default_factory=list)
 
     @property
@@ -72,10 +73,24 @@ def compare(models: list[str], predictor, input_shapes=None, protocol: Protocol 
         worker.stop()
     predicted = predictor.predict(graphs).latency_ms
     out = []
-    for (name, m), ms in zip(measured, predicted):
-        kernels = [(k, v) for k, v in m.get("kernels_ms", {}).items() if not k.startswith("vm.builtin")]
+    for graph, (name, m), ms in zip(graphs, measured, predicted):
+        per_kernel = predicted_kernel_ms(predictor, graph)
+        kernels = [(k, v, per_kernel.get(k)) for k, v in m.get("kernels_ms", {}).items()
+                   if not k.startswith("vm.builtin")]
         out.append(Comparison(name, float(ms), m["median_ms"], m["cv"], m["compile_s"], kernels[:top]))
     return out
+
+
+def predicted_kernel_ms(predictor, graph: OpGraph) -> dict[str, float]:
+    """Predicted ms per kernel name, summed over the nodes that call it (as the profile sums
+    a kernel's calls); empty when the model predicts whole graphs only."""
+    if not predictor.predicts_kernels:
+        return {}
+    totals: dict[str, float] = {}
+    for node, ms in zip(graph.nodes, predictor.predict_kernels(graph)):
+        if node.kernel is not None:
+            totals[node.kernel] = totals.get(node.kernel, 0.0) + float(ms)
+    return totals
 
 
 def summary(results: list[Comparison]) -> dict:

@@ -116,7 +116,35 @@ def test_compare_measures_and_predicts(capsys, models, checkpoint):
     res = json.loads(out)["models"][0]
     assert code == 0 and res["measured_ms"] > 0 and res["predicted_ms"] > 0
     assert res["error"] == pytest.approx((res["predicted_ms"] - res["measured_ms"]) / res["measured_ms"])
-    assert any("conv2d" in k for k, _ in res["top_kernels"])
+    assert any("conv2d" in k for k, _, _ in res["top_kernels"])
+    # A whole-graph model has no per-kernel times to set beside the measured ones.
+    assert all(predicted is None for _, _, predicted in res["top_kernels"])
+
+
+def test_predicted_kernel_times_are_summed_per_kernel_name(checkpoint):
+    from nar_tvm.compare import predicted_kernel_ms
+    from nar_tvm.cost_model import load_checkpoint
+    from nar_tvm.cost_model.synthetic import synthetic_dataset
+
+    graphs, y = synthetic_dataset(40, seed=0)
+    predictor, _ = train(graphs[:30], y[:30], graphs[30:], y[30:],
+                         NARFormerV2Config(d_model=16, n_layers=1, n_heads=2, ffn_groups=4, head_hidden=16,
+                                           readout="kernels"),
+                         TrainConfig(epochs=2, batch_size=8), progress=False)
+    g = random_graph(np.random.default_rng(1), 4)
+    for nd, kernel in zip(g.nodes, ["conv", "act", "act", None]):
+        nd.kernel = kernel
+    per_node = predictor.predict_kernels(g)
+    assert per_node.shape == (4,) and np.all(per_node > 0)
+    totals = predicted_kernel_ms(predictor, g)
+    assert set(totals) == {"conv", "act"}  # a node without a kernel name is left out
+    assert totals["act"] == pytest.approx(per_node[1] + per_node[2])
+    # The graph's latency is its kernels' sum plus a positive remainder.
+    assert predictor.predict(g).latency_ms[0] > per_node.sum()
+    whole_graph = load_checkpoint(checkpoint)
+    assert predicted_kernel_ms(whole_graph, g) == {}
+    with pytest.raises(ValueError, match="per-kernel times need readout='kernels'"):
+        whole_graph.predict_kernels(g)
 
 
 def _synthetic_dataset(root):
