@@ -259,7 +259,11 @@ class NARFormerV2(nn.Module):
 
     @staticmethod
     def pool(h: torch.Tensor, norm: nn.Module, mask: torch.Tensor) -> torch.Tensor:
-        return (norm(h) * mask[..., None]).sum(dim=1)
+        return NARFormerV2.sum_valid(norm(h), mask)
+
+    @staticmethod
+    def sum_valid(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (h * mask[..., None]).sum(dim=1)
 
     def regress(self, pooled: torch.Tensor, static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Pooled node states (summed over nodes) and static features to log-latency."""
@@ -273,9 +277,11 @@ class NARFormerV2(nn.Module):
                 static: torch.Tensor, mask: torch.Tensor, with_nodes: bool = False):
         """Graph log-latency [B]; with `with_nodes`, also per-node log kernel ms [B, N]."""
         last = self.block_states(x, adj, degree, mask)[-1]
-        graph = self.regress(self.pool(last, self.norm_out, mask), static, mask)
+        # One normalisation serves the pooled readout and the per-kernel head.
+        normed = self.norm_out(last)
+        graph = self.regress(self.sum_valid(normed, mask), static, mask)
         if self.kernel_head is not None:
-            kernels = self.kernel_head(self.norm_out(last)).squeeze(-1)
+            kernels = self.kernel_head(normed).squeeze(-1)
             graph = add_kernel_times(graph, kernels, mask)
             return (graph, kernels) if with_nodes else graph
         return (graph, node_output(self.node_out, last)) if with_nodes else graph

@@ -1,6 +1,7 @@
 """A trained cost model ready to use: tokenizer + network + what it was trained for."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -55,16 +56,20 @@ class LatencyPredictor:
         """Predicted ms of each node's kernel, in node order: the terms the latency adds up."""
         if not self.predicts_kernels:
             raise ValueError("this model predicts whole graphs only; per-kernel times need readout='kernels'")
-        tokens = self.tokenizer.encode_many([graph])
-        device = next(self.model.parameters()).device
+        with self._inference() as device:
+            batch = {k: v.to(device) for k, v in Collator()(self.tokenizer.encode_many([graph])).items()}
+            _, kernels = self.model(**batch, with_nodes=True)
+        return np.exp(kernels[0, :graph.num_nodes].double().cpu().numpy())
+
+    @contextmanager
+    def _inference(self):
+        """The model in eval mode for the duration (its mode restored after); yields its device."""
         was_training = self.model.training
         self.model.eval()
         try:
-            batch = {k: v.to(device) for k, v in Collator()(tokens).items()}
-            _, kernels = self.model(**batch, with_nodes=True)
+            yield next(self.model.parameters()).device
         finally:
             self.model.train(was_training)
-        return np.exp(kernels[0, :graph.num_nodes].double().cpu().numpy())
 
     @torch.no_grad()
     def predict_tokens(self, tokens: Sequence[GraphTokens], batch_size: int = 256,
@@ -76,17 +81,12 @@ class LatencyPredictor:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        was_training = self.model.training
-        self.model.eval()
-        device = next(self.model.parameters()).device
         log_ms = np.empty(len(tokens), dtype=np.float64)
         collate_reused = Collator()  # the model is done with a chunk before the next one is collated
-        try:
+        with self._inference() as device:
             for idx in _chunks([t.num_nodes for t in tokens], batch_size, max_batch_nodes):
                 batch = {k: v.to(device) for k, v in collate_reused([tokens[i] for i in idx]).items()}
                 log_ms[idx] = self.model(**batch).double().cpu().numpy()
-        finally:
-            self.model.train(was_training)
         return np.exp(log_ms)
 
 
