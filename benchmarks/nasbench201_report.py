@@ -1,5 +1,5 @@
 """Regenerate benchmarks/nasbench201_report.md: NAS-Bench-201 accuracy ranking, per-device and
-few-shot latency, and device selection, all on the real tables in ../shared/data/nasbench201.
+few-shot latency, and device selection, all on the NAS-Bench-201 tables shipped in cost_model/data/nasbench201.
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/nasbench201_report.py
 
@@ -22,7 +22,7 @@ from nar_tvm.cost_model import nasbench as nb
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-DEFAULT_DATA_LABEL = "../shared/data/nasbench201/"
+DEFAULT_DATA_LABEL = "cost_model/data/nasbench201/"
 COMMAND = "OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/nasbench201_report.py"
 ACCURACY_SIZES = (156, 781, 1563)
 LATENCY_SIZES = (10, 50, 100, 1000)
@@ -346,7 +346,7 @@ def plot(few, devices, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(nb.DEFAULT_DATA_DIR), help="folder with accuracy.csv, latency.csv")
+    parser.add_argument("--data-dir", default=str(nb.DEFAULT_DATA_DIR), help="folder with accuracy.csv.gz, latency.csv.gz")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=str(HERE / "nasbench201_report.md"))
     args = parser.parse_args(argv)
@@ -354,11 +354,11 @@ def main(argv=None) -> int:
     data = Path(args.data_dir)
     start = time.perf_counter()
 
-    acc = nb.load_table(data / "accuracy.csv", [nb.ACCURACY_LABEL, nb.ACCURACY_EVAL_LABEL])
+    acc = nb.load_table(data / "accuracy.csv.gz", [nb.ACCURACY_LABEL, nb.ACCURACY_EVAL_LABEL])
     acc_lines, _ = accuracy_section(acc, args.seeds)
     t_acc = time.perf_counter() - start
 
-    lat = nb.load_table(data / "latency.csv", cells_from=data / "accuracy.csv")
+    lat = nb.load_table(data / "latency.csv.gz", cells_from=data / "accuracy.csv.gz")
     devices = lat.device_columns()
     Y = np.stack([lat.column(d) for d in devices], axis=1)
     per_n, selection, few, cfg = latency_tables(lat, devices, Y, args.seeds)

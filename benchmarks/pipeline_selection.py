@@ -29,6 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")
 
+from nar_tvm.cost_model.nb201_space import DEFAULT_ACCURACY_CSV, DEFAULT_LATENCY_CSV  # noqa: E402
 from nar_tvm.zoo import FAMILIES  # noqa: E402  (after the thread setting TVM reads at import)
 
 
@@ -233,7 +234,7 @@ def phase_devices(args) -> dict:
 
     devices = args.nb201_devices.split(",")
     table = load_table(args.nb201_latency, columns=devices,
-                       cells_from=Path(args.nb201_latency).with_name("accuracy.csv"))
+                       cells_from=DEFAULT_ACCURACY_CSV)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(table))
     train_idx, test_idx = order[:args.nb201_train], order[args.nb201_train:args.nb201_train + args.nb201_test]
@@ -356,7 +357,7 @@ def write_report(args, res: dict, summary: dict, path: Path) -> None:
     if devices_path.exists():
         d = json.loads(devices_path.read_text())
         lines += ["", "## Device selection on NAS-Bench-201 multi-device latencies", "",
-                  f"Published measurements (`shared/data/nasbench201/latency.csv`, HW-NAS-Bench/BRP-NAS) on "
+                  f"Published measurements (`cost_model/data/nasbench201/latency.csv.gz`, HW-NAS-Bench/BRP-NAS) on "
                   f"{', '.join(x.removesuffix('_ms') for x in d['devices'])}; one cell-level NAR-Former V2 per "
                   f"device trained on {d['train']} architectures, `selection.choose_device` on {d['test']} "
                   f"held-out ones. Measured fastest device: "
@@ -392,7 +393,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nb201-latency", default="../shared/data/nasbench201/latency.csv")
+    p.add_argument("--nb201-latency", default=str(DEFAULT_LATENCY_CSV))
     p.add_argument("--nb201-devices", default="silver_4114_ms,1080ti_1_ms,samsung_a50_ms,gold_6240_ms")
     p.add_argument("--nb201-train", type=int, default=100, help="architectures per device predictor")
     p.add_argument("--nb201-test", type=int, default=2000)

@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from nar_tvm.zoo import NB201_OPS, parse_nb201_cell
 
 from .checkpoint import CheckpointError, _check_plain
+from .nb201_space import DEFAULT_DATA_DIR, NB201_OPS, open_table, parse_nb201_cell  # noqa: F401
 from .metrics import acc_within, kendall_tau, mape, spearman
 from .model import NARFormerV2, NARFormerV2Config
 from .tokenizer import GraphTokens, collate, sinusoidal
@@ -54,7 +54,6 @@ LIVE_OPS = tuple(op for op in NB201_OPS if op != "none")
 # Static features: live-op counts, then conv depth along the deepest and the shallowest
 # input->output path, the number of such paths, and whether any exists at all.
 STATIC_FEATURES = (*(f"n_{op}" for op in LIVE_OPS), "max_convs", "min_convs", "n_paths", "connected")
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/nasbench201"
 ACCURACY_LABEL = "cifar10_valid_val_acc"
 ACCURACY_EVAL_LABEL = "cifar10_test_acc"
 CHECKPOINT_FORMAT = "nar-tvm.nasbench201-predictor"
@@ -237,7 +236,7 @@ def _read_csv(path: str | os.PathLike) -> tuple[list[str], list[dict]]:
     path = Path(path)
     if not path.is_file():
         raise NasBenchDataError(f"{path}: no such file")
-    with path.open(newline="") as f:
+    with open_table(path) as f:
         reader = csv.DictReader(f)
         rows = list(reader)
         header = list(reader.fieldnames or [])

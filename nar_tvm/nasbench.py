@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_ACCURACY_CSV = "accuracy.csv"
-DEFAULT_LATENCY_CSV = "latency.csv"
+DEFAULT_ACCURACY_CSV = "accuracy.csv.gz"
+DEFAULT_LATENCY_CSV = "latency.csv.gz"
 
 
 def network_opgraph(cell: str, C: int = 16, N: int = 5, num_classes: int = 10, level: str = "op",
@@ -47,7 +47,7 @@ def _mean_std(values) -> str:
 
 
 def _data_path(value: str | None, default_name: str) -> str:
-    from .cost_model.nasbench import DEFAULT_DATA_DIR
+    from .cost_model.nb201_space import DEFAULT_DATA_DIR
 
     return value if value is not None else str(DEFAULT_DATA_DIR / default_name)
 
@@ -100,6 +100,7 @@ def cmd_nasbench_latency(args) -> int:
         raise NasBenchDataError("give --shots (adapt a pretrained model) or --train-size (train from "
                                 "scratch on the target device), not both")
     cells_csv = _data_path(args.cells_csv, DEFAULT_ACCURACY_CSV)
+    args.latency_csv = _data_path(args.latency_csv, DEFAULT_LATENCY_CSV)
     target = load_table(args.latency_csv, [args.device], cells_from=cells_csv)
     y = target.column(args.device)
     n_learn = args.train_size if args.train_size is not None else (args.shots or 10)
@@ -171,7 +172,7 @@ def add_nasbench_parser(subparsers) -> argparse.ArgumentParser:
                          ("evaluate", "Kendall tau of the protocol (or of a saved --checkpoint) over seeds")):
         a = actions.add_parser(action, help=text)
         a.add_argument("--accuracy-csv", help="CSV with arch_index, cell and label columns "
-                                              "(default: ../shared/data/nasbench201/accuracy.csv)")
+                                              "(default: the shipped NAS-Bench-201 table)")
         a.add_argument("--label", default=ACCURACY_LABEL, help=f"column to train on (default {ACCURACY_LABEL})")
         a.add_argument("--eval-label", default=ACCURACY_EVAL_LABEL,
                        help=f"column to evaluate against, on every row (default {ACCURACY_EVAL_LABEL})")
@@ -190,7 +191,8 @@ def add_nasbench_parser(subparsers) -> argparse.ArgumentParser:
         a.set_defaults(func=cmd_nasbench)
 
     a = actions.add_parser("latency", help="latency on one device: few-shot adaptation or from scratch")
-    a.add_argument("--latency-csv", required=True, help="CSV with arch_index and <device>_ms columns")
+    a.add_argument("--latency-csv", help="CSV with arch_index and <device>_ms columns "
+                                       "(default: the shipped NAS-Bench-201 multi-device table)")
     a.add_argument("--device", required=True, help="target device column, e.g. gold_6226_ms")
     a.add_argument("--shots", type=int, help="adapt a multi-device model with this many target "
                                              "measurements (default 10 when --train-size is not given)")
@@ -201,7 +203,7 @@ def add_nasbench_parser(subparsers) -> argparse.ArgumentParser:
     a.add_argument("--pretrain-steps", type=int, default=LatencyConfig.pretrain_steps,
                    help=f"optimiser steps of the multi-device pretraining (default {LatencyConfig.pretrain_steps})")
     a.add_argument("--cells-csv", help="table with arch_index and cell, for CSVs without a cell column "
-                                       "(default: ../shared/data/nasbench201/accuracy.csv)")
+                                       "(default: the shipped NAS-Bench-201 table)")
     a.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the shot/training sample")
     a.set_defaults(func=cmd_nasbench)
     return p

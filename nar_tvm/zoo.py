@@ -14,8 +14,6 @@ classifiers sized from the real feature map instead of torchvision's adaptive po
 """
 from __future__ import annotations
 
-import csv
-import functools
 import hashlib
 import math
 import random
@@ -24,6 +22,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from .cost_model.nb201_space import NB201_OPS, nasbench201_cells, parse_nb201_cell  # noqa: F401 - re-exported
 
 FAMILIES = (
     "resnet",
@@ -505,26 +505,6 @@ def _build_mobile(p):
 # NAS-Bench-201
 # ----------------------------------------------------------------------------------------
 
-NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-
-# The reference table sits beside the repository, not in it (see ../shared/data/README.md).
-_NB201_CSV = Path(__file__).resolve().parents[2] / "shared/data/nasbench201/accuracy.csv"
-
-
-def parse_nb201_cell(cell: str) -> list[list[tuple[str, int]]]:
-    """`|op~0|+|op~0|op~1|+...` -> for each node j >= 1, its incoming edges (op, source node)."""
-    nodes = []
-    for j, part in enumerate(cell.strip().split("+"), start=1):
-        edges = []
-        for token in part.strip("|").split("|"):
-            op, _, src = token.partition("~")
-            if op not in NB201_OPS or not src.isdigit() or int(src) >= j:
-                raise ValueError(f"bad NAS-Bench-201 edge {token!r} into node {j} of {cell!r}")
-            edges.append((op, int(src)))
-        nodes.append(edges)
-    return nodes
-
-
 def _nb201_edge(op: str, channels: int) -> nn.Module:
     if op == "skip_connect":
         return nn.Identity()
@@ -590,26 +570,6 @@ def nasbench201_network(cell: str, C: int = 16, N: int = 5, num_classes: int = 1
         layers += [NB201Cell(cell, channels) for _ in range(N)]
     return network(*layers, nn.BatchNorm2d(channels), nn.ReLU(), global_pool(),
                    nn.Linear(channels, num_classes))
-
-
-@functools.lru_cache(maxsize=4)
-def _read_cells(path: Path) -> tuple[tuple[int, str], ...]:
-    with path.open(newline="") as f:
-        return tuple((int(row["arch_index"]), row["cell"]) for row in csv.DictReader(f))
-
-
-def nasbench201_cells(csv_path: str | Path | None = None) -> tuple[tuple[int, str], ...]:
-    """(arch_index, cell string) rows of a NAS-Bench-201 table with those two columns.
-
-    Defaults to the project's reference copy at `../shared/data/nasbench201/accuracy.csv`
-    beside the repository.
-    """
-    path = Path(csv_path) if csv_path is not None else _NB201_CSV
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"NAS-Bench-201 table not found at {path}; pass csv_path= (or nasbench201_csv= to "
-            "generate/iter_variants) pointing at a CSV with 'arch_index' and 'cell' columns")
-    return _read_cells(path.resolve())
 
 
 def _sample_nasbench201(rng, csv_path=None):

@@ -10,10 +10,7 @@ from nar_tvm.cost_model import nasbench as nb
 from nar_tvm.cost_model.checkpoint import CheckpointError
 from nar_tvm.cost_model.metrics import kendall_tau
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/nasbench201"
-needs_data = pytest.mark.skipif(
-    not (DATA / "accuracy.csv").is_file(),
-    reason=f"NAS-Bench-201 tables absent at {DATA} (../shared/data is not in a fresh clone)")
+from nar_tvm.cost_model.nb201_space import DEFAULT_ACCURACY_CSV, DEFAULT_LATENCY_CSV
 
 # NB201 arch 1: tokens 1..6 are the edges 0->1, 0->2, 1->2, 0->3, 1->3, 2->3.
 CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -168,9 +165,8 @@ def test_accuracy_training_ranks_and_checkpoints(tmp_path):
         nb.CellPredictor.load(tmp_path / "bad.pt")
 
 
-@needs_data
 def test_real_accuracy_beats_random_on_a_subset():
-    table = nb.load_table(DATA / "accuracy.csv", [nb.ACCURACY_LABEL, nb.ACCURACY_EVAL_LABEL])
+    table = nb.load_table(DEFAULT_ACCURACY_CSV, [nb.ACCURACY_LABEL, nb.ACCURACY_EVAL_LABEL])
     tr, va = nb.protocol_split(len(table), 100, 50, seed=0)
     cfg = nb.AccuracyConfig(steps=40, min_epochs=1)
     predictor, _ = nb.train_accuracy_predictor(
@@ -341,3 +337,16 @@ def test_cli_train_and_evaluate_a_fused_ensemble(tmp_path, capsys):
     assert args.func(args) == 0
     assert "Kendall tau" in capsys.readouterr().out
     assert nb.CellPredictor.load(tmp_path / "p.pt").model.fusion == "concat"
+
+
+def test_shipped_tables_hold_every_architecture_and_helps_devices():
+    acc = nb.load_table(DEFAULT_ACCURACY_CSV, [nb.ACCURACY_LABEL])
+    lat = nb.load_table(DEFAULT_LATENCY_CSV, cells_from=DEFAULT_ACCURACY_CSV)
+    assert len(acc) == len(lat) == 15625
+    assert (acc.arch_index == np.arange(15625)).all() and (lat.arch_index == acc.arch_index).all()
+    assert lat.cells == acc.cells
+    for device in ("gold_6226_ms", "pixel2_ms", "titan_rtx_256_ms", "1080ti_1_ms", "samsung_a50_ms"):
+        assert device in lat.device_columns()
+        assert (lat.column(device) > 0).all()
+    # The cell column parses as NAS-Bench-201 cells and the accuracy is a percentage.
+    assert 0 < acc.column(nb.ACCURACY_LABEL).min() and acc.column(nb.ACCURACY_LABEL).max() < 100
