@@ -217,6 +217,22 @@ def _print_stats(s: dict) -> None:
         print(f"noise floor: median relative difference {nf['median_rel_diff']:.4f} over {nf['count']} "
               f"re-measured models (p90 {nf['p90_rel_diff']:.4f}); as a prediction of the first run: "
               f"MAPE {nf['mape']:.4f}, Acc(10%) {nf['acc@10%']:.1%}")
+    _print_probes(s.get("probes", []))
+
+
+def _print_probes(runs: list[dict]) -> None:
+    if not runs:
+        return
+    print("machine speed probes (one per profiling run):")
+    for run in runs:
+        if run["id"] is None:
+            print(f"  {'(none)':<10} {run['records']:6d} records of platform {run['platform_id']} "
+                  "measured before probes were recorded")
+            continue
+        ms = ", ".join(f"{k} {v:.2f}" for k, v in run["probe"]["ms"].items())
+        verdict = "" if run["same_machine_as_first"] else "  <- another machine"
+        print(f"  {run['id']:<10} {run['records']:6d} records  {run['probe'].get('time', '')}  "
+              f"x{run['speed_vs_first']:.3f} of the first{verdict}\n      {ms} ms")
 
 
 def cmd_dataset(args) -> int:

@@ -259,6 +259,41 @@ def noise_floor(store: DatasetStore) -> dict | None:
             "acc@10%": float((diffs <= 0.10).mean())}
 
 
+def probe_runs(store: DatasetStore) -> list[dict]:
+    """The machine speed probes of a store's runs, oldest first, each with the records it came with.
+
+    A store grown on several machines shows several probes; `speed_vs_first` is each probe's
+    panel time relative to the first one's (nar_tvm.probe.speed_ratio), so a second machine of
+    the same fingerprint stands out as a ratio away from 1.
+    """
+    from nar_tvm.probe import Probe, same_machine, speed_ratio
+
+    runs: dict[str, dict] = {}
+    unprobed = Counter()
+    for r in store.records():
+        if r.get("status") not in ("ok", "remeasure"):
+            continue
+        if "probe" not in r:
+            unprobed[r["platform_id"]] += 1
+            continue
+        pid = r["probe"]["id"]
+        run = runs.setdefault(pid, {"id": pid, "probe": r["probe"], "platform_id": r["platform_id"],
+                                    "cpu": r["platform"].get("cpu", ""), "records": 0})
+        run["records"] += 1
+    ordered = sorted(runs.values(), key=lambda run: run["probe"].get("time", ""))
+    first = None
+    for run in ordered:
+        probe = Probe.from_dict(run["probe"])
+        if first is None or first.version != probe.version:
+            first = probe
+        run["speed_vs_first"] = speed_ratio(first, probe)
+        run["same_machine_as_first"] = same_machine(first, probe)
+    out = [{k: v for k, v in run.items()} for run in ordered]
+    for platform_id, n in sorted(unprobed.items()):
+        out.insert(0, {"id": None, "probe": None, "platform_id": platform_id, "records": n})
+    return out
+
+
 def stats(path) -> dict:
     store = DatasetStore(path)
     status = Counter()
@@ -283,4 +318,5 @@ def stats(path) -> dict:
         "median_cv": statistics.median(cvs) if cvs else None,
         "median_compile_s": statistics.median(compile_s) if compile_s else None,
         "noise_floor": noise_floor(store),
+        "probes": probe_runs(store),
     }

@@ -71,6 +71,12 @@ def _worker_main(conn, cfg: WorkerConfig):
                 fused = probe.graph
                 fused.name = loaded.name
                 conn.send(("ok", (fused.to_dict(), result)))
+            elif msg[0] == "probe":
+                from nar_tvm.probe import measure_probe
+
+                probe = measure_probe(cfg.spec, session, cfg.protocol, runner=getattr(cfg, "runner", "inprocess"),
+                                      cpu_affinity=cfg.cpu_affinity)
+                conn.send(("ok", probe.to_dict()))
             elif msg[0] == "stop":
                 return
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record, not a crash
@@ -199,8 +205,11 @@ def builds_beside_measurement(cfg: WorkerConfig, own_cores: set[int]) -> bool:
 
 class Profiler:
     def __init__(self, store: DatasetStore, cfg: WorkerConfig, extract_timeout: float = 300,
-                 measure_timeout: float = 600):
+                 measure_timeout: float = 600, probe: bool = True):
         self.store = store
+        # The machine speed probe, measured once per run before the first model (`measure_probe`).
+        self.probe: dict | None = None
+        self.with_probe = probe
         self.cfg = cfg
         self.extract_timeout = extract_timeout
         self.measure_timeout = measure_timeout
@@ -218,6 +227,14 @@ class Profiler:
             if r["status"] == "ok":
                 self.measured_graphs[r["graph_hash"]] = r["job"]
 
+    def measure_probe(self) -> dict:
+        """Time the probe panel (nar_tvm.probe) in the worker, where models are measured."""
+        status, result = self.worker.call(("probe",), self.measure_timeout)
+        if status != "ok":
+            raise RuntimeError(f"the machine speed probe failed: {result}")
+        self.probe = result
+        return result
+
     def job_id(self, key: str) -> str:
         return f"{key}@{self.platform_id}"
 
@@ -227,6 +244,7 @@ class Profiler:
             "model": {"name": job.name, "family": job.family, "seed": job.seed, "params": job.params},
             "platform_id": self.platform_id,
             "platform": self.fingerprint,
+            **({"probe": self.probe} if self.probe else {}),
             "time": _now(),
         }
 
@@ -275,6 +293,8 @@ class Profiler:
                 counts["skipped"] += 1
             else:
                 pending.append((key, make_job))
+        if pending and self.with_probe and self.probe is None:
+            self.measure_probe()
         bar = tqdm(total=len(pending), disable=not progress, unit="model", dynamic_ncols=True,
                    desc=f"skipped {counts['skipped']} already measured" if counts["skipped"] else None)
         ahead = builds_beside_measurement(self.cfg, os.sched_getaffinity(0))

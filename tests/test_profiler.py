@@ -51,6 +51,15 @@ def test_records_hold_graphs_measurement_and_fingerprint(profiled):
     assert recs["file:a-again"]["status"] == "duplicate"
     assert recs["file:a-again"]["duplicate_of"] == ok["job"]
     assert recs["file:junk"]["status"] == "failed" and "not an ONNX model" in recs["file:junk"]["error"]
+    # The run's machine speed probe rides with every record it measured.
+    from nar_tvm.probe import PANEL
+
+    probe = ok["probe"]
+    assert sorted(probe["ms"]) == sorted(PANEL) and all(v > 0 for v in probe["ms"].values())
+    assert recs["file:b"]["probe"] == probe and probe == prof.probe
+    runs = stats(root)["probes"]
+    assert [(r["id"], r["records"]) for r in runs] == [(probe["id"], 2)]
+    assert runs[0]["speed_vs_first"] == 1.0 and runs[0]["same_machine_as_first"]
 
 
 def test_resume_measures_nothing_twice(profiled):
@@ -64,7 +73,7 @@ def test_resume_measures_nothing_twice(profiled):
 
 def test_hang_becomes_failure_and_run_goes_on(tmp_path):
     store = DatasetStore(tmp_path / "d")
-    prof = Profiler(store, WorkerConfig(PlatformSpec(), FAST), measure_timeout=0.01)
+    prof = Profiler(store, WorkerConfig(PlatformSpec(), FAST), measure_timeout=0.01, probe=False)
     try:
         counts = prof.profile([tiny_job("file:slow")], progress=False)
         assert counts["failed"] == 1
@@ -132,7 +141,7 @@ def test_profile_through_rpc_tracker(tmp_path):
         time.sleep(0.5)
         store = DatasetStore(tmp_path / "rpc")
         cfg = WorkerConfig(PlatformSpec(), FAST, rpc_tracker=f"127.0.0.1:{tracker.port}", rpc_key="loopback")
-        prof = Profiler(store, cfg)
+        prof = Profiler(store, cfg, probe=False)
         try:
             assert prof.profile([tiny_job("file:remote")], progress=False)["ok"] == 1
         finally:
@@ -147,7 +156,7 @@ def test_profile_through_rpc_tracker(tmp_path):
 
 def test_zoo_profile_then_remeasure_gives_noise_floor(tmp_path):
     store = DatasetStore(tmp_path / "zoo")
-    prof = Profiler(store, WorkerConfig(PlatformSpec(), FAST))
+    prof = Profiler(store, WorkerConfig(PlatformSpec(), FAST), probe=False)
     try:
         assert prof.profile(zoo_jobs(["mobilenetv3"], 1, start_seed=2), progress=False)["ok"] == 1
         assert prof.profile(zoo_jobs(["mobilenetv3"], 1, start_seed=2), progress=False)["skipped"] == 1
@@ -193,3 +202,36 @@ def test_next_model_is_exported_during_timing_only_off_the_measuring_cores():
     # Unpinned: the worker may land on this process's core.
     assert not builds_beside_measurement(WorkerConfig(spec, FAST), {0})
     assert builds_beside_measurement(WorkerConfig(spec, FAST, rpc_tracker="127.0.0.1:9190"), {0, 1})
+
+
+def _probe(ms_scale, when):
+    from nar_tvm.probe import PANEL, Probe
+
+    return Probe(ms={name: (i + 1) * ms_scale for i, name in enumerate(PANEL)}, time=when).to_dict()
+
+
+def test_probes_tell_machines_of_one_fingerprint_apart(tmp_path):
+    from nar_tvm.probe import Probe, per_model_ratios, same_machine, speed_ratio
+
+    a, a_again, b = _probe(1.0, "2026-01-01"), _probe(1.02, "2026-01-02"), _probe(1.16, "2026-01-03")
+    pa, pb = Probe.from_dict(a), Probe.from_dict(b)
+    assert speed_ratio(pa, pb) == pytest.approx(1.16)
+    assert list(per_model_ratios(pa, pb).values()) == pytest.approx([1.16] * 6)
+    assert same_machine(pa, Probe.from_dict(a_again)) and not same_machine(pa, pb)
+    with pytest.raises(ValueError, match="version"):
+        speed_ratio(pa, Probe(ms=pa.ms, version=pa.version + 1))
+    with pytest.raises(ValueError, match="not a machine probe"):
+        Probe.from_dict({"ms": {}})
+
+    store = DatasetStore(tmp_path / "d")
+    store.append(_fake("old", "f", 5.0))  # measured before probes existed
+    for i, probe in enumerate((b, a, a_again, a)):
+        rec = _fake(f"m{i}", "f", 5.0)
+        rec["probe"] = probe
+        store.append(rec)
+    runs = stats(tmp_path / "d")["probes"]
+    assert runs[0]["id"] is None and runs[0]["records"] == 1
+    # Ordered by probe time; ratios relative to the oldest probe.
+    assert [(r["id"], r["records"]) for r in runs[1:]] == [(a["id"], 2), (a_again["id"], 1), (b["id"], 1)]
+    assert [round(r["speed_vs_first"], 3) for r in runs[1:]] == [1.0, 1.02, 1.16]
+    assert [r["same_machine_as_first"] for r in runs[1:]] == [True, True, False]

@@ -1,0 +1,147 @@
+"""Machine speed probe: a fixed panel of small models whose latencies identify a machine.
+
+Two machines with one fingerprint (same CPU model name, TVM, target, threads) still differ:
+a fresh VM of the same CPU model ran the zoo 8-27% slower than the one that measured the
+shipped data. The fingerprint cannot see that, so every profiling run and every calibration
+measures this panel first, on the core and thread count it measures with, and stores the
+result with its records. Each panel model stresses one kind of kernel (direct conv,
+depthwise conv, dense, pooling, transcendental element-wise, attention), so a probe also
+says *which* kinds of work a machine is slow at, not only that it is slow.
+
+The panel is versioned: changing a model changes `PANEL_VERSION`, and probes of different
+versions are never compared.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+PANEL_VERSION = 1
+
+
+def _panel_modules():
+    """name -> (module, example input). Built here so that importing this module costs nothing."""
+    import torch
+    from torch import nn
+
+    class Elementwise(nn.Module):
+        def forward(self, x):
+            return torch.tanh(x * torch.sigmoid(x)) + torch.exp(-x * x)
+
+    class Attention(nn.Module):
+        def forward(self, x):
+            q, k, v = x, x.flip(-1), x * 0.5
+            scores = torch.softmax(q @ k.transpose(-1, -2) * 0.125, dim=-1)
+            return scores @ v
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        panel = {
+            "conv3x3": (nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU()), (1, 16, 24, 24)),
+            "depthwise": (nn.Sequential(nn.Conv2d(64, 64, 5, padding=2, groups=64), nn.Conv2d(64, 64, 1)),
+                          (1, 64, 24, 24)),
+            "dense": (nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256)), (16, 256)),
+            "pool": (nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.AvgPool2d(3, 1, 1)), (1, 96, 96, 96)),
+            "elementwise": (Elementwise(), (1, 64, 48, 48)),
+            "attention": (Attention(), (4, 128, 32)),
+        }
+    return {name: (module.eval(), shape) for name, (module, shape) in panel.items()}
+
+
+PANEL = ("conv3x3", "depthwise", "dense", "pool", "elementwise", "attention")
+
+
+@dataclass
+class Probe:
+    """Median ms of each panel model on one machine, core and thread count."""
+
+    ms: dict[str, float]
+    version: int = PANEL_VERSION
+    time: str = ""
+    cv: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """Identifies this probe run (values and time), for grouping the records it came with."""
+        blob = json.dumps({"ms": self.ms, "version": self.version, "time": self.time}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "version": self.version, "time": self.time, "ms": dict(self.ms),
+                "cv": dict(self.cv)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Probe":
+        if not isinstance(d, dict) or not isinstance(d.get("ms"), dict) or not d["ms"]:
+            raise ValueError(f"not a machine probe: {str(d)[:80]!r}")
+        return cls(ms={k: float(v) for k, v in d["ms"].items()}, version=int(d.get("version", 0)),
+                   time=str(d.get("time", "")), cv={k: float(v) for k, v in d.get("cv", {}).items()})
+
+
+# Repeats of the panel on one machine moved its geometric mean by about 2%; machines of one
+# CPU model were seen to differ by 8-27%.
+SAME_MACHINE_TOLERANCE = 0.05
+
+
+def speed_ratio(reference: Probe, other: Probe) -> float:
+    """How much slower `other` runs the panel than `reference`: geometric mean of time ratios."""
+    if reference.version != other.version:
+        raise ValueError(f"probe panels differ (version {reference.version} vs {other.version}); "
+                         "they cannot be compared")
+    common = sorted(set(reference.ms) & set(other.ms))
+    if not common:
+        raise ValueError("the two probes share no panel model")
+    return math.exp(sum(math.log(other.ms[k] / reference.ms[k]) for k in common) / len(common))
+
+
+def per_model_ratios(reference: Probe, other: Probe) -> dict[str, float]:
+    return {k: other.ms[k] / reference.ms[k] for k in sorted(set(reference.ms) & set(other.ms))}
+
+
+def same_machine(reference: Probe, other: Probe, tolerance: float = SAME_MACHINE_TOLERANCE) -> bool:
+    """Whether two probes are within the probe's own noise of each other."""
+    return abs(math.log(speed_ratio(reference, other))) <= math.log1p(tolerance)
+
+
+def panel_onnx(names=PANEL) -> dict[str, bytes]:
+    """The panel models as ONNX, exported as the profiler exports zoo models."""
+    import torch
+
+    from .profiler import onnx_bytes_of
+
+    modules = _panel_modules()
+    out = {}
+    for name in names:
+        module, shape = modules[name]
+        out[name] = onnx_bytes_of(module, torch.zeros(shape))
+    return out
+
+
+def measure_probe(spec, session, protocol, names=PANEL, runner: str = "inprocess", cpu_affinity=None) -> Probe:
+    """Compile and time each panel model where the caller measures (its process, core, threads)."""
+    from datetime import datetime, timezone
+
+    from .loaders import load_onnx
+    from .measure import measure
+
+    ms, cv = {}, {}
+    for name, data in panel_onnx(names).items():
+        loaded = load_onnx(data, None, f"probe-{name}")
+        result = measure(loaded.mod, spec, session, protocol, with_kernels=False, runner=runner,
+                         cpu_affinity=cpu_affinity)
+        ms[name] = round(float(result["median_ms"]), 6)
+        cv[name] = round(float(result["cv"]), 6)
+    return Probe(ms=ms, time=datetime.now(timezone.utc).isoformat(timespec="seconds"), cv=cv)
+
+
+def describe(probe: Probe, reference: Probe | None = None) -> str:
+    parts = [f"{k} {v:.3f} ms" for k, v in probe.ms.items()]
+    line = f"probe {probe.id} (panel v{probe.version}): " + ", ".join(parts)
+    if reference is not None:
+        ratio = speed_ratio(reference, probe)
+        verdict = "same machine" if same_machine(reference, probe) else "a different machine"
+        line += f"\n  {ratio:.3f}x the time of probe {reference.id}: {verdict} " \
+                f"(tolerance {SAME_MACHINE_TOLERANCE:.0%})"
+    return line
