@@ -8,6 +8,7 @@ from .model import NARFormerV2, NARFormerV2Config
 from .predictor import LatencyPredictor, PredictionResult
 from .tokenizer import GraphTokens, Tokenizer, TokenizerConfig, Vocabulary, collate
 from .train import TrainConfig, TrainHistory, train
+from . import calibration, uncertainty  # noqa: E402,F401 - submodules, loaded on import for users
 
 __all__ = [
     "CheckpointError", "load_checkpoint", "save_checkpoint",

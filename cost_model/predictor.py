@@ -21,6 +21,11 @@ class PredictionResult:
     # back to the unknown slot, so a non-zero count means the prediction is extrapolated.
     unknown_ops: np.ndarray  # [G] int64
     unknown_op_names: list[tuple[str, ...]] = field(default_factory=list)
+    # The nominal 90% interval (uncertainty.py) and whether the graph is unlike the training
+    # data; None where the checkpoint carries no interval fit.
+    low_ms: np.ndarray | None = None
+    high_ms: np.ndarray | None = None
+    novel: np.ndarray | None = None
 
 
 class LatencyPredictor:
@@ -35,16 +40,50 @@ class LatencyPredictor:
         self.platform = dict(platform or {})
         self.provenance = dict(provenance or {})
 
+    @property
+    def calibration(self) -> dict | None:
+        """The machine calibration this predictor carries (calibration.py), if any."""
+        return self.provenance.get("calibration")
+
+    @property
+    def uncertainty(self):
+        from .uncertainty import Uncertainty
+
+        state = self.provenance.get("uncertainty")
+        if state is None:
+            return None
+        if getattr(self, "_uncertainty_state", None) is not state:
+            self._uncertainty, self._uncertainty_state = Uncertainty.from_state(state), state
+        return self._uncertainty
+
     def predict(self, graphs: Sequence[OpGraph] | OpGraph, batch_size: int = 256,
                 max_batch_nodes: int = 4096) -> PredictionResult:
         if isinstance(graphs, OpGraph):
             graphs = [graphs]
+        graphs = list(graphs)
         tokens = self.tokenizer.encode_many(graphs)
-        return PredictionResult(
-            latency_ms=self.predict_tokens(tokens, batch_size, max_batch_nodes),
+        calibration = self.calibration
+        if calibration and calibration["method"] not in ("none", "head"):
+            from .calibration import apply, features
+
+            latency_ms = np.exp(apply(calibration["method"], calibration["params"], features(self, graphs, tokens)))
+        else:
+            latency_ms = self.predict_tokens(tokens, batch_size, max_batch_nodes)
+        result = PredictionResult(
+            latency_ms=latency_ms,
             unknown_ops=np.array([t.unknown_ops for t in tokens], dtype=np.int64),
             unknown_op_names=[t.unknown_op_names for t in tokens],
         )
+        uncertainty = self.uncertainty
+        if uncertainty is not None:
+            distance = uncertainty.novelty(graphs, self.tokenizer.vocab)
+            result.novel = (result.unknown_ops > 0) | (distance > uncertainty.threshold)
+            q = uncertainty.half_widths(result.novel)
+            if calibration:
+                # The shots' leave-one-out residuals: how well this machine is predicted.
+                q = np.maximum(q, calibration.get("q", 0.0))
+            result.low_ms, result.high_ms = latency_ms * np.exp(-q), latency_ms * np.exp(q)
+        return result
 
     @property
     def predicts_kernels(self) -> bool:

@@ -29,7 +29,19 @@ class NoCheckpointError(FileNotFoundError):
     pass
 
 
-def resolve_checkpoint(checkpoint=None) -> Path:
+def resolve_checkpoint(checkpoint=None, use_calibration: bool = True) -> Path:
+    """The checkpoint asked for (by default the shipped one), or its calibration for this
+    machine when `nar-tvm calibrate` made one."""
+    base = resolve_base_checkpoint(checkpoint)
+    if not use_calibration:
+        return base
+    from .calibrate import find_calibrated
+    from .platform import PlatformSpec, fingerprint, platform_id
+
+    return find_calibrated(base, platform_id(fingerprint(PlatformSpec()))) or base
+
+
+def resolve_base_checkpoint(checkpoint=None) -> Path:
     if checkpoint is not None:
         return Path(checkpoint)
     if DEFAULT_CHECKPOINT.is_file():
@@ -50,6 +62,14 @@ def platform_mismatch(checkpoint_platform: dict, spec=None) -> list[str]:
             for k in keys if k in checkpoint_platform and str(checkpoint_platform[k]) != str(here.get(k))]
 
 
+def predictor_warnings(predictor) -> list[str]:
+    """Why `predictor` may not hold on this machine, one line each (empty: it was made here)."""
+    from .calibrate import machine_warnings
+
+    lines = [f"platform differs from the checkpoint's ({line})" for line in platform_mismatch(predictor.platform)]
+    return lines + machine_warnings(predictor)
+
+
 @dataclass
 class Prediction:
     name: str
@@ -58,12 +78,18 @@ class Prediction:
     nodes: int
     unknown_ops: int
     unknown_op_names: tuple
+    # Nominal 90% interval and the "unlike the training data" flag (None: the checkpoint has
+    # no interval fit).
+    low_ms: float | None = None
+    high_ms: float | None = None
+    novel: bool | None = None
 
 
-def load_predictor(checkpoint=None):
+def load_predictor(checkpoint=None, use_calibration: bool = True):
+    """Load once, predict many. A calibration of the checkpoint for this machine is preferred."""
     from nar_tvm.cost_model import load_checkpoint
 
-    return load_checkpoint(resolve_checkpoint(checkpoint))
+    return load_checkpoint(resolve_checkpoint(checkpoint, use_calibration))
 
 
 def predict(models, checkpoint=None, input_shapes: dict | None = None, example_inputs=None,
@@ -78,6 +104,11 @@ def predict(models, checkpoint=None, input_shapes: dict | None = None, example_i
     if wrong:
         raise ValueError(f"graphs {wrong} are not at the checkpoint's level {level!r}")
     result = predictor.predict(graphs)
-    out = [Prediction(g.name, float(ms), level, g.num_nodes, int(unk), tuple(names))
-           for g, ms, unk, names in zip(graphs, result.latency_ms, result.unknown_ops, result.unknown_op_names)]
+    def item(values, i, kind):
+        return None if values is None else kind(values[i])
+
+    out = [Prediction(g.name, float(result.latency_ms[i]), level, g.num_nodes, int(result.unknown_ops[i]),
+                      tuple(result.unknown_op_names[i]), item(result.low_ms, i, float),
+                      item(result.high_ms, i, float), item(result.novel, i, bool))
+           for i, g in enumerate(graphs)]
     return out if many else out[0]

@@ -55,18 +55,27 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _warn_about(predictor, consequence: str) -> None:
+    from .api import predictor_warnings
+
+    lines = predictor_warnings(predictor)
+    for line in lines:
+        print(f"warning: {line}; {consequence}", file=sys.stderr)
+    if lines and not predictor.calibration:
+        print("note: `nar-tvm calibrate` adapts the predictor to this machine from a few measured models",
+              file=sys.stderr)
+
+
 # ------------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
-    from .api import extract, load_predictor, platform_mismatch, predict
+    from .api import extract, load_predictor, predict
     from .loaders import parse_input_shapes
 
     predictor = load_predictor(args.checkpoint)
     level = predictor.provenance.get("level", "op")
     if args.level and args.level != level:
         raise CLIError(f"the checkpoint was trained on {level!r} graphs; --level {args.level} does not apply")
-    for line in platform_mismatch(predictor.platform):
-        print(f"warning: platform differs from the checkpoint's ({line}); predictions may not transfer",
-              file=sys.stderr)
+    _warn_about(predictor, "predictions may not transfer")
     shapes = parse_input_shapes(args.input_shape)
     graphs = [extract(m, level=level, input_shapes=shapes) for m in args.models]
     preds = predict(graphs, predictor=predictor)
@@ -76,21 +85,21 @@ def cmd_predict(args) -> int:
     for p in preds:
         note = f"  ({p.unknown_ops} nodes of op types unseen in training: {', '.join(p.unknown_op_names)})" \
             if p.unknown_ops else ""
-        print(f"{p.name}: {p.latency_ms:.3f} ms predicted  [{p.nodes} {p.level}-level nodes]{note}")
+        interval = "" if p.low_ms is None else f" (90% interval {p.low_ms:.3f} .. {p.high_ms:.3f} ms)"
+        flag = "  UNLIKE THE TRAINING DATA" if p.novel else ""
+        print(f"{p.name}: {p.latency_ms:.3f} ms predicted{interval}  [{p.nodes} {p.level}-level nodes]{flag}{note}")
     return 0
 
 
 # ------------------------------------------------------------------- compare
 def cmd_compare(args) -> int:
-    from .api import load_predictor, platform_mismatch
+    from .api import load_predictor
     from .compare import compare, plot, summary
     from .loaders import parse_input_shapes
     from .measure import Protocol
 
     predictor = load_predictor(args.checkpoint)
-    for line in platform_mismatch(predictor.platform):
-        print(f"warning: platform differs from the checkpoint's ({line}); expect larger errors",
-              file=sys.stderr)
+    _warn_about(predictor, "expect larger errors")
     affinity = [int(c) for c in args.cpu_affinity.split(",")] if args.cpu_affinity else None
     results = compare(args.models, predictor, parse_input_shapes(args.input_shape),
                       Protocol(repeat=args.repeat), affinity)
@@ -348,12 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dataset)
 
+    from .calibrate import add_parsers as add_calibration_parsers
     from .nasbench import add_nasbench_parser
     from .selection import add_compile_parser, add_select_device_parser
 
     add_compile_parser(sub)
     add_select_device_parser(sub)
     add_nasbench_parser(sub)
+    add_calibration_parsers(sub)
     return parser
 
 

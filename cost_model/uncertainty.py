@@ -1,0 +1,109 @@
+"""Prediction intervals and the "unlike the training data" flag.
+
+Intervals are split-conformal in log space: the half-width `q` is the 90% quantile of
+|log(measured / predicted)| on models the predictor never trained on, so `[p e^-q, p e^q]`
+covers about 90% of new models drawn like those. Two widths are kept, because error is not
+one distribution: `q` from the validation split (models like the training data) and
+`q_novel` from leave-one-family-out runs (families the predictor never saw). A graph gets
+`q_novel` when it is flagged as novel: an op type outside the vocabulary, or an op mix
+farther from every training graph than almost any training graph is from its nearest
+neighbour. After calibration on a new machine, the shots' leave-one-out residuals widen
+`q` where that machine is harder to predict.
+
+The novelty descriptor is each graph's op-type mix (share of nodes that run each op name
+of the vocabulary), compared in L1 distance: cheap, needs only the graph, and it separates
+families (a network with SiLU epilogues on every kernel has a visibly different mix).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from nar_tvm.passes.opgraph import OpGraph
+
+from .tokenizer import Vocabulary
+
+COVERAGE = 0.9
+# Training descriptors kept in a checkpoint: enough to cover every family's variety,
+# few enough that the novelty check costs microseconds per graph.
+MAX_REFERENCE_GRAPHS = 400
+NOVELTY_QUANTILE = 0.99
+
+
+def conformal_quantile(abs_log_residuals: Sequence[float], coverage: float = COVERAGE) -> float:
+    """The finite-sample split-conformal quantile: the ceil((n+1) coverage)-th smallest."""
+    r = np.sort(np.abs(np.asarray(abs_log_residuals, dtype=np.float64)))
+    if not len(r):
+        raise ValueError("no residuals to take a quantile of")
+    k = min(math.ceil((len(r) + 1) * coverage), len(r))
+    return float(r[k - 1])
+
+
+def op_mix(graphs: Sequence[OpGraph], vocab: Vocabulary) -> np.ndarray:
+    """[G, V] share of each graph's nodes that run each vocabulary op name (unknown: slot 0)."""
+    out = np.zeros((len(graphs), len(vocab)), dtype=np.float32)
+    for g, graph in enumerate(graphs):
+        for node in graph.nodes:
+            for name in set(node.ops or [node.op]) | {node.op}:
+                out[g, vocab.lookup(name)] += 1.0
+        out[g] /= max(graph.num_nodes, 1)
+    return out
+
+
+def _nearest_l1(queries: np.ndarray, reference: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    d = np.abs(queries[:, None, :] - reference[None, :, :]).sum(-1)
+    if exclude_self:
+        np.fill_diagonal(d, np.inf)
+    return d.min(axis=1)
+
+
+@dataclass
+class Uncertainty:
+    q: float  # log half-width for graphs like the training data
+    q_novel: float | None  # for graphs flagged as novel; None: not measured, q is used
+    reference: np.ndarray  # [R, V] op mixes of training graphs
+    threshold: float  # nearest-reference L1 distance above which a graph is novel
+    source: str = ""
+
+    def to_state(self) -> dict:
+        return {"q": self.q, "q_novel": self.q_novel, "threshold": self.threshold, "source": self.source,
+                "coverage": COVERAGE, "reference": [[round(float(v), 5) for v in row] for row in self.reference]}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Uncertainty":
+        return cls(float(state["q"]), None if state.get("q_novel") is None else float(state["q_novel"]),
+                   np.asarray(state["reference"], dtype=np.float32), float(state["threshold"]),
+                   state.get("source", ""))
+
+    def novelty(self, graphs: Sequence[OpGraph], vocab: Vocabulary) -> np.ndarray:
+        return _nearest_l1(op_mix(graphs, vocab), self.reference)
+
+    def half_widths(self, novel: np.ndarray) -> np.ndarray:
+        wide = self.q if self.q_novel is None else max(self.q_novel, self.q)
+        return np.where(novel, wide, self.q)
+
+
+def reference_mixes(train_graphs: Sequence[OpGraph], vocab: Vocabulary, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Op mixes of (a sample of) the training graphs, and the novelty threshold they imply."""
+    mixes = op_mix(train_graphs, vocab)
+    if len(mixes) > MAX_REFERENCE_GRAPHS:
+        keep = np.random.default_rng(seed).choice(len(mixes), MAX_REFERENCE_GRAPHS, replace=False)
+        mixes = mixes[np.sort(keep)]
+    if len(mixes) < 2:
+        raise ValueError("the novelty check needs at least two training graphs")
+    nearest = _nearest_l1(mixes, mixes, exclude_self=True)
+    return mixes, float(np.quantile(nearest, NOVELTY_QUANTILE))
+
+
+def fit_uncertainty(predictor, train_graphs: Sequence[OpGraph], val_graphs: Sequence[OpGraph],
+                    val_ms: Sequence[float], novel_abs_log_residuals: Sequence[float] | None = None,
+                    source: str = "") -> Uncertainty:
+    """Interval widths from held-out residuals, and the novelty reference from training graphs."""
+    pred = predictor.predict(list(val_graphs)).latency_ms
+    q = conformal_quantile(np.log(np.asarray(val_ms) / pred))
+    q_novel = None if novel_abs_log_residuals is None else conformal_quantile(novel_abs_log_residuals)
+    reference, threshold = reference_mixes(train_graphs, predictor.tokenizer.vocab)
+    return Uncertainty(q, q_novel, reference, threshold, source)

@@ -1,0 +1,199 @@
+"""`nar-tvm calibrate` and `nar-tvm probe`: adapt a predictor to the machine it runs on.
+
+Calibration measures the machine speed probe and K zoo models on this machine (through the
+profiler, so with the training data's protocol, pinning and threads), fits the adaptations
+of `cost_model.calibration` and keeps the one with the lowest leave-one-out error on the K
+shots. The calibrated checkpoint records this machine (fingerprint, probe, machine id) and is
+written where `predict`, `compare`, `compile --select` and `select-device` look for one first.
+
+The shots are zoo models with seeds no training or evaluation set uses, taken round-robin
+over the families, so any K spans the model kinds the predictor was trained on. Measured
+shots are kept in a dataset store beside the checkpoint: calibrating again (more shots,
+another checkpoint) measures only what is new.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+# Seeds of the calibration shots: far from the training seeds (0..) and the held-out
+# cross-machine panel (5000..), so no shot is a model the predictor trained or is judged on.
+SHOT_SEED_BASE = 9000
+
+
+def home() -> Path:
+    """Where calibrated checkpoints and their shots live (`NAR_TVM_HOME`, else ~/.cache/nar-tvm)."""
+    return Path(os.environ.get("NAR_TVM_HOME") or Path.home() / ".cache" / "nar-tvm")
+
+
+def machine_id() -> str:
+    """This machine, as far as the OS says: /etc/machine-id plus the host name.
+
+    Cloned VM images can share a machine id; the probe (`nar-tvm probe --checkpoint`) is
+    the measured check.
+    """
+    import platform as _platform
+
+    try:
+        ident = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        ident = ""
+    return f"{ident or 'unknown'}@{_platform.node()}"
+
+
+def calibrated_path(platform_id: str, base_name: str) -> Path:
+    return home() / "calibrated" / f"{base_name}-{platform_id}-{machine_id().split('@')[0][:12]}.pt"
+
+
+def find_calibrated(base_checkpoint: Path, platform_id: str) -> Path | None:
+    """The calibrated checkpoint of `base_checkpoint` for this machine, if one was made."""
+    path = calibrated_path(platform_id, base_checkpoint.stem)
+    return path if path.is_file() else None
+
+
+def shot_models(k: int, families) -> list[tuple[str, int]]:
+    families = list(families)
+    return [(families[i % len(families)], SHOT_SEED_BASE + i // len(families)) for i in range(k)]
+
+
+def calibrate(predictor, shots: int = 10, cpu_affinity=None, protocol=None, store_dir: Path | None = None,
+              progress: bool = True, families=None):
+    """Measure the probe and `shots` zoo models here; return (fit, probe, fingerprint, records)."""
+    from nar_tvm.cost_model import calibration
+    from nar_tvm.passes.opgraph import OpGraph
+
+    from . import zoo
+    from .dataset import DatasetStore
+    from .measure import Protocol
+    from .platform import PlatformSpec
+    from .profiler import Profiler, WorkerConfig, zoo_job
+
+    if shots < 1:
+        raise ValueError(f"--shots must be at least 1, got {shots}")
+    level = predictor.provenance.get("level", "op")
+    spec = PlatformSpec(pipeline=predictor.platform.get("pipeline", "default"),
+                        threads=int(predictor.platform.get("threads", 1)))
+    cfg = WorkerConfig(spec, protocol or Protocol(), cpu_affinity=cpu_affinity)
+    store_dir = store_dir or home() / "calibration-shots"
+    profiler = Profiler(DatasetStore(store_dir), cfg)
+    wanted = shot_models(shots, families or zoo.FAMILIES)
+    try:
+        profiler.measure_probe()
+        jobs = [(f"zoo:{f}:{s}", lambda f=f, s=s: zoo_job(f, s)) for f, s in wanted]
+        profiler.profile(jobs, progress=progress)
+    finally:
+        profiler.close()
+    keys = {profiler.job_id(f"zoo:{f}:{s}") for f, s in wanted}
+    records = {r["job"]: r for r in DatasetStore(store_dir).records("ok") if r["job"] in keys}
+    # A shot whose graph duplicates an earlier one is stored once; it is then not a new shot.
+    records = [records[k] for k in sorted(records)]
+    if not records:
+        raise RuntimeError(f"none of the {shots} calibration models could be measured; see {store_dir}")
+    graphs = [OpGraph.from_dict(r["graphs"][level]) for r in records]
+    measured = [r["measurement"]["median_ms"] for r in records]
+    fit = calibration.fit(predictor, graphs, measured)
+    return fit, profiler.probe, profiler.fingerprint, records
+
+
+def calibrated_predictor(predictor, fit, probe: dict, fingerprint: dict, base_checkpoint: str):
+    """A copy of `predictor` that carries the calibration and this machine's identity."""
+    from nar_tvm.cost_model import LatencyPredictor
+    from nar_tvm.cost_model.uncertainty import conformal_quantile
+
+    from .platform import platform_id
+
+    provenance = dict(predictor.provenance)
+    provenance["calibration"] = {
+        "method": fit.method, "params": fit.params, "loo_mape": fit.loo_mape, "shots": fit.shots,
+        # The interval a calibrated prediction gets at least: the shots' leave-one-out error.
+        "q": conformal_quantile(fit.loo_log_residuals) if len(fit.loo_log_residuals) >= 5 else 0.0,
+        "probe": probe, "machine_id": machine_id(), "base_checkpoint": str(base_checkpoint),
+        "base_platform": dict(predictor.platform),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    platform = dict(fingerprint, platform_id=platform_id(fingerprint))
+    model = fit.model if fit.model is not None else predictor.model
+    return LatencyPredictor(predictor.tokenizer, model, platform, provenance)
+
+
+def machine_warnings(predictor) -> list[str]:
+    """Why the predictor may not hold here: another machine than the one it was calibrated on."""
+    cal = predictor.calibration
+    if not cal:
+        return []
+    if cal.get("machine_id") != machine_id():
+        return [f"calibrated on machine {cal.get('machine_id')!r}, this is {machine_id()!r}: "
+                "run `nar-tvm calibrate` here"]
+    return []
+
+
+# ------------------------------------------------------------------------- CLI
+def cmd_calibrate(args) -> int:
+    from nar_tvm.cost_model import save_checkpoint
+
+    from .api import load_predictor, resolve_base_checkpoint
+    from .measure import Protocol
+
+    base = resolve_base_checkpoint(args.checkpoint)
+    predictor = load_predictor(base)
+    if predictor.calibration:
+        raise ValueError(f"{base} is already calibrated (for {predictor.calibration['machine_id']}); "
+                         f"calibrate its base checkpoint {predictor.calibration['base_checkpoint']}")
+    affinity = [int(c) for c in args.cpu_affinity.split(",")] if args.cpu_affinity else None
+    fit, probe, fingerprint, records = calibrate(predictor, args.shots, affinity, Protocol(repeat=args.repeat),
+                                                 Path(args.store) if args.store else None)
+    calibrated = calibrated_predictor(predictor, fit, probe, fingerprint, base)
+    out = Path(args.out) if args.out else calibrated_path(calibrated.platform["platform_id"], base.stem)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(calibrated, out)
+    print(f"measured {len(records)} shots; leave-one-out MAPE on them by method: "
+          + ", ".join(f"{m} {v:.3f}" for m, v in fit.loo_mape.items()))
+    print(f"chose {fit.method}; wrote {out}")
+    if not args.out:
+        print("predict, compare, compile --select and select-device use it on this machine "
+              "when no --checkpoint is given")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from .measure import Protocol, Session
+    from .platform import PlatformSpec
+    from .probe import Probe, describe, measure_probe
+
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    if args.cpu_affinity:
+        os.sched_setaffinity(0, [int(c) for c in args.cpu_affinity.split(",")])
+    spec = PlatformSpec(threads=args.threads)
+    probe = measure_probe(spec, Session(spec), Protocol())
+    reference = None
+    if args.checkpoint:
+        from .api import load_predictor
+
+        cal = load_predictor(args.checkpoint).calibration or {}
+        if not cal.get("probe"):
+            print(f"{args.checkpoint} records no machine probe (it is not calibrated)", file=sys.stderr)
+        else:
+            reference = Probe.from_dict(cal["probe"])
+    print(describe(probe, reference))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("calibrate", help="adapt a predictor to this machine from a few measured models",
+                       description=__doc__.split("\n\n")[1])
+    p.add_argument("--shots", type=int, default=10, help="zoo models to measure here (default 10)")
+    p.add_argument("--checkpoint", help="predictor to calibrate (default: the one shipped with nar-tvm)")
+    p.add_argument("--out", help="calibrated checkpoint to write (default: this machine's entry in "
+                                 "$NAR_TVM_HOME/calibrated, which the other commands pick up)")
+    p.add_argument("--store", help="dataset folder for the measured shots (default: $NAR_TVM_HOME/calibration-shots)")
+    p.add_argument("--cpu-affinity", help="cores to pin the measuring process to, e.g. 1")
+    p.add_argument("--repeat", type=int, default=5)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("probe", help="measure this machine's speed probe (and compare with a calibrated checkpoint)")
+    p.add_argument("--checkpoint", help="compare with the probe recorded in this calibrated checkpoint")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cpu-affinity", help="cores to pin the measurement to")
+    p.set_defaults(func=cmd_probe)

@@ -1,0 +1,120 @@
+"""Few-shot calibration and prediction intervals, on synthetic graphs with known answers."""
+import math
+
+import numpy as np
+import pytest
+
+from nar_tvm.cost_model import LatencyPredictor, Tokenizer, calibration
+from nar_tvm.cost_model.model import NARFormerV2, NARFormerV2Config
+from nar_tvm.cost_model.synthetic import synthetic_dataset
+from nar_tvm.cost_model.uncertainty import Uncertainty, conformal_quantile, fit_uncertainty, op_mix
+from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return synthetic_dataset(30, seed=3)[0]
+
+
+def predictor_for(graphs, readout="kernels"):
+    import torch
+
+    tok = Tokenizer().fit(graphs)
+    torch.manual_seed(0)
+    cfg = NARFormerV2Config(token_dim=tok.token_dim, static_dim=tok.static_dim, d_model=16, n_heads=2,
+                            ffn_groups=2, head_hidden=16, readout=readout)
+    return LatencyPredictor(tok, NARFormerV2(cfg).eval())
+
+
+def test_a_uniformly_slower_machine_is_fitted_exactly_by_a_scale(graphs):
+    pred = predictor_for(graphs)
+    base = pred.predict(graphs[:10]).latency_ms
+    fit = calibration.fit(pred, graphs[:10], base * 1.25)
+    # Every method can express a pure scale, and leave-one-out finds it from 9 shots each.
+    assert fit.loo_mape["none"] == pytest.approx(0.2, abs=1e-6)
+    assert fit.loo_mape["scale"] < 1e-6 and fit.method == "scale"
+    assert fit.params["log_scale"] == pytest.approx(math.log(1.25))
+    assert max(abs(r) for r in fit.loo_log_residuals) < 1e-6
+    assert set(fit.loo_mape) == {"none", "scale", "affine", "kernel-classes", "head"}
+
+
+def test_kernel_classes_recover_a_machine_slow_only_at_convolutions(graphs):
+    pred = predictor_for(graphs)
+    f = calibration.features(pred, graphs)
+    # The class split adds up to the prediction: the calibration starts where the model is.
+    assert np.allclose(np.log(f.class_ms.sum(axis=1)), f.log_ms, atol=1e-6)
+    conv = calibration.KERNEL_CLASSES.index("conv")
+    assert (f.class_ms[:, conv] > 0).mean() > 0.5
+    scales = np.ones(f.class_ms.shape[1])
+    scales[conv] = 2.0
+    measured = f.class_ms @ scales
+    fit = calibration.fit(pred, graphs[:20], measured[:20], methods=["scale", "kernel-classes"])
+    assert fit.method == "kernel-classes"
+    assert fit.loo_mape["kernel-classes"] < 0.5 * fit.loo_mape["scale"]
+    held_out = np.exp(calibration.apply(fit.method, fit.params, calibration._subset(f, slice(20, 30))))
+    assert np.mean(np.abs(held_out / measured[20:] - 1)) < 0.05
+
+
+def test_few_shots_use_the_scale_alone_and_bad_input_is_refused(graphs):
+    pred = predictor_for(graphs)
+    fit = calibration.fit(pred, graphs[:3], [1.0, 2.0, 3.0])
+    assert set(fit.loo_mape) == {"none", "scale"}
+    with pytest.raises(ValueError, match="one measured latency per graph"):
+        calibration.fit(pred, graphs[:3], [1.0, 2.0])
+    with pytest.raises(ValueError, match="positive and finite"):
+        calibration.fit(pred, graphs[:2], [1.0, 0.0])
+    with pytest.raises(ValueError, match="unknown calibration method"):
+        calibration.apply("magic", {}, calibration.features(pred, graphs[:2]))
+
+
+def test_a_calibrated_predictor_applies_its_calibration(graphs):
+    pred = predictor_for(graphs)
+    base = pred.predict(graphs).latency_ms
+    calibrated = LatencyPredictor(pred.tokenizer, pred.model, {}, {
+        "calibration": {"method": "scale", "params": {"log_scale": math.log(0.5)}, "q": 0.0}})
+    assert np.allclose(calibrated.predict(graphs).latency_ms, base * 0.5)
+
+
+def test_head_fine_tuning_moves_only_the_output_layers(graphs):
+    pred = predictor_for(graphs)
+    base = pred.predict(graphs[:12]).latency_ms
+    tokens = pred.tokenizer.encode_many(graphs[:12])
+    model = calibration._fit_head(pred, tokens, np.log(base * 1.5))
+    before, after = dict(pred.model.named_parameters()), dict(model.named_parameters())
+    moved = {n for n in before if not np.allclose(before[n].detach().numpy(), after[n].detach().numpy())}
+    assert moved and all(n.split(".")[0] in ("head", "kernel_head") for n in moved)
+    tuned = LatencyPredictor(pred.tokenizer, model).predict(graphs[:12]).latency_ms
+    assert np.mean(np.abs(tuned / (base * 1.5) - 1)) < np.mean(np.abs(base / (base * 1.5) - 1))
+
+
+def test_conformal_quantile_is_the_finite_sample_rank():
+    r = [0.1, -0.5, 0.2, 0.3, -0.05, 0.4, 0.15, 0.25, 0.35, 0.45]
+    # ceil(11 * 0.9) = 10th smallest of 10 absolute values.
+    assert conformal_quantile(r) == 0.5
+    assert conformal_quantile(list(range(100))) == 90  # the 91st smallest of 0..99
+    with pytest.raises(ValueError):
+        conformal_quantile([])
+
+
+def _odd_graph() -> OpGraph:
+    nodes = [OpNode(op="relax.nn.softmax", inputs=[TensorSpec([1, 8])], outputs=[TensorSpec([1, 8])],
+                    ops=["relax.nn.softmax"]) for _ in range(3)]
+    return OpGraph(nodes=nodes, edges=[(0, 1), (1, 2)], level="op", inputs=[TensorSpec([1, 8])])
+
+
+def test_intervals_cover_with_their_width_and_flag_graphs_unlike_training(graphs):
+    pred = predictor_for(graphs)
+    val = graphs[20:]
+    truth = pred.predict(val).latency_ms * np.exp(np.linspace(-0.3, 0.3, len(val)))
+    unc = fit_uncertainty(pred, graphs[:20], val, truth, novel_abs_log_residuals=[0.9] * 10)
+    assert unc.q == pytest.approx(0.3) and unc.q_novel == pytest.approx(0.9)
+    pred.provenance["uncertainty"] = Uncertainty.from_state(unc.to_state()).to_state()
+    res = pred.predict([*graphs[:5], _odd_graph()])
+    assert list(res.novel) == [False] * 5 + [True]
+    ratio = res.high_ms / res.latency_ms
+    assert np.allclose(ratio[:5], math.exp(0.3), rtol=1e-6) and ratio[5] == pytest.approx(math.exp(0.9))
+    assert np.allclose(res.low_ms * res.high_ms, res.latency_ms ** 2)
+    # Training graphs sit at distance 0 from the reference (all 20 fit under the sample cap).
+    mixes = op_mix(graphs[:3], pred.tokenizer.vocab)
+    assert np.allclose(mixes.sum(axis=1) >= 1.0, True)
+    assert (unc.novelty(graphs[:20], pred.tokenizer.vocab) == 0).all()
