@@ -36,9 +36,8 @@ def resolve_checkpoint(checkpoint=None, use_calibration: bool = True) -> Path:
     if not use_calibration:
         return base
     from .calibrate import find_calibrated
-    from .platform import PlatformSpec, fingerprint, platform_id
 
-    return find_calibrated(base, platform_id(fingerprint(PlatformSpec()))) or base
+    return find_calibrated(base) or base
 
 
 def resolve_base_checkpoint(checkpoint=None) -> Path:

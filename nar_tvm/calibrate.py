@@ -43,13 +43,17 @@ def machine_id() -> str:
     return f"{ident or 'unknown'}@{_platform.node()}"
 
 
-def calibrated_path(platform_id: str, base_name: str) -> Path:
-    return home() / "calibrated" / f"{base_name}-{platform_id}-{machine_id().split('@')[0][:12]}.pt"
+def calibrated_path(base_checkpoint: Path) -> Path:
+    """Where this machine's calibration of `base_checkpoint` lives: one per checkpoint and machine."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{Path(base_checkpoint).resolve()}|{machine_id()}".encode()).hexdigest()[:12]
+    return home() / "calibrated" / f"{Path(base_checkpoint).stem}-{digest}.pt"
 
 
-def find_calibrated(base_checkpoint: Path, platform_id: str) -> Path | None:
+def find_calibrated(base_checkpoint: Path) -> Path | None:
     """The calibrated checkpoint of `base_checkpoint` for this machine, if one was made."""
-    path = calibrated_path(platform_id, base_checkpoint.stem)
+    path = calibrated_path(base_checkpoint)
     return path if path.is_file() else None
 
 
@@ -145,7 +149,7 @@ def cmd_calibrate(args) -> int:
     fit, probe, fingerprint, records = calibrate(predictor, args.shots, affinity, Protocol(repeat=args.repeat),
                                                  Path(args.store) if args.store else None)
     calibrated = calibrated_predictor(predictor, fit, probe, fingerprint, base)
-    out = Path(args.out) if args.out else calibrated_path(calibrated.platform["platform_id"], base.stem)
+    out = Path(args.out) if args.out else calibrated_path(base)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(calibrated, out)
     print(f"measured {len(records)} shots; leave-one-out MAPE on them by method: "

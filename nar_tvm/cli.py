@@ -58,6 +58,9 @@ def cmd_inspect(args) -> int:
 def _warn_about(predictor, consequence: str) -> None:
     from .api import predictor_warnings
 
+    cal = predictor.calibration
+    if cal:
+        print(f"note: calibrated for this machine ({cal['method']} from {len(cal['shots'])} shots)", file=sys.stderr)
     lines = predictor_warnings(predictor)
     for line in lines:
         print(f"warning: {line}; {consequence}", file=sys.stderr)

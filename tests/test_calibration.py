@@ -118,3 +118,39 @@ def test_intervals_cover_with_their_width_and_flag_graphs_unlike_training(graphs
     mixes = op_mix(graphs[:3], pred.tokenizer.vocab)
     assert np.allclose(mixes.sum(axis=1) >= 1.0, True)
     assert (unc.novelty(graphs[:20], pred.tokenizer.vocab) == 0).all()
+
+
+def test_calibrate_measures_here_and_the_commands_pick_the_calibration_up(tmp_path, monkeypatch):
+    from nar_tvm import calibrate as cal
+    from nar_tvm.api import DEFAULT_CHECKPOINT, load_predictor
+    from nar_tvm.cost_model import save_checkpoint
+    from nar_tvm.measure import Protocol
+    from nar_tvm.probe import PANEL
+
+    monkeypatch.setenv("NAR_TVM_HOME", str(tmp_path))
+    base = load_predictor(DEFAULT_CHECKPOINT, use_calibration=False)
+    fast = Protocol(warmup=1, repeat=3, min_repeat_ms=1)
+    fit, probe, fingerprint, records = cal.calibrate(base, shots=2, protocol=fast, progress=False,
+                                                     families=["nasbench201"])
+    assert [r["job"].split("@")[0] for r in records] == ["zoo:nasbench201:9000", "zoo:nasbench201:9001"]
+    assert sorted(probe["ms"]) == sorted(PANEL) and records[0]["probe"] == probe
+    assert fit.method in ("none", "scale") and set(fit.loo_mape) == {"none", "scale"}
+    calibrated = cal.calibrated_predictor(base, fit, probe, fingerprint, DEFAULT_CHECKPOINT)
+    assert calibrated.platform["cpu"] == fingerprint["cpu"] and calibrated.calibration["probe"] == probe
+    cal.calibrated_path(DEFAULT_CHECKPOINT).parent.mkdir(parents=True)
+    save_checkpoint(calibrated, cal.calibrated_path(DEFAULT_CHECKPOINT))
+
+    # With no --checkpoint the calibration for this machine wins; on another machine it warns.
+    loaded = load_predictor()
+    assert loaded.calibration["machine_id"] == cal.machine_id()
+    assert cal.machine_warnings(loaded) == []
+    graphs = [OpGraph.from_dict(r["graphs"]["fused"]) for r in records]
+    scale = math.exp(fit.params.get("log_scale", 0.0))
+    assert np.allclose(loaded.predict(graphs).latency_ms, base.predict(graphs).latency_ms * scale)
+    monkeypatch.setattr(cal, "machine_id", lambda: "another@machine")
+    assert "run `nar-tvm calibrate` here" in cal.machine_warnings(loaded)[0]
+    # The shots were kept: calibrating again measures nothing twice.
+    monkeypatch.undo()
+    monkeypatch.setenv("NAR_TVM_HOME", str(tmp_path))
+    again = cal.calibrate(base, shots=2, protocol=fast, progress=False, families=["nasbench201"])[3]
+    assert [r["time"] for r in again] == [r["time"] for r in records]

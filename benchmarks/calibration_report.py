@@ -1,0 +1,286 @@
+"""Calibration and uncertainty report: how the predictor transfers to another machine or
+platform with K calibration shots, and whether its 90% intervals cover 90%.
+
+Stages (each cached, so a rerun only does what is missing):
+  lofo      train the shipped configuration with each family left out (one CPU core, ~3 min
+            each) and keep every held-out model's prediction and novelty flag
+            -> benchmarks/calibration_lofo.jsonl
+  intervals fit the shipped checkpoint's interval widths: q from its validation split,
+            q_novel from the leave-one-family-out residuals; writes them into the checkpoint
+            (weights untouched) with --write-default
+  report    cross-machine (every panel store under benchmarks/data/panel-*), cross-platform
+            (the other cpu-znver4 platforms) and interval coverage -> calibration_report.md/.json
+
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/calibration_report.py lofo
+    python benchmarks/calibration_report.py intervals --write-default
+    python benchmarks/calibration_report.py report
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "benchmarks" / "data"
+TRAINING_DATA = DATA / "cpu-znver4-1t"
+PLATFORMS = ("cpu-znver4-2t", "cpu-znver4-1t-nhwc", "cpu-znver4-1t-nofuse")
+LOFO_RUNS = REPO / "benchmarks" / "calibration_lofo.jsonl"
+SHOTS = (0, 5, 10, 20)
+DRAWS = 20  # random shot draws per K: the spread of a user's luck with their K models
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def shipped():
+    from nar_tvm.api import DEFAULT_CHECKPOINT
+    from nar_tvm.cost_model import load_checkpoint
+
+    return DEFAULT_CHECKPOINT, load_checkpoint(DEFAULT_CHECKPOINT)
+
+
+def training_split(predictor):
+    from nar_tvm.dataset import load_samples, make_split
+
+    prov = predictor.provenance
+    samples = load_samples(TRAINING_DATA, predictor.platform.get("platform_id"), prov.get("labels", "min"))
+    return samples, make_split(samples, prov.get("split", "in-domain"), int(prov.get("split_seed", 0)))
+
+
+# ------------------------------------------------------------------------ lofo
+def cached_lofo() -> dict[str, list[dict]]:
+    if not LOFO_RUNS.exists():
+        return {}
+    out = {}
+    for line in LOFO_RUNS.read_text().splitlines():
+        row = json.loads(line)
+        out[row["family"]] = row["models"]
+    return out
+
+
+def run_lofo(args) -> None:
+    from nar_tvm.cost_model import TrainConfig
+    from nar_tvm.cost_model.uncertainty import reference_mixes, _nearest_l1, op_mix
+    from nar_tvm.training import graphs_of, latencies_of, train_on_dataset
+
+    _, base = shipped()
+    prov = base.provenance
+    train_cfg = TrainConfig(**prov["train_config"])
+    samples, _ = training_split(base)
+    families = sorted({s.family for s in samples})
+    done = cached_lofo()
+    for family in families:
+        if family in done:
+            continue
+        log(f"training with {family} left out")
+        t0 = time.process_time()
+        predictor, history, parts = train_on_dataset(
+            TRAINING_DATA, level=prov["level"], split=f"ood:{family}", seed=0,
+            platform_id=base.platform.get("platform_id"), model_cfg=replace(base.model.cfg),
+            train_cfg=train_cfg, progress=False, node_weight=float(prov.get("node_weight", 0.0)),
+            labels=prov.get("labels", "min"))
+        test = parts["test"]
+        graphs = graphs_of(test, prov["level"])
+        pred = predictor.predict(graphs)
+        reference, threshold = reference_mixes(graphs_of(parts["train"], prov["level"]), predictor.tokenizer.vocab)
+        distance = _nearest_l1(op_mix(graphs, predictor.tokenizer.vocab), reference)
+        models = [{"job": s.job, "measured_ms": float(y), "predicted_ms": float(p),
+                   "novel": bool(unk > 0 or d > threshold), "distance": float(d)}
+                  for s, y, p, unk, d in zip(test, latencies_of(test), pred.latency_ms, pred.unknown_ops, distance)]
+        row = {"family": family, "cpu_s": round(time.process_time() - t0, 1), "best_epoch": history.best_epoch,
+               "val_mape": history.best_val_mape, "threshold": threshold, "models": models}
+        with LOFO_RUNS.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        ape = np.mean([abs(m["predicted_ms"] / m["measured_ms"] - 1) for m in models])
+        log(f"  {family}: MAPE {ape:.3f}, flagged novel {np.mean([m['novel'] for m in models]):.0%}")
+
+
+# ------------------------------------------------------------------ intervals
+def lofo_abs_log_residuals(lofo: dict[str, list[dict]], exclude: str | None = None) -> np.ndarray:
+    return np.array([abs(np.log(m["measured_ms"] / m["predicted_ms"]))
+                     for fam, models in lofo.items() if fam != exclude for m in models])
+
+
+def run_intervals(args) -> None:
+    from nar_tvm.cost_model import save_checkpoint
+    from nar_tvm.cost_model.uncertainty import fit_uncertainty
+    from nar_tvm.training import graphs_of, latencies_of
+
+    path, base = shipped()
+    lofo = cached_lofo()
+    samples, parts = training_split(base)
+    level = base.provenance["level"]
+    novel = lofo_abs_log_residuals(lofo) if lofo else None
+    unc = fit_uncertainty(base, graphs_of(parts["train"], level), graphs_of(parts["val"], level),
+                          latencies_of(parts["val"]), novel,
+                          source=f"q: validation split ({len(parts['val'])} models); q_novel: leave-one-family-out "
+                                 f"runs ({0 if novel is None else len(novel)} models, benchmarks/calibration_report.py)")
+    log(f"q = {unc.q:.4f} (x{np.exp(unc.q):.3f}), q_novel = {unc.q_novel}, novelty threshold {unc.threshold:.3f}")
+    if args.write_default:
+        base.provenance["uncertainty"] = unc.to_state()
+        save_checkpoint(base, path)
+        log(f"wrote the interval fit into {path}")
+
+
+# --------------------------------------------------------------------- report
+def coverage(measured, low, high) -> float:
+    measured = np.asarray(measured)
+    return float(np.mean((measured >= low) & (measured <= high)))
+
+
+def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int = 0) -> list[dict]:
+    """K-shot calibration on `samples` of another machine/platform: shots drawn at random,
+    tested on the rest, DRAWS times per K."""
+    from nar_tvm.cost_model import calibration
+    from nar_tvm.cost_model.uncertainty import conformal_quantile
+    from nar_tvm.training import graphs_of, latencies_of
+
+    level = base.provenance["level"]
+    graphs, measured = graphs_of(samples, level), latencies_of(samples)
+    tokens = base.tokenizer.encode_many(graphs)
+    feats = calibration.features(base, graphs, tokens)
+    res = base.predict(graphs)
+    unc = base.uncertainty
+    q_base = unc.half_widths(res.novel) if unc is not None else np.zeros(len(graphs))
+    rows = []
+    rng = np.random.default_rng(rng_seed)
+    for k in SHOTS:
+        mapes, covers, methods = [], [], []
+        for draw in range(DRAWS if k else 1):
+            order = rng.permutation(len(graphs))
+            shots, test = order[:k], order[k:]
+            if k:
+                fit = calibration.fit(base, [graphs[i] for i in shots], measured[shots])
+                if fit.model is not None:
+                    from nar_tvm.cost_model import LatencyPredictor
+
+                    tuned = LatencyPredictor(base.tokenizer, fit.model)
+                    pred = tuned.predict_tokens([tokens[i] for i in test])
+                else:
+                    pred = np.exp(calibration.apply(fit.method, fit.params, calibration._subset(feats, test)))
+                q_cal = conformal_quantile(fit.loo_log_residuals) if k >= 5 else 0.0
+                methods.append(fit.method)
+            else:
+                pred, q_cal = res.latency_ms[test], 0.0
+            q = np.maximum(q_base[test], q_cal)
+            mapes.append(float(np.mean(np.abs(pred / measured[test] - 1))))
+            covers.append(coverage(measured[test], pred * np.exp(-q), pred * np.exp(q)))
+        rows.append({"target": label, "k": k, "draws": len(mapes), "mape": float(np.mean(mapes)),
+                     "mape_std": float(np.std(mapes)), "coverage": float(np.mean(covers)),
+                     "methods": {m: methods.count(m) for m in sorted(set(methods))},
+                     "floor_mape": None if floor is None else floor["mape"], "n_test": int(len(graphs) - k)})
+        log(f"  {label} K={k}: MAPE {rows[-1]['mape']:.3f} ± {rows[-1]['mape_std']:.3f}, "
+            f"coverage {rows[-1]['coverage']:.2f}, methods {rows[-1]['methods']}")
+    return rows
+
+
+def run_report(args) -> None:
+    from nar_tvm.dataset import DatasetStore, load_samples, noise_floor, platforms
+    from nar_tvm.training import graphs_of, latencies_of
+
+    path, base = shipped()
+    samples, parts = training_split(base)
+    trained_on = {s.job.split("@")[0] for s in parts["train"] + parts["val"]}
+    level = base.provenance["level"]
+    out = {"checkpoint": str(path.relative_to(REPO)), "uncertainty_source": (base.provenance.get("uncertainty") or {}).get("source"),
+           "cross_machine": [], "cross_platform": [], "coverage": {}}
+
+    # In-domain coverage on the test split (never used to fit anything).
+    test = parts["test"]
+    res = base.predict(graphs_of(test, level))
+    out["coverage"]["in-domain test"] = {"n": len(test), "coverage": coverage(latencies_of(test), res.low_ms, res.high_ms),
+                                         "flagged_novel": float(np.mean(res.novel))}
+    # Leave-one-family-out: each family's interval width comes from the other families' runs.
+    lofo = cached_lofo()
+    if lofo and base.uncertainty is not None:
+        from nar_tvm.cost_model.uncertainty import conformal_quantile
+
+        per_family = {}
+        for fam, models in sorted(lofo.items()):
+            q_novel = conformal_quantile(lofo_abs_log_residuals(lofo, exclude=fam))
+            q = np.array([max(q_novel, base.uncertainty.q) if m["novel"] else base.uncertainty.q for m in models])
+            pred = np.array([m["predicted_ms"] for m in models])
+            meas = np.array([m["measured_ms"] for m in models])
+            per_family[fam] = {"n": len(models), "coverage": coverage(meas, pred * np.exp(-q), pred * np.exp(q)),
+                               "flagged_novel": float(np.mean([m["novel"] for m in models])),
+                               "mape": float(np.mean(np.abs(pred / meas - 1)))}
+        total = sum(v["n"] for v in per_family.values())
+        out["coverage"]["leave-one-family-out"] = {
+            "n": total, "coverage": sum(v["coverage"] * v["n"] for v in per_family.values()) / total,
+            "families": per_family}
+
+    for store in sorted(DATA.glob("panel-*")):
+        ids = platforms(store)
+        floor = noise_floor(DatasetStore(store))
+        for pid in ids:
+            panel = [s for s in load_samples(store, pid, "min") if s.job.split("@")[0] not in trained_on]
+            log(f"cross-machine: {store.name} ({len(panel)} models, re-measurement floor "
+                f"{None if floor is None else round(floor['mape'], 4)})")
+            rows = transfer_rows(base, panel, store.name, floor)
+            out["cross_machine"] += rows
+    test_jobs = {s.job.split("@")[0] for s in parts["test"]}
+    for name in PLATFORMS:
+        store = DATA / name
+        if not store.exists():
+            continue
+        held = [s for s in load_samples(store, None, "min") if s.job.split("@")[0] in test_jobs]
+        floor = noise_floor(DatasetStore(store))
+        log(f"cross-platform: {name} ({len(held)} models of the training platform's test split)")
+        out["cross_platform"] += transfer_rows(base, held, name, floor)
+    (REPO / "benchmarks" / "calibration_report.json").write_text(json.dumps(out, indent=1))
+    write_markdown(out)
+
+
+def write_markdown(out: dict) -> None:
+    lines = ["# Calibration and uncertainty report", "",
+             "Regenerate: `python benchmarks/calibration_report.py report` (after the `lofo` and `intervals` "
+             "stages; see the script's docstring). Checkpoint: `" + out["checkpoint"] + "`.", "",
+             f"Interval fit: {out['uncertainty_source']}.", ""]
+    lines += ["## Coverage of the nominal 90% interval", "", "| where | models | coverage | flagged unlike training |",
+              "|---|---|---|---|"]
+    for where, c in out["coverage"].items():
+        lines.append(f"| {where} | {c['n']} | {c['coverage']:.1%} | {c.get('flagged_novel', float('nan')):.0%} |"
+                     if "flagged_novel" in c else f"| {where} | {c['n']} | {c['coverage']:.1%} | |")
+    fams = out["coverage"].get("leave-one-family-out", {}).get("families", {})
+    if fams:
+        lines += ["", "Leave-one-family-out, per family (width from the other nine families' runs):", "",
+                  "| family | models | MAPE | coverage | flagged |", "|---|---|---|---|---|"]
+        for fam, v in fams.items():
+            lines.append(f"| {fam} | {v['n']} | {v['mape']:.3f} | {v['coverage']:.1%} | {v['flagged_novel']:.0%} |")
+    for key, title in (("cross_machine", "Another machine (held-out panel measured there)"),
+                       ("cross_platform", "Another platform of the same machine (models of the test split)")):
+        if not out[key]:
+            continue
+        lines += ["", f"## {title}", "",
+                  "| target | K shots | draws | MAPE (mean ± sd over draws) | 90% coverage | methods chosen | re-measurement MAPE |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in out[key]:
+            floor = "" if r["floor_mape"] is None else f"{r['floor_mape']:.3f}"
+            methods = ", ".join(f"{m} {n}" for m, n in r["methods"].items()) or "none"
+            lines.append(f"| {r['target']} | {r['k']} | {r['draws']} | {r['mape']:.3f} ± {r['mape_std']:.3f} | "
+                         f"{r['coverage']:.1%} | {methods} | {floor} |")
+    (REPO / "benchmarks" / "calibration_report.md").write_text("\n".join(lines) + "\n")
+    log("wrote benchmarks/calibration_report.md")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="stage", required=True)
+    sub.add_parser("lofo").set_defaults(func=run_lofo)
+    q = sub.add_parser("intervals")
+    q.add_argument("--write-default", action="store_true", help="store the fit in the shipped checkpoint")
+    q.set_defaults(func=run_intervals)
+    sub.add_parser("report").set_defaults(func=run_report)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
