@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 
 import tvm
-from tvm import relax
 
+from nar_tvm.passes import set_virtual_device as _set_virtual_device
+from nar_tvm.passes.annotate_latency import (INFO_SUFFIX, LATENCY_ATTR, MODEL_ATTR, PREDICT_FUNC,  # noqa: F401
+                                             AnnotateLatency, NotRegisteredError, registered)
 from nar_tvm.passes.extract import ExtractOpGraph, extract_from_module, extract_opgraph, past_legalization
 from nar_tvm.passes.fold import shape_only_folding
 from nar_tvm.passes.opgraph import OpGraph
-from nar_tvm.passes.annotate_latency import (INFO_SUFFIX, LATENCY_ATTR, MODEL_ATTR, PREDICT_FUNC,  # noqa: F401
-                                             AnnotateLatency, NotRegisteredError, registered)
-from nar_tvm.passes import set_virtual_device as _set_virtual_device
+from nar_tvm.passes.pipeline import level_passes
 from nar_tvm.passes.set_virtual_device import DEVICE_ATTR, target_of  # noqa: F401
 
 
@@ -49,8 +49,6 @@ def module_graph(mod: tvm.IRModule, pipeline: str = "default", level: str = "op"
     (same graph, no code generation), so a prediction scores what that pipeline would compile.
     A module already past legalization (a pass late in a pipeline) is read as it is.
     """
-    from .measure import graph_level_passes
-
     if past_legalization(mod, func_name):
         return extract_from_module(mod, func_name)
     target = as_target(target)
@@ -60,8 +58,7 @@ def module_graph(mod: tvm.IRModule, pipeline: str = "default", level: str = "op"
         raise ValueError(f"unknown graph level {level!r}; expected 'op' or 'fused'")
     probe = ExtractOpGraph(func_name)
     with target:
-        tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                  *shape_only_folding(graph_level_passes(pipeline, target)), probe])(mod)
+        tvm.transform.Sequential([*shape_only_folding(level_passes("fused", target, pipeline)), probe])(mod)
     return probe.graph
 
 
