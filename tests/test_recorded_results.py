@@ -70,3 +70,25 @@ def test_nasbench_training_as_recorded():
                                           dev[1:], nb.LatencyConfig(pretrain_steps=20), seed=0)
     head = few.adapt(lat.cells[100:110], lat.column(dev[0])[100:110])
     assert few.predict(head, lat.cells[:6]) == pytest.approx([8.92899120197201, 11.493634918532994, 9.773167632923771, 7.411988950034419, 9.030945163964748, 9.973325803621261], rel=1e-4)
+
+
+def test_predict_loads_its_checkpoint_once_and_reads_zoo_specs(monkeypatch, tmp_path):
+    import os
+    import shutil
+
+    import nar_tvm
+    from nar_tvm import api
+
+    loads = []
+    real = api.load_predictor
+    monkeypatch.setattr(api, "load_predictor", lambda checkpoint=None: loads.append(checkpoint) or real(checkpoint))
+    checkpoint = tmp_path / "default.pt"
+    shutil.copy(DEFAULT_CHECKPOINT, checkpoint)
+    first = nar_tvm.predict("zoo:resnet:3", checkpoint=checkpoint)
+    again = nar_tvm.predict(["zoo:resnet:3"], checkpoint=checkpoint)[0]
+    assert len(loads) == 1 and again.latency_ms == first.latency_ms
+    # Recorded before the refactor, from the same model exported to an ONNX file.
+    assert first.latency_ms == pytest.approx(53.956813425868326, rel=REL)
+    os.utime(checkpoint, ns=(0, 0))  # a changed file is read again
+    nar_tvm.predict("zoo:resnet:3", checkpoint=checkpoint)
+    assert len(loads) == 2
