@@ -1,4 +1,4 @@
-"""Validation of device selection (issue 6) on this machine's own platforms, with real measurements.
+"""Validation of device selection on this machine's own platforms, with real measurements.
 
 A platform is a way to run a model here (threads, cores, pipeline, target) with a dataset
 profiled by `nar-tvm profile` and a checkpoint trained on it. Held-out zoo models (seeds >= 5000,

@@ -789,7 +789,7 @@ def main() -> int:
     ]
     if ood and "NNLP (GraphSAGE)" in ood:
         # Each network out of domain in its configuration that validates best in-domain (among
-        # those run out of domain), held against NNLP as the issue specifies it and against
+        # those run out of domain), held against NNLP as its paper specifies it and against
         # NNLP given the same extensions.
         nar_ood = target_ood["NAR-Former V2"]
         a = np.mean(ood_seed_means(ood[nar_ood], "mape"))

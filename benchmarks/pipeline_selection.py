@@ -1,4 +1,4 @@
-"""Validation of cost-guided pipeline selection (issue 6): predicted vs measured choice.
+"""Validation of cost-guided pipeline selection: predicted vs measured choice.
 
 Phases (each resumable; profile,train,evaluate by default):
   profile   each non-default candidate's dataset, `nar-tvm profile --pipeline C` into DATA-C

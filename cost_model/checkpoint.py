@@ -42,8 +42,43 @@ def _check_plain(value, where: str) -> None:
         raise TypeError(f"{where} is a {type(value).__name__}; checkpoints hold only plain Python values")
 
 
-def save_checkpoint(predictor: LatencyPredictor, path: str | os.PathLike) -> Path:
+def write_payload(payload: dict, path: str | os.PathLike, plain_keys=()) -> Path:
+    """Save a checkpoint's payload (its "format" tag and "version" included): the values
+    under `plain_keys` are checked to be plain Python first, and the file is written whole
+    or not at all. Every kind of checkpoint of the project is written here."""
     path = Path(path)
+    if not isinstance(payload.get("format"), str) or not isinstance(payload.get("version"), int):
+        raise ValueError("a checkpoint payload needs a 'format' tag and an integer 'version'")
+    for key in plain_keys:
+        _check_plain(payload[key], key)
+    # Write-then-rename: an interrupted save must not leave a truncated checkpoint behind.
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_payload(path: str | os.PathLike, fmt: str, versions, map_location: str | torch.device = "cpu") -> dict:
+    """The payload of a checkpoint of format `fmt` in one of `versions`; CheckpointError,
+    naming the file, for anything else. Every kind of checkpoint of the project is read here."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: format is {got!r}, expected {fmt!r}")
+    if payload.get("version") not in versions:
+        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r}, "
+                              f"this code reads versions {tuple(versions)}")
+    return payload
+
+
+def save_checkpoint(predictor: LatencyPredictor, path: str | os.PathLike) -> Path:
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -54,34 +89,15 @@ def save_checkpoint(predictor: LatencyPredictor, path: str | os.PathLike) -> Pat
         "platform": predictor.platform,
         "provenance": predictor.provenance,
     }
-    for key in ("model_config", "tokenizer", "platform", "provenance"):
-        _check_plain(payload[key], key)
-    # Write-then-rename: an interrupted save must not leave a truncated checkpoint behind.
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_payload(payload, path, ("model_config", "tokenizer", "platform", "provenance"))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LatencyPredictor:
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
-
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path}: format is {got!r}, expected {FORMAT!r}")
-    if payload.get("version") not in READABLE_VERSIONS:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r}, "
-                              f"this code reads versions {READABLE_VERSIONS}")
+    payload = read_payload(path, FORMAT, READABLE_VERSIONS, map_location)
     missing = {"model_config", "state_dict", "tokenizer"} - payload.keys()
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
-
     try:
         cfg = make_config(payload.get("architecture", "nar-former-v2"), payload["model_config"])
     except (TypeError, ValueError) as exc:

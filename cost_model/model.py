@@ -24,9 +24,9 @@ from torch import nn
 
 # "kernels": the graph's latency is the sum of per-node kernel times (predicted from each
 # node's state) plus a remainder read from the pooled states and static features. On one
-# CPU thread the profiler's kernel times add up to the measured total (median ratio 1.00-1.03
-# per family), so this is the structure of the quantity, and it carries over to networks
-# built from known kernels in unseen arrangements.
+# CPU thread the profiler's kernel times add up to the measured total, so this is the
+# structure of the quantity, and it carries over to networks built from known kernels in
+# unseen arrangements.
 READOUTS = ("sum", "mean", "kernels")
 
 

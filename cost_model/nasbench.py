@@ -24,7 +24,6 @@ another table joined on `arch_index`, or both. Nothing here imports tvm.
 """
 from __future__ import annotations
 
-import copy
 import csv
 import math
 import os
@@ -39,12 +38,12 @@ from scipy import stats
 from torch import nn
 
 
-from .checkpoint import CheckpointError, _check_plain
+from .checkpoint import CheckpointError, read_payload, write_payload
 from .nb201_space import DEFAULT_DATA_DIR, NB201_OPS, open_table, parse_nb201_cell  # noqa: F401
 from .metrics import acc_within, kendall_tau, mape, spearman
 from .model import NARFormerV2, NARFormerV2Config
 from .tokenizer import GraphTokens, collate, sinusoidal
-from .train import _deterministic, _warmup_then_linear_decay
+from .fit import deterministic, eval_mode, fit
 
 # (source node, target node) of the six edges, in the order the cell string lists them.
 CELL_EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
@@ -345,14 +344,9 @@ def _take(batch: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
 
 
 def _predict(model: nn.Module, batch: dict[str, torch.Tensor], chunk: int = 4096) -> np.ndarray:
-    was_training = model.training
-    model.eval()
     n = batch["x"].shape[0]
-    try:
-        with torch.no_grad():
-            out = [model(**_take(batch, np.arange(s, min(n, s + chunk)))) for s in range(0, n, chunk)]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        out = [model(**_take(batch, np.arange(s, min(n, s + chunk)))) for s in range(0, n, chunk)]
     return torch.cat(out).double().numpy()
 
 
@@ -426,36 +420,18 @@ class CellEnsemble(nn.Module):
 def _fit(model: nn.Module, batch: dict[str, torch.Tensor], y: np.ndarray, loss_fn: Callable,
          *, epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
          warmup_fraction: float = 0.05, evaluate: Callable[[nn.Module], float] | None = None) -> list[dict]:
-    """Train `model` in place; with `evaluate` (higher is better), keep its best epoch."""
+    """Train `model` in place with fit.fit on plain random batches of the collated cells;
+    with `evaluate` (higher is better), keep its best epoch. Records: epoch, train_loss, val."""
     n = len(y)
     rng = np.random.default_rng(seed)
     n_batches = max(1, -(-n // batch_size))
-    total = epochs * n_batches
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_then_linear_decay(max(1, int(warmup_fraction * total)), total))
     y_t = torch.as_tensor(y, dtype=torch.float32)
-    history, best, best_state = [], -math.inf, None
-    for epoch in range(1, epochs + 1):
-        model.train()
-        losses = []
-        for idx in np.array_split(rng.permutation(n), n_batches):
-            loss = loss_fn(model(**_take(batch, idx)), y_t[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-        if evaluate is not None:
-            record["val"] = score = evaluate(model)
-            if score > best:
-                best, best_state = score, copy.deepcopy(model.state_dict())
-        history.append(record)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return history
+    result = fit(model, lambda: np.array_split(rng.permutation(n), n_batches),
+                 lambda idx: loss_fn(model(**_take(batch, idx)), y_t[idx]),
+                 epochs=epochs, steps_per_epoch=n_batches, lr=lr, weight_decay=weight_decay,
+                 warmup_fraction=warmup_fraction, evaluate=None if evaluate is None else lambda: evaluate(model),
+                 maximize=True)
+    return [{k: r[k] for k in ("epoch", "train_loss", "val") if k in r} for r in result.history]
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -496,7 +472,6 @@ class CellPredictor:
         return scores_to_labels(_predict(self.model, self.tokenizer.batch(cells)), self.knots, self.labels)
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
         payload = {
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "model_config": asdict(self.model.cfg), "tokenizer": asdict(self.tokenizer.config),
@@ -505,27 +480,12 @@ class CellPredictor:
             "label": self.label, "knots": self.knots.tolist(), "labels": self.labels.tolist(),
             "provenance": self.provenance,
         }
-        for key in ("model_config", "tokenizer", "provenance"):
-            _check_plain(payload[key], key)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        return path
+        return write_payload(payload, path, ("model_config", "tokenizer", "provenance"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CellPredictor":
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
-        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT \
-                or payload.get("version") not in (1, CHECKPOINT_VERSION):
-            got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-            raise CheckpointError(f"{path}: format {got!r}, expected {CHECKPOINT_FORMAT!r} "
-                                  f"version 1 or {CHECKPOINT_VERSION}")
+        payload = read_payload(path, CHECKPOINT_FORMAT, (1, CHECKPOINT_VERSION))
         unknown = set(payload.get("model_config", {})) - {f.name for f in fields(NARFormerV2Config)}
         if unknown:
             raise CheckpointError(f"{path}: model config has unknown fields {sorted(unknown)}")
@@ -572,12 +532,12 @@ def train_accuracy_predictor(cells: Sequence[str], y: np.ndarray, val_cells: Seq
         return F.mse_loss(pred, target) + cfg.rank_weight * pairwise_rank_loss(pred, target)
 
     epochs = cfg.epochs or max(1, cfg.min_epochs, math.ceil(cfg.steps / math.ceil(len(targets) / cfg.batch_size)))
-    with _deterministic(seed):
+    with deterministic(seed):
         model = CellEnsemble(model_cfg, cfg.fusion, cfg.ensemble)
     history, best_epochs = [], []
     for k, member in enumerate(model.members):
         member_seed = seed + 1000 * k  # member 0: the single model's seed
-        with _deterministic(member_seed):
+        with deterministic(member_seed):
             if k:
                 member.load_state_dict(CellNARFormer(model_cfg, cfg.fusion).state_dict())
             h = _fit(member, batch, targets, loss_fn, epochs=epochs,
@@ -656,7 +616,7 @@ def train_latency_predictor(cells: Sequence[str], y_ms, cfg: LatencyConfig | Non
     tokenizer = CellTokenizer(cfg.tokenizer)
     batch_size = min(cfg.batch_size, len(log_y))
     epochs = max(1, round(cfg.steps / -(-len(log_y) // batch_size)))
-    with _deterministic(seed):
+    with deterministic(seed):
         model = NARFormerV2(replace(cfg.model, token_dim=tokenizer.token_dim, static_dim=tokenizer.static_dim))
         _fit(model, tokenizer.batch(cells), (log_y - mean) / std, F.mse_loss, epochs=epochs,
              batch_size=batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=seed)
@@ -709,7 +669,7 @@ class FewShotLatencyModel:
         mean, std = log_y.mean(axis=0), log_y.std(axis=0)
         std = np.where(std > 1e-12, std, 1.0)
         tokenizer = CellTokenizer(cfg.tokenizer)
-        with _deterministic(seed):
+        with deterministic(seed):
             model = MultiDeviceModel(replace(cfg.model, token_dim=tokenizer.token_dim,
                                              static_dim=tokenizer.static_dim), len(devices), cfg.rank)
             batch_size = min(cfg.pretrain_batch_size, len(cells))

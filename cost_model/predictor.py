@@ -1,7 +1,6 @@
 """A trained cost model ready to use: tokenizer + network + what it was trained for."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -11,6 +10,7 @@ from torch import nn
 
 from nar_tvm.passes.opgraph import OpGraph
 
+from .fit import eval_mode
 from .tokenizer import Collator, GraphTokens, Tokenizer
 
 
@@ -95,20 +95,10 @@ class LatencyPredictor:
         """Predicted ms of each node's kernel, in node order: the terms the latency adds up."""
         if not self.predicts_kernels:
             raise ValueError("this model predicts whole graphs only; per-kernel times need readout='kernels'")
-        with self._inference() as device:
+        with eval_mode(self.model) as device:
             batch = {k: v.to(device) for k, v in Collator()(self.tokenizer.encode_many([graph])).items()}
             _, kernels = self.model(**batch, with_nodes=True)
         return np.exp(kernels[0, :graph.num_nodes].double().cpu().numpy())
-
-    @contextmanager
-    def _inference(self):
-        """The model in eval mode for the duration (its mode restored after); yields its device."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            yield next(self.model.parameters()).device
-        finally:
-            self.model.train(was_training)
 
     @torch.no_grad()
     def predict_tokens(self, tokens: Sequence[GraphTokens], batch_size: int = 256,
@@ -122,7 +112,7 @@ class LatencyPredictor:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         log_ms = np.empty(len(tokens), dtype=np.float64)
         collate_reused = Collator()  # the model is done with a chunk before the next one is collated
-        with self._inference() as device:
+        with eval_mode(self.model) as device:
             for idx in _chunks([t.num_nodes for t in tokens], batch_size, max_batch_nodes):
                 batch = {k: v.to(device) for k, v in collate_reused([tokens[i] for i in idx]).items()}
                 log_ms[idx] = self.model(**batch).double().cpu().numpy()

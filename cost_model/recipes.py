@@ -24,9 +24,8 @@ NNLP_LARGE = replace(NNLP_GRAPHSAGE, hidden=128, head_hidden=128)
 
 MODELS = {"nar-former-v2": NAR_FORMER_V2, "transformer": PLAIN_TRANSFORMER, "nnlp": NNLP_GRAPHSAGE}
 
-# lr from the report's validation search. At 40 epochs every run was still improving; on the
-# first split's validation part, 120 epochs took NAR-Former V2 from 0.061 to 0.050 MAPE and
-# NNLP from 0.057 to 0.044 (both still improving, at 3x the cost per run).
+# lr from the report's validation search; 120 epochs because runs of 40 were all still
+# improving on validation (latency_report_notes.md has the figures).
 TRAINING = TrainConfig(epochs=120, batch_size=32, lr=3e-3, loss="log_mse", patience=30, size_bucket_batches=8)
 
 

@@ -1,20 +1,18 @@
 """Training NAR-Former V2 on measured latencies."""
 from __future__ import annotations
 
-import copy
 import datetime
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from nar_tvm.passes.opgraph import OpGraph
 
 from .architectures import build_model, state_width
+from .fit import deterministic, fit
 from .metrics import mape, regression_report
 from .model import NARFormerV2Config, start_at_constant
 from .predictor import LatencyPredictor
@@ -106,30 +104,6 @@ def _epoch_batches(rng: np.random.Generator, sizes: np.ndarray, n_batches: int, 
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _warmup_then_linear_decay(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return factor
-
-
-@contextmanager
-def _deterministic(seed: int):
-    """Seeded, deterministic torch for the duration, leaving the caller's RNG and flags as they were."""
-    previous = (torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        # warn_only: an op without a deterministic kernel (on some accelerator) should
-        # not abort a training run; on CPU every op used here has one.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-
-
 def _targets(graphs: Sequence[OpGraph], targets, what: str) -> np.ndarray:
     y = np.asarray(targets, dtype=np.float64).reshape(-1)
     if len(y) != len(graphs):
@@ -206,10 +180,8 @@ def train(
     rng = np.random.default_rng(train_cfg.seed)
     n_batches = -(-len(train_tokens) // train_cfg.batch_size)
     sizes = np.array([t.num_nodes for t in train_tokens])
-    total_steps = train_cfg.epochs * n_batches
-    warmup = max(1, int(train_cfg.warmup_fraction * total_steps))
 
-    with _deterministic(train_cfg.seed):
+    with deterministic(train_cfg.seed):
         model = build_model(model_cfg).to(device)
         if node_log_ms is not None and getattr(model, "kernel_head", None) is None:
             model.node_out = nn.Linear(state_width(model_cfg), 1).to(device)
@@ -220,59 +192,40 @@ def train(
         # predictions down into that flat region and training stalls.
         start_at_constant(model, _best_constant_log_ms(y_train, train_cfg.loss), float(sizes.mean()))
         predictor = LatencyPredictor(tokenizer, model)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_then_linear_decay(warmup, total_steps))
         shuffle_gen = torch.Generator().manual_seed(train_cfg.seed)
+        collate_reused = Collator()  # each batch is done with (backward included) before the next
+
+        def batch_loss(batch_idx):
+            batch = {k: v.to(device) for k, v in collate_reused([train_tokens[i] for i in batch_idx]).items()}
+            y = torch.as_tensor(y_train[batch_idx], dtype=torch.float32, device=device)
+            if node_log_ms is None:
+                log_pred = model(**batch)
+            else:
+                log_pred, node_pred = model(**batch, with_nodes=True)
+            loss = log_mse_loss(log_pred, y) if train_cfg.loss == "log_mse" else rse_loss(log_pred, y)
+            if train_cfg.loss == "rse+sr":
+                loss = loss + train_cfg.sr_weight * sr_loss(log_pred, y, shuffle_gen)
+            terms = {}
+            if node_log_ms is not None:
+                target = _pad([node_log_ms[i] for i in batch_idx], node_pred.shape[1]).to(device)
+                known = torch.isfinite(target)
+                if known.any():
+                    node_loss = (node_pred[known] - target[known]).square().mean()
+                    terms["node_loss"] = node_loss.item()
+                    loss = loss + node_weight * node_loss
+            return loss, terms
 
         init_val_mape = mape(predictor.predict_tokens(val_tokens), y_val)
-        history = TrainHistory(init_val_mape=init_val_mape, best_val_mape=init_val_mape)
-        best_state = copy.deepcopy(model.state_dict())
-        collate_reused = Collator()  # each batch is done with (backward included) before the next
-        bar = tqdm(range(1, train_cfg.epochs + 1), desc="train", disable=not progress, leave=False)
-        for epoch in bar:
-            model.train()
-            losses, node_losses = [], []
-            for batch_idx in _epoch_batches(rng, sizes, n_batches, train_cfg.size_bucket_batches):
-                batch = {k: v.to(device) for k, v in collate_reused([train_tokens[i] for i in batch_idx]).items()}
-                y = torch.as_tensor(y_train[batch_idx], dtype=torch.float32, device=device)
-                if node_log_ms is None:
-                    log_pred = model(**batch)
-                else:
-                    log_pred, node_pred = model(**batch, with_nodes=True)
-                loss = log_mse_loss(log_pred, y) if train_cfg.loss == "log_mse" else rse_loss(log_pred, y)
-                if train_cfg.loss == "rse+sr":
-                    loss = loss + train_cfg.sr_weight * sr_loss(log_pred, y, shuffle_gen)
-                if node_log_ms is not None:
-                    target = _pad([node_log_ms[i] for i in batch_idx], node_pred.shape[1]).to(device)
-                    known = torch.isfinite(target)
-                    if known.any():
-                        node_loss = (node_pred[known] - target[known]).square().mean()
-                        node_losses.append(node_loss.item())
-                        loss = loss + node_weight * node_loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.item())
-
-            val_mape = mape(predictor.predict_tokens(val_tokens), y_val)
-            record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                      "train_loss": float(np.mean(losses)), "val_mape": val_mape}
-            if node_losses:
-                record["node_loss"] = float(np.mean(node_losses))
-            history.epochs.append(record)
-            bar.set_postfix(loss=f"{record['train_loss']:.4f}", val_mape=f"{val_mape:.4f}")
-            if val_mape < history.best_val_mape:
-                history.best_epoch, history.best_val_mape = epoch, val_mape
-                best_state = copy.deepcopy(model.state_dict())
-            elif train_cfg.patience is not None and epoch - history.best_epoch >= train_cfg.patience:
-                history.stopped_early = True
-                break
-        bar.close()
-
-        model.load_state_dict(best_state)
+        fitted = fit(model, lambda: _epoch_batches(rng, sizes, n_batches, train_cfg.size_bucket_batches),
+                     batch_loss, epochs=train_cfg.epochs, steps_per_epoch=n_batches, lr=train_cfg.lr,
+                     weight_decay=train_cfg.weight_decay, warmup_fraction=train_cfg.warmup_fraction,
+                     evaluate=lambda: mape(predictor.predict_tokens(val_tokens), y_val),
+                     initial_score=init_val_mape, patience=train_cfg.patience, score_name="val_mape",
+                     progress="train" if progress else None)
+        history = TrainHistory(init_val_mape=init_val_mape, best_val_mape=fitted.best_score,
+                               best_epoch=fitted.best_epoch, epochs=fitted.history,
+                               stopped_early=fitted.stopped_early)
         model.node_out = None
-        model.eval()
         predictor.provenance = {
             "trainer": "nar_tvm.cost_model.train",
             "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

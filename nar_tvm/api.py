@@ -11,9 +11,17 @@ from .loaders import load_model
 
 def extract(model, level: str = "op", input_shapes: dict | None = None, example_inputs=None,
             target=None, name: str | None = None) -> OpGraph:
-    """OpGraph of `model` (ONNX path/ModelProto, torch module + example_inputs, or IRModule)."""
+    """OpGraph of `model` (ONNX path/ModelProto, `zoo:FAMILY:SEED`, torch module + example_inputs,
+    or IRModule)."""
     from nar_tvm.passes.extract import extract_opgraph
 
+    if isinstance(model, str) and model.startswith("zoo:"):
+        import onnx
+
+        from .compare import model_bytes
+
+        zoo_name, data = model_bytes(model)
+        model, name = onnx.load_from_string(data), name or zoo_name
     loaded = load_model(model, input_shapes=input_shapes, example_inputs=example_inputs, name=name)
     graph = extract_opgraph(loaded.mod, level, target, loaded.name)
     graph.meta.update({"frontend": loaded.frontend, "input_shapes": loaded.input_shapes})
@@ -91,10 +99,31 @@ def load_predictor(checkpoint=None, use_calibration: bool = True):
     return load_checkpoint(resolve_checkpoint(checkpoint, use_calibration))
 
 
+# Checkpoints `predict` has loaded, by (path, modification time, size): a changed file reloads.
+_LOADED: dict[tuple, object] = {}
+
+
+def _loaded_once(checkpoint=None):
+    path = resolve_checkpoint(checkpoint)
+    if not path.is_file():
+        return load_predictor(path)  # its error names the file
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _LOADED:
+        _LOADED.clear()  # one checkpoint at a time is the common case; keep memory flat
+        _LOADED[key] = load_predictor(path)
+    return _LOADED[key]
+
+
 def predict(models, checkpoint=None, input_shapes: dict | None = None, example_inputs=None,
             predictor=None) -> list[Prediction]:
-    """Predicted latency of one model or a list of them, in one batched forward pass."""
-    predictor = predictor or load_predictor(checkpoint)
+    """Predicted latency of one model or a list of them, in one batched forward pass.
+
+    Models are OpGraphs or anything `extract` reads (ONNX paths, `zoo:FAMILY:SEED`,
+    IRModules, torch modules). The checkpoint is loaded once and reused while its file is
+    unchanged; `predictor=` (from `load_predictor`) skips even the check.
+    """
+    predictor = predictor or _loaded_once(checkpoint)
     level = predictor.provenance.get("level", "op")
     many = isinstance(models, (list, tuple))
     graphs = [m if isinstance(m, OpGraph) else extract(m, level, input_shapes, example_inputs)

@@ -157,9 +157,9 @@ def platforms(path) -> dict[str, dict]:
 
 
 LABELS = ("first", "min")
-# What training uses unless told otherwise. On the shipped dataset, min labels cut validation
-# MAPE from 0.047 to 0.029 (NNLP) and 0.055 to 0.042 (NAR-Former V2; latency_report.md and its
-# notes); on a store without re-measurements the two rules give the same labels.
+# What training uses unless told otherwise: interference only slows a run down, so the fastest
+# run is the better label (latency_report.md compares the two rules); on a store without
+# re-measurements the two rules give the same labels.
 TRAINING_LABELS = "min"
 
 

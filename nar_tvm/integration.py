@@ -6,31 +6,26 @@ or C++ through `tvm::ffi::Function::GetGlobal`) can ask for a latency:
     nar_tvm.register("model.pt")
     ms = tvm.get_global_func("nar_tvm.predict_latency")(mod, target)
 
-`AnnotateLatency` writes that prediction into the module as a function attribute, and
-`SetVirtualDevice` places the module on a target (Relax `VDevice`) so that compilation
-proceeds for the device chosen by `selection.select_device`.
+The passes themselves live in `nar_tvm.passes` (`AnnotateLatency` writes that prediction
+into the module as a function attribute, `SetVirtualDevice` places the module on a target
+so that compilation proceeds for the device chosen by `selection.select_device`); this
+module holds the policy around them (which predictor, which target) and keeps their old
+import names.
 """
 from __future__ import annotations
 
 import json
 
 import tvm
-from tvm import relax
 
+from nar_tvm.passes import set_virtual_device as _set_virtual_device
+from nar_tvm.passes.annotate_latency import (INFO_SUFFIX, LATENCY_ATTR, MODEL_ATTR, PREDICT_FUNC,  # noqa: F401
+                                             AnnotateLatency, NotRegisteredError, registered)
 from nar_tvm.passes.extract import ExtractOpGraph, extract_from_module, extract_opgraph, past_legalization
 from nar_tvm.passes.fold import shape_only_folding
 from nar_tvm.passes.opgraph import OpGraph
-
-PREDICT_FUNC = "nar_tvm.predict_latency"
-# Companion of each registered predictor: JSON of what it was trained for (platform, level).
-INFO_SUFFIX = ".info"
-LATENCY_ATTR = "nar_tvm.predicted_latency_ms"
-MODEL_ATTR = "nar_tvm.latency_model"
-DEVICE_ATTR = "nar_tvm.device"
-
-
-class NotRegisteredError(LookupError):
-    pass
+from nar_tvm.passes.pipeline import level_passes
+from nar_tvm.passes.set_virtual_device import DEVICE_ATTR, target_of  # noqa: F401
 
 
 def as_target(target) -> tvm.target.Target:
@@ -54,8 +49,6 @@ def module_graph(mod: tvm.IRModule, pipeline: str = "default", level: str = "op"
     (same graph, no code generation), so a prediction scores what that pipeline would compile.
     A module already past legalization (a pass late in a pipeline) is read as it is.
     """
-    from .measure import graph_level_passes
-
     if past_legalization(mod, func_name):
         return extract_from_module(mod, func_name)
     target = as_target(target)
@@ -65,8 +58,7 @@ def module_graph(mod: tvm.IRModule, pipeline: str = "default", level: str = "op"
         raise ValueError(f"unknown graph level {level!r}; expected 'op' or 'fused'")
     probe = ExtractOpGraph(func_name)
     with target:
-        tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                  *shape_only_folding(graph_level_passes(pipeline, target)), probe])(mod)
+        tvm.transform.Sequential([*shape_only_folding(level_passes("fused", target, pipeline)), probe])(mod)
     return probe.graph
 
 
@@ -114,97 +106,6 @@ def register(checkpoint=None, predictor=None, name: str = PREDICT_FUNC, override
     return predictor
 
 
-def registered(name: str = PREDICT_FUNC):
-    func = tvm.get_global_func(name, allow_missing=True)
-    if func is None:
-        raise NotRegisteredError(f"no latency predictor is registered as {name!r}; call "
-                                 "nar_tvm.register(checkpoint) first")
-    return func
-
-
-def _with_func_attrs(mod: tvm.IRModule, func_name: str, attrs: dict) -> tvm.IRModule:
-    # Passes must not modify their input in place: callers keep using the module they passed.
-    out = mod.clone()
-    func = out[func_name]
-    for key, value in attrs.items():
-        func = func.with_attr(key, value)
-    out[func_name] = func
-    return out
-
-
-@tvm.ir.transform.module_pass(opt_level=0, name="nar_tvm.AnnotateLatency")
-class AnnotateLatency:
-    """Attach the registered predictor's latency to `func_name` as function attributes.
-
-    `nar_tvm.predicted_latency_ms` (float) and `nar_tvm.latency_model` (the level and the
-    platform id the number holds for) show in the printed TVMScript as `R.func_attr`.
-    NAR-Former V2 pools node states before its regression head, so it has no per-node
-    contributions to attach.
-    """
-
-    def __init__(self, func: str = PREDICT_FUNC, func_name: str = "main", target=None):
-        registered(func)  # fail here, in Python: errors raised inside a running pass reach the caller as RuntimeError
-        self.func = func
-        self.func_name = func_name
-        self.target = target
-        self.latency_ms = None
-
-    def transform_module(self, mod, ctx):  # noqa: ARG002 - signature fixed by TVM
-        predict = registered(self.func)
-        target = self.target if self.target is not None else tvm.target.Target.current(allow_none=True)
-        self.latency_ms = float(predict(mod, as_target(target)))
-        info = json.loads(registered(self.func + INFO_SUFFIX)())
-        model = {"level": info["level"], "pipeline": info["pipeline"], "platform_id": info["platform_id"]}
-        return _with_func_attrs(mod, self.func_name, {LATENCY_ATTR: self.latency_ms, MODEL_ATTR: model})
-
-
-def _with_param_vdevice(func: relax.Function, vdevice) -> relax.Function:
-    """`func` whose tensor parameters live on `vdevice` (RealizeVDevice then propagates it)."""
-
-    @relax.expr_functor.mutator
-    class _Rebind(relax.PyExprMutator):
-        pass
-
-    rebind = _Rebind()
-    params = []
-    for p in func.params:
-        if isinstance(p.ty, relax.TensorType):
-            new = relax.Var(p.name, relax.TensorType(p.ty.shape, p.ty.dtype, vdevice=vdevice))
-            rebind.set_var_remap(p, new)
-            p = new
-        params.append(p)
-    return relax.Function(params, rebind.visit_expr(func.body), func.ret_ty, func.is_pure, func.attrs)
-
-
-@tvm.ir.transform.module_pass(opt_level=0, name="nar_tvm.SetVirtualDevice")
-class SetVirtualDevice:
-    """Place the module on `target`: a Relax `VDevice` in the module's global infos, the
-    inputs of `func_name` annotated with it and propagated (RealizeVDevice), and the
-    platform's name in the module attribute `nar_tvm.device`. `target_of(mod)` reads the
-    target back for `tvm.compile`. A module that already has virtual devices gets the
-    first one retargeted (UpdateVDevice), so heterogeneous placements keep their shape.
-    """
-
-    def __init__(self, target, device_name: str = "", func_name: str = "main"):
-        self.target = as_target(target)
-        self.device_name = device_name
-        self.func_name = func_name
-
-    def transform_module(self, mod, ctx):  # noqa: ARG002 - signature fixed by TVM
-        vdevice = relax.VDevice(self.target, 0, "global")
-        if "vdevice" in mod.global_infos and len(mod.global_infos["vdevice"]):
-            mod = relax.transform.UpdateVDevice(vdevice, 0)(mod)
-        else:
-            mod = mod.clone()
-            mod[self.func_name] = _with_param_vdevice(mod[self.func_name], vdevice)
-            mod.update_global_info("vdevice", [vdevice])
-            mod = relax.transform.RealizeVDevice()(mod)
-        return mod.with_attr(DEVICE_ATTR, self.device_name or str(self.target.kind.name))
-
-
-def target_of(mod: tvm.IRModule) -> tvm.target.Target:
-    """The target a module was placed on by SetVirtualDevice."""
-    infos = mod.global_infos.get("vdevice") if "vdevice" in mod.global_infos else None
-    if not infos:
-        raise ValueError("the module has no virtual device; run SetVirtualDevice (or select_device) first")
-    return infos[0].target
+def SetVirtualDevice(target, device_name: str = "", func_name: str = "main"):  # noqa: N802 - a pass's name
+    """passes.SetVirtualDevice with the target read as `as_target` reads it (None: this CPU)."""
+    return _set_virtual_device.SetVirtualDevice(as_target(target), device_name, func_name)

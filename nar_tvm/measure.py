@@ -16,6 +16,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from nar_tvm.passes.pipeline import graph_level_passes, lowering_passes  # noqa: F401 - graph_level_passes: its old home
+
 from .platform import PlatformSpec
 
 
@@ -31,29 +33,6 @@ class Protocol:
         return {"warmup": self.warmup, "repeat": self.repeat, "min_repeat_ms": self.min_repeat_ms}
 
 
-def graph_level_passes(name: str, target) -> list:
-    """The graph-level part of compile pipeline `name`: Relax-to-Relax passes up to and
-    including fusion, no code generation. `compile_pipeline` runs them and then lowers;
-    the pipeline selector (selection.py) runs only them to score a candidate cheaply.
-    """
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-
-    from .platform import PIPELINES
-
-    if name not in PIPELINES:
-        raise ValueError(f"unknown compile pipeline {name!r}; choose from {PIPELINES}")
-    legalize = cpu.legalize_passes(target)
-    fuse_tir = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR")
-    passes = cpu.library_dispatch_passes(target) + legalize[:fuse_tir]
-    if name == "nofuse":
-        # One kernel per legalized operator: no FuseOps, hence no FuseTIR in the lowering.
-        passes = [p for p in passes if p.info.name != "FuseOps"]
-    elif name == "nhwc":
-        # Channels-last convolutions; ConvertLayout needs the high-level ops, so it goes first.
-        passes = [relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})] + passes
-    return passes
-
-
 def compile_pipeline(name: str, target, probe=None):
     """The Relax pipeline a platform compiles with, by name.
 
@@ -64,15 +43,9 @@ def compile_pipeline(name: str, target, probe=None):
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     graph = graph_level_passes(name, target)
-    legalize = cpu.legalize_passes(target)
-    fuse_tir = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR")
-    lower = [] if name == "nofuse" else legalize[fuse_tir:]
+    lower = lowering_passes(name, target)
     if probe is not None:
         graph = graph + [probe]
-    if name == "dlight":
-        from tvm.s_tir import dlight as dl
-
-        lower = lower + [dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction())]
 
     @tvm.transform.module_pass(opt_level=0, name=f"nar_tvm.{name}_pipeline")
     def _pipeline(mod, _ctx):

@@ -11,7 +11,7 @@ import os
 import platform as _platform
 from dataclasses import asdict, dataclass, field
 
-PIPELINES = ("default", "dlight", "nofuse", "nhwc")
+from nar_tvm.passes.pipeline import PIPELINES  # noqa: F401 - defined beside the passes they name
 
 
 def cpu_model_name() -> str:

@@ -13,7 +13,8 @@ identical (dlight only changes schedules), which then tie.
 
 Device selection. One checkpoint per platform (CPU, GPU, ...): predict on each, keep
 those within the latency and memory budgets, take the fastest, and say why. As a pass,
-`SelectDevice` places the module on the winner (`integration.SetVirtualDevice`).
+`SelectDevice` places the module on the winner (`passes.SetVirtualDevice`); the pass
+objects live in `nar_tvm.passes`, the policy that drives them here.
 """
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ from typing import Mapping
 import tvm
 from tvm import relax
 
-from .integration import (SetVirtualDevice, as_target, module_graph, predictor_level, predictor_pipeline,
-                          predictor_pipelines)
+from nar_tvm.passes import cost_guided_pipeline as _passes_cgp
+from nar_tvm.passes import select_device as _passes_sd
+
+from .integration import as_target, module_graph, predictor_level, predictor_pipeline, predictor_pipelines
 from .platform import PIPELINES, PlatformSpec
 
 
@@ -140,29 +143,27 @@ def compile_candidate(mod: tvm.IRModule, pipeline: str, target=None):
     return build(mod, PlatformSpec(target=dict(as_target(target).export()), pipeline=pipeline))
 
 
-@tvm.ir.transform.module_pass(opt_level=0, name="nar_tvm.CostGuidedPipeline")
-class CostGuidedPipeline:
-    """A Relax pipeline that scores the candidates and runs the winner's pipeline:
+def CostGuidedPipeline(predictors: Mapping[str, object], target=None, allow_mismatch: bool = False):  # noqa: N802
+    """passes.CostGuidedPipeline driven by predictors: scores the candidates' graph-level
+    results with `predictors` (candidate -> predictor or checkpoint, loaded once here) and
+    runs the winner's pipeline as the profiler compiled it:
 
         tvm.compile(mod, target, relax_pipeline=CostGuidedPipeline({"default": a, "nhwc": b}, target))
 
     The choice made on the last module is in `.selection`.
     """
+    predictors = {c: _load(c, "candidate pipeline", p) for c, p in predictors.items()}
 
-    def __init__(self, predictors: Mapping[str, object], target=None, allow_mismatch: bool = False):
-        self.predictors = {c: _load(c, "candidate pipeline", p) for c, p in predictors.items()}
-        self.target = target
-        self.allow_mismatch = allow_mismatch
-        self.selection: PipelineSelection | None = None
+    def select(mod, target):
+        return select_pipeline(mod, predictors, as_target(target), allow_mismatch=allow_mismatch)
 
-    def transform_module(self, mod, ctx):  # noqa: ARG002 - signature fixed by TVM
-        from .measure import compile_pipeline
+    def lower(mod, choice, target):
+        from . import measure
 
-        target = as_target(self.target if self.target is not None
-                           else tvm.target.Target.current(allow_none=True))
-        self.selection = select_pipeline(mod, self.predictors, target, allow_mismatch=self.allow_mismatch)
         mod = relax.transform.DecomposeOpsForInference()(mod)
-        return compile_pipeline(self.selection.choice, target)(mod)
+        return measure.compile_pipeline(choice, as_target(target))(mod)
+
+    return _passes_cgp.CostGuidedPipeline(select, lower, target)
 
 
 # -------------------------------------------------------------- devices
@@ -265,25 +266,20 @@ def select_device(model, platforms: Mapping[str, object], latency_budget_ms: flo
     return choose_device(predicted, latency_budget_ms, excluded, targets, need, memory_budget_mb)
 
 
-@tvm.ir.transform.module_pass(opt_level=0, name="nar_tvm.SelectDevice")
-class SelectDevice:
-    """Choose the device by prediction and place the module there (VDevice + `nar_tvm.device`).
+def SelectDevice(platforms: Mapping[str, object], latency_budget_ms=None, memory_budget_mb=None):  # noqa: N802
+    """passes.SelectDevice choosing by `select_device`: the fastest platform by prediction
+    within the budgets, the module placed there (VDevice + `nar_tvm.device`).
 
     Compile afterwards with `tvm.compile(mod, integration.target_of(mod))`; the choice is in
     `.selection`. Raises SelectionError when no device meets the budgets.
     """
+    def choose(mod):
+        selection = select_device(mod, platforms, latency_budget_ms, memory_budget_mb)
+        if selection.choice is None:
+            raise SelectionError("no device meets the budgets:\n" + selection.explain())
+        return selection
 
-    def __init__(self, platforms: Mapping[str, object], latency_budget_ms=None, memory_budget_mb=None):
-        self.platforms = platforms
-        self.latency_budget_ms = latency_budget_ms
-        self.memory_budget_mb = memory_budget_mb
-        self.selection: DeviceSelection | None = None
-
-    def transform_module(self, mod, ctx):  # noqa: ARG002 - signature fixed by TVM
-        self.selection = select_device(mod, self.platforms, self.latency_budget_ms, self.memory_budget_mb)
-        if self.selection.choice is None:
-            raise SelectionError("no device meets the budgets:\n" + self.selection.explain())
-        return SetVirtualDevice(self.selection.target or None, self.selection.choice)(mod)
+    return _passes_sd.SelectDevice(choose, lambda target: as_target(target or None))
 
 
 # ------------------------------------------------------------------ CLI

@@ -4,7 +4,7 @@ It reads the module as it finds it, so it works at any point of the pipeline:
 plain Relax operator calls (after import), `call_tir` kernels (after
 legalization or FuseTIR) and calls to primitive functions (after FuseOps).
 `prepare_for_level` brings a freshly imported module to one of the two levels
-the project trains on.
+the project trains on, with the passes `pipeline.level_passes` defines.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tvm import relax
 
 from .flops import op_flops
 from .opgraph import OpGraph, OpNode, TensorSpec
+from .pipeline import level_passes
 
 
 class ExtractionError(ValueError):
@@ -329,25 +330,10 @@ def default_target() -> tvm.target.Target:
     return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
 
 
-def level_passes(level: str) -> list:
-    """Passes that bring an imported module to `level` (fused = CPU pipeline up to FuseOps)."""
-    passes = [relax.transform.DecomposeOpsForInference()]
-    if level == "fused":
-        passes += [
-            relax.transform.LegalizeOps(),
-            relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(),
-            relax.transform.FuseOps(),
-        ]
-    elif level != "op":
-        raise ValueError(f"unknown level {level!r}; expected 'op' or 'fused'")
-    return passes
-
-
 def prepare_for_level(mod: tvm.IRModule, level: str, target=None) -> tvm.IRModule:
     target = target or default_target()
     with target:
-        return tvm.transform.Sequential(level_passes(level))(mod)
+        return tvm.transform.Sequential(level_passes(level, target))(mod)
 
 
 def extract_opgraph(mod: tvm.IRModule, level: str = "op", target=None, name: str = "") -> OpGraph:
@@ -361,7 +347,7 @@ def extract_opgraph(mod: tvm.IRModule, level: str = "op", target=None, name: str
     extractor = ExtractOpGraph()
     target = target or default_target()
     with target:
-        tvm.transform.Sequential([*shape_only_folding(level_passes(level)), extractor])(mod)
+        tvm.transform.Sequential([*shape_only_folding(level_passes(level, target)), extractor])(mod)
     graph = extractor.graph
     graph.level = level
     graph.name = name

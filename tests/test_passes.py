@@ -247,3 +247,57 @@ def test_frontend_kernels_do_not_make_a_module_look_lowered():
     graph = module_graph(mod, "default", "fused", {"kind": "llvm"})
     assert graph.to_dict()["nodes"] == _pipeline_graph(mod, False).to_dict()["nodes"]
     assert [n.op for n in graph.nodes] == ["kernel:conv2d"]
+
+
+# ------------------------------------------------- one definition of the fused level
+def test_fused_level_runs_the_measured_compiles_graph_level_passes():
+    from nar_tvm import measure
+    from nar_tvm.passes import pipeline
+    from nar_tvm.passes.extract import level_passes
+
+    target = tvm.target.Target({"kind": "llvm"})
+    names = lambda passes: [p.info.name for p in passes]  # noqa: E731
+    assert measure.graph_level_passes is pipeline.graph_level_passes
+    # build() decomposes for inference, then the pipeline's graph-level passes run.
+    decompose = names([relax.transform.DecomposeOpsForInference()])
+    assert names(level_passes("fused", target)) == [*decompose, *names(measure.graph_level_passes("default", target))]
+    assert names(level_passes("op", target)) == decompose
+    with pytest.raises(ValueError, match="unknown level"):
+        level_passes("kernel", target)
+
+
+def test_extracted_fused_graph_is_the_graph_the_measured_compile_probes():
+    from nar_tvm.measure import build
+    from nar_tvm.passes.extract import extract_opgraph
+    from nar_tvm.platform import PlatformSpec
+
+    mod = load_model(onnx_proto(ConvReLU6(), torch.randn(1, 3, 8, 8))).mod
+    target = {"kind": "llvm"}
+    probe = ExtractOpGraph()
+    build(mod, PlatformSpec(target=target), probe)
+    extracted = extract_opgraph(mod, "fused", tvm.target.Target(target))
+    assert extracted.to_dict()["nodes"] == probe.graph.to_dict()["nodes"]
+
+
+def test_passes_never_import_torch_or_the_integration_layer():
+    """Every module of nar_tvm.passes, imported in a fresh interpreter, needs tvm only:
+    predictions reach the passes as callables. (tvm itself may load torch when it is
+    installed; the passes must not load anything of torch beyond that.)"""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import nar_tvm.passes as passes
+
+    modules = sorted(f"nar_tvm.passes.{m.name}" for m in pkgutil.iter_modules(passes.__path__))
+    assert {"nar_tvm.passes.annotate_latency", "nar_tvm.passes.select_device"} <= set(modules)
+    code = ("import importlib, sys\n"
+            "import tvm\n"
+            "from tvm import relax\n"
+            "before = set(sys.modules)\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "bad = sorted(m for m in set(sys.modules) - before if m == 'torch' or m.startswith('torch.')\n"
+            "             or (m.startswith('nar_tvm') and m != 'nar_tvm' and not m.startswith('nar_tvm.passes')))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
