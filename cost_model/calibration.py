@@ -29,6 +29,7 @@ import torch
 
 from nar_tvm.passes.opgraph import OpGraph, OpNode
 
+from .fit import eval_mode
 from .tokenizer import Collator, GraphTokens
 
 METHODS = ("scale", "affine", "kernel-classes", "head")
@@ -70,7 +71,7 @@ def features(predictor, graphs: Sequence[OpGraph], tokens: Sequence[GraphTokens]
     class_ms = np.zeros((len(tokens), len(KERNEL_CLASSES) + 1))
     index = {c: i for i, c in enumerate(KERNEL_CLASSES)}
     collate = Collator()
-    with predictor._inference() as device, torch.no_grad():
+    with eval_mode(predictor.model) as device, torch.no_grad():
         for start in range(0, len(tokens), 64):
             chunk = list(range(start, min(start + 64, len(tokens))))
             batch = {k: v.to(device) for k, v in collate([tokens[i] for i in chunk]).items()}
