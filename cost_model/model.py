@@ -28,6 +28,11 @@ from torch import nn
 # structure of the quantity, and it carries over to networks built from known kernels in
 # unseen arrangements.
 READOUTS = ("sum", "mean", "kernels")
+# "softmax": multi-head softmax over each node's graph neighbours (this project's default).
+# "sigmoid-adjacency": the paper's graph-aided attention as its official code computes it,
+# sigmoid(q.k / sqrt(d)) times the symmetrically normalised adjacency (self-loops included),
+# no normalisation over the row; with n_heads=1 it is the paper's single-head form.
+ATTENTIONS = ("softmax", "sigmoid-adjacency")
 
 
 @dataclass
@@ -52,6 +57,7 @@ class NARFormerV2Config:
     grouped_ffn: bool = True
     use_static: bool = True
     readout: str = "sum"
+    attention: str = "softmax"
 
     def validate(self) -> None:
         if self.token_dim is None or self.static_dim is None:
@@ -62,6 +68,8 @@ class NARFormerV2Config:
             raise ValueError(f"d_model {self.d_model} and its FFN width must be divisible by ffn_groups {self.ffn_groups}")
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
 
 
 class GroupedFeedForward(nn.Module):
@@ -123,6 +131,7 @@ class EncoderBlock(nn.Module):
         d = cfg.d_model
         self.n_heads = cfg.n_heads
         self.dropout = cfg.dropout
+        self.sigmoid_adjacency = cfg.attention == "sigmoid-adjacency"
         self.norm_attn = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
@@ -137,6 +146,12 @@ class EncoderBlock(nn.Module):
     def attend(self, h: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Masked softmax attention; the heads come out concatenated, before the projection."""
         q, k, v = self.qkv(h).unflatten(-1, (3, self.n_heads, -1)).permute(2, 0, 3, 1, 4)
+        if self.sigmoid_adjacency:
+            degree = allowed.sum(-1).clamp(min=1).to(h.dtype)  # [B, N], self-loop included
+            norm = allowed.to(h.dtype) / (degree[:, :, None] * degree[:, None, :]).sqrt()
+            weight = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])) * norm[:, None]
+            weight = F.dropout(weight, self.dropout, self.training)
+            return (weight @ v).transpose(1, 2).flatten(-2)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed[:, None], dropout_p=self.dropout if self.training else 0.0
         )
@@ -155,6 +170,12 @@ class EncoderBlock(nn.Module):
         q, k, v = self.qkv(h.reshape(b * n, d)).split(d, dim=1)
         scores = (q.index_select(0, query) * k.index_select(0, key)).view(-1, heads, width).sum(-1)
         scores = scores / math.sqrt(width)  # [pairs, heads]
+        if self.sigmoid_adjacency:
+            degree = h.new_zeros(b * n).index_add(0, query, h.new_ones(len(query)))
+            norm = (degree.index_select(0, query) * degree.index_select(0, key)).rsqrt()
+            weight = F.dropout(torch.sigmoid(scores) * norm[:, None], self.dropout, self.training)
+            message = v.index_select(0, key).view(-1, heads, width) * weight[..., None]
+            return h.new_zeros(b * n, heads, width).index_add(0, query, message).view(b, n, d)
         # Softmax per query row; the row maximum only stabilises exp(), so no gradient.
         peak = scores.new_full((b * n, heads), -math.inf).scatter_reduce(
             0, query[:, None].expand_as(scores), scores.detach(), "amax")

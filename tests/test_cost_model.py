@@ -266,12 +266,13 @@ def test_batched_forward_equals_one_graph_at_a_time(switches):
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
 
-def test_neighbour_attention_equals_masked_dense_attention_and_its_gradient():
-    """The edge-list attention the model runs must be the adjacency-masked softmax
-    attention of the paper, values and gradients alike."""
+@pytest.mark.parametrize("attention", ["softmax", "sigmoid-adjacency"])
+def test_neighbour_attention_equals_masked_dense_attention_and_its_gradient(attention):
+    """The edge-list attention the model runs must be the adjacency-masked attention
+    written densely, values and gradients alike, for both attention forms."""
     graphs, _ = dataset(4, seed=5, sizes=(3, 30))
     tok = Tokenizer().fit(graphs)
-    model = build(tok).eval()
+    model = build(tok, attention=attention).eval()
     block = model.blocks[0]
     batch = collate(tok.encode_many(graphs))
     n = batch["x"].shape[1]
@@ -283,6 +284,23 @@ def test_neighbour_attention_equals_masked_dense_attention_and_its_gradient():
     (grad_dense,) = torch.autograd.grad(dense.square().sum(), h)
     (grad_sparse,) = torch.autograd.grad(sparse.square().sum(), h)
     torch.testing.assert_close(grad_sparse, grad_dense, atol=1e-4, rtol=1e-4)
+
+
+def test_sigmoid_adjacency_attention_is_the_papers_formula():
+    """sigmoid(q k^T / sqrt(d)) * D^-1/2 A D^-1/2 @ v, one head, on a three-node chain."""
+    graphs, _ = dataset(1, seed=5, sizes=(3, 4))
+    tok = Tokenizer().fit(graphs)
+    block = build(tok, attention="sigmoid-adjacency", n_heads=1).eval().blocks[0]
+    d = block.qkv.in_features
+    allowed = torch.tensor([[[1, 1, 0], [1, 1, 1], [0, 1, 1]]], dtype=torch.bool)
+    h = torch.randn(1, 3, d)
+    q, k, v = block.qkv(h).split(d, dim=-1)
+    a = allowed[0].float()
+    deg = a.sum(-1)
+    expected = (torch.sigmoid(q[0] @ k[0].T / math.sqrt(d)) * a / torch.sqrt(deg[:, None] * deg[None])) @ v[0]
+    torch.testing.assert_close(block.attend(h, allowed)[0], expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        NARFormerV2Config(token_dim=8, static_dim=6, attention="linear").validate()
 
 
 def test_inference_shortcuts_compute_the_textbook_block():
