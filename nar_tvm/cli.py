@@ -16,7 +16,7 @@ def _print_json(obj) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser, many: bool = True) -> None:
-    p.add_argument("models", nargs="+" if many else 1, metavar="MODEL", help="ONNX file(s)")
+    p.add_argument("models", nargs="+" if many else 1, metavar="MODEL", help="ONNX file(s) or zoo:FAMILY:SEED")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="static shape for a dynamic input (repeatable)")
     p.add_argument("--level", choices=["op", "fused"], default=None,
@@ -24,15 +24,39 @@ def _add_model_args(p: argparse.ArgumentParser, many: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _check_zoo_specs(specs: list[str]) -> None:
+    """Reject a malformed zoo:FAMILY:SEED argument before any slow work (loading, extracting)."""
+    zoo_specs = [s for s in specs if s.startswith("zoo:")]
+    if zoo_specs:
+        from . import zoo
+
+        for spec in zoo_specs:
+            zoo.parse_spec(spec)
+
+
+def _model_source(spec: str) -> tuple:
+    """(what `extract` loads, name) for a MODEL argument: an ONNX path, or a zoo model exported to ONNX."""
+    if not spec.startswith("zoo:"):
+        return spec, None
+    import onnx
+
+    from .compare import model_bytes
+
+    name, data = model_bytes(spec)
+    return onnx.load_from_string(data), name
+
+
 # ------------------------------------------------------------------- inspect
 def cmd_inspect(args) -> int:
     from .api import extract
     from .loaders import parse_input_shapes
 
+    _check_zoo_specs(args.models)
     shapes = parse_input_shapes(args.input_shape)
     out = []
     for model in args.models:
-        graph = extract(model, level=args.level or "op", input_shapes=shapes)
+        source, name = _model_source(model)
+        graph = extract(source, level=args.level or "op", input_shapes=shapes, name=name)
         info = graph.summary()
         if args.nodes:
             info["node_list"] = [
@@ -60,6 +84,7 @@ def cmd_predict(args) -> int:
     from .api import extract, load_predictor, platform_mismatch, predict
     from .loaders import parse_input_shapes
 
+    _check_zoo_specs(args.models)
     predictor = load_predictor(args.checkpoint)
     level = predictor.provenance.get("level", "op")
     if args.level and args.level != level:
@@ -68,7 +93,8 @@ def cmd_predict(args) -> int:
         print(f"warning: platform differs from the checkpoint's ({line}); predictions may not transfer",
               file=sys.stderr)
     shapes = parse_input_shapes(args.input_shape)
-    graphs = [extract(m, level=level, input_shapes=shapes) for m in args.models]
+    graphs = [extract(source, level=level, input_shapes=shapes, name=name)
+              for source, name in map(_model_source, args.models)]
     preds = predict(graphs, predictor=predictor)
     if args.json:
         _print_json([p.__dict__ for p in preds])

@@ -191,3 +191,41 @@ def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
     assert code == 2 and "model 'nnlp' has no readout 'mean'" in err
     code, _, err = run(capsys, "dataset", "stats", tmp_path / "missing")
     assert code == 2 and "no such dataset" in err
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("zoo:nofamily:1", "unknown zoo family 'nofamily'"),
+    ("zoo:resnet:abc", "seed 'abc' is not an integer"),
+    ("zoo:resnet", "expected zoo:FAMILY:SEED"),
+    ("zoo:", "expected zoo:FAMILY:SEED"),
+    ("zoo:resnet:1:2", "expected zoo:FAMILY:SEED"),
+])
+def test_bad_zoo_specs_name_the_valid_form_and_families(capsys, checkpoint, spec, problem):
+    from nar_tvm import zoo
+    from nar_tvm.compare import model_bytes
+    from nar_tvm.loaders import ModelLoadError
+
+    for command in (["predict", spec, "--checkpoint", checkpoint], ["inspect", spec]):
+        code, out, err = run(capsys, *command)
+        line = one_line(err)
+        assert code == 2 and out == ""
+        assert line.startswith(f"nar-tvm {command[0]}: error: {spec!r}: ") and problem in line
+        assert "zoo:FAMILY:SEED" in line and all(family in line for family in zoo.FAMILIES)
+    # compare reads zoo specs through the same parser.
+    with pytest.raises(ModelLoadError, match="zoo:FAMILY:SEED") as exc:
+        model_bytes(spec)
+    assert problem in str(exc.value)
+
+
+def test_predict_and_inspect_take_zoo_specs(capsys, checkpoint):
+    code, out, _ = run(capsys, "predict", "zoo:vgg:0", "--checkpoint", checkpoint, "--json")
+    (pred,) = json.loads(out)
+    assert code == 0 and pred["name"] == "vgg-0" and pred["latency_ms"] > 0
+    code, out, _ = run(capsys, "inspect", "zoo:vgg:0", "--json")
+    assert code == 0 and json.loads(out)["nodes"] == pred["nodes"]
