@@ -39,7 +39,7 @@ from scipy import stats
 from torch import nn
 
 
-from .checkpoint import CheckpointError, _check_plain
+from .checkpoint import CheckpointError, _check_plain, _read_payload
 from .nb201_space import DEFAULT_DATA_DIR, NB201_OPS, open_table, parse_nb201_cell  # noqa: F401
 from .metrics import acc_within, kendall_tau, mape, spearman
 from .model import NARFormerV2, NARFormerV2Config
@@ -515,12 +515,7 @@ class CellPredictor:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CellPredictor":
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+        payload = _read_payload(path, "cpu")
         if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT \
                 or payload.get("version") not in (1, CHECKPOINT_VERSION):
             got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__

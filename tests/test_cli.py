@@ -229,3 +229,31 @@ def test_predict_and_inspect_take_zoo_specs(capsys, checkpoint):
     assert code == 0 and pred["name"] == "vgg-0" and pred["latency_ms"] > 0
     code, out, _ = run(capsys, "inspect", "zoo:vgg:0", "--json")
     assert code == 0 and json.loads(out)["nodes"] == pred["nodes"]
+
+
+def _foreign_checkpoints(root):
+    """Files a user might pass as --checkpoint by mistake, and the reason each must be refused with."""
+    root.mkdir()
+    (root / "random.pt").write_bytes(bytes(np.random.default_rng(0).integers(0, 0x7f, 4096, dtype=np.uint8)))
+    (root / "notes.txt").write_text("not a checkpoint\n")
+    (root / "empty.pt").write_bytes(b"")
+    torch.save({"weights": torch.zeros(3)}, root / "state_dict.pt")
+    torch.save(nn.Linear(2, 2), root / "module.pt")
+    (root / "folder.pt").mkdir()
+    return {
+        root / "random.pt": "not a readable checkpoint: the file starts with",
+        root / "notes.txt": "not a readable checkpoint: the file starts with b'not '",
+        root / "empty.pt": "the file is empty",
+        root / "state_dict.pt": "not a nar-tvm checkpoint: a dict with no 'format' field (keys: weights)",
+        root / "module.pt": "it holds a pickled torch.nn.modules.linear.Linear",
+        root / "folder.pt": "is a directory",
+    }
+
+
+def test_foreign_checkpoints_are_refused_in_one_line(capsys, models, tmp_path):
+    for path, reason in _foreign_checkpoints(tmp_path / "ckpts").items():
+        code, out, err = run(capsys, "predict", models["small"], "--checkpoint", path)
+        line = one_line(err)
+        assert code == 2 and out == ""
+        assert line.startswith(f"nar-tvm predict: error: {path}: ") and reason in line, line
+        assert "weights_only" not in line
