@@ -364,7 +364,7 @@ def cmd_select_device(args) -> int:
 def add_compile_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compile", help="compile a model; --select picks the pipeline by predicted latency")
     p.add_argument("model", metavar="MODEL", help="ONNX file")
-    p.add_argument("--out", required=True, help="compiled library to write (.so)")
+    p.add_argument("-o", "--out", required=True, help="compiled library to write (.so)")
     p.add_argument("--select", action="store_true",
                    help="score every candidate's graph-level passes with its checkpoint, compile the fastest")
     p.add_argument("--checkpoint", action="append", metavar="CANDIDATE=CHECKPOINT",

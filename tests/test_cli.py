@@ -257,3 +257,14 @@ def test_foreign_checkpoints_are_refused_in_one_line(capsys, models, tmp_path):
         assert code == 2 and out == ""
         assert line.startswith(f"nar-tvm predict: error: {path}: ") and reason in line, line
         assert "weights_only" not in line
+
+
+def test_compile_takes_o_as_out(tmp_path):
+    from nar_tvm.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["compile", "model.onnx", "-o", "lib.so"])
+    assert args.out == "lib.so" and args.func.__name__ == "cmd_compile"
+    assert parser.parse_args(["compile", "model.onnx", "--out", "lib.so"]).out == "lib.so"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["compile", "model.onnx"])
