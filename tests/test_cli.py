@@ -268,3 +268,34 @@ def test_compile_takes_o_as_out(tmp_path):
     assert parser.parse_args(["compile", "model.onnx", "--out", "lib.so"]).out == "lib.so"
     with pytest.raises(SystemExit):
         parser.parse_args(["compile", "model.onnx"])
+
+
+def test_deferred_parsers_keep_their_defaults(capsys):
+    from nar_tvm.cli import build_parser
+    from nar_tvm.cost_model import nasbench as nb
+    from nar_tvm.dataset import TRAINING_LABELS
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "data", "--out", "m.pt"])
+    assert args.labels == TRAINING_LABELS and args.level == "fused" and args.func.__name__ == "cmd_train"
+    args = parser.parse_args(["evaluate", "m.pt", "data", "--labels", "first"])
+    assert args.labels == "first" and args.part == "test"
+    args = parser.parse_args(["nasbench", "train", "--fusion", "sum"])
+    assert (args.label, args.eval_label, args.fusion) == (nb.ACCURACY_LABEL, nb.ACCURACY_EVAL_LABEL, "sum")
+    args = parser.parse_args(["nasbench", "latency", "--device", "gold_6226_ms"])
+    assert args.pretrain_steps == nb.LatencyConfig.pretrain_steps
+    with pytest.raises(SystemExit):
+        parser.parse_args(["nasbench", "train", "--fusion", "nope"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["nasbench", "train", "--help"])
+    assert f"(default {nb.AccuracyConfig.fusion})" in " ".join(capsys.readouterr().out.split())
+
+
+def test_parser_builds_without_heavy_imports():
+    import subprocess
+    import sys
+
+    code = ("import sys, nar_tvm.cli; nar_tvm.cli.build_parser(); "
+            "print(sorted(m for m in ('tvm','torch','scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
