@@ -8,9 +8,10 @@ Three figures, each timed as separate processes from the outside:
   (c) predicting --models ONNX files in one `nar-tvm predict` call against compiling and
       measuring them: the marginal cost per model of each (target: predicting >= 30x cheaper).
       Prediction's marginal cost is (t(N files) - t(1 file)) / (N - 1). Compiling and measuring
-      every model would take hours, so --measure of them (one per family, seeded) go through
-      the profiler's worker as `nar-tvm compare` does (same protocol, same process), and the
-      per-model figure is their mean compile + measure time, extrapolated to the rest.
+      every model would take several times the rest of the run, so --measure of them (one per
+      family, seeded) go through the profiler's worker as `nar-tvm compare` does (same protocol,
+      same process), and the per-model figure is their mean compile + measure time, extrapolated
+      to the rest.
 
 The models are seeded zoo variants across the families, exported to ONNX as the profiler
 exports them, in a temporary folder. Wall time depends on what else runs on the machine, so
@@ -184,7 +185,8 @@ def write_report(res: dict, path: Path) -> None:
         f"(b) predicts with the shipped checkpoint on `{b['model']}`. (c) exports {c['models']} zoo variants",
         f"(round-robin over the families, seeds 0..{c['max_seed']}) and predicts them in one process; the",
         f"marginal cost is (t({c['models']} files) - t(1 file)) / {c['models'] - 1}, with t(1 file) from (b).",
-        f"Compiling and measuring all {c['models']} would take hours, so {len(c['measured'])} of them, one per",
+        f"Compiling and measuring all {c['models']} would take several times the rest of the run, so "
+        f"{len(c['measured'])} of them, one per",
         "family (seeded), went through the profiler's worker as `nar-tvm compare` sends them (its",
         "protocol: 1 warm-up, 5 timings of at least 40 ms); their mean compile + measure time stands",
         f"for every model. Loading each ONNX file into that worker (another {c['measure_load_per_model_s']:.2f} s",
