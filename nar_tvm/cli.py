@@ -155,6 +155,7 @@ def cmd_compare(args) -> int:
     from .loaders import parse_input_shapes
     from .measure import Protocol
 
+    _check_zoo_specs(args.models)
     predictor = load_predictor(args.checkpoint)
     for line in platform_mismatch(predictor.platform):
         print(f"warning: platform differs from the checkpoint's ({line}); expect larger errors",

@@ -211,13 +211,14 @@ def test_bad_zoo_specs_name_the_valid_form_and_families(capsys, checkpoint, spec
     from nar_tvm.compare import model_bytes
     from nar_tvm.loaders import ModelLoadError
 
-    for command in (["predict", spec, "--checkpoint", checkpoint], ["inspect", spec]):
+    for command in (["predict", spec, "--checkpoint", checkpoint], ["inspect", spec],
+                    ["compare", spec, "--checkpoint", checkpoint]):
         code, out, err = run(capsys, *command)
         line = one_line(err)
         assert code == 2 and out == ""
         assert line.startswith(f"nar-tvm {command[0]}: error: {spec!r}: ") and problem in line
         assert "zoo:FAMILY:SEED" in line and all(family in line for family in zoo.FAMILIES)
-    # compare reads zoo specs through the same parser.
+    # compare's worker reads zoo specs through the same parser.
     with pytest.raises(ModelLoadError, match="zoo:FAMILY:SEED") as exc:
         model_bytes(spec)
     assert problem in str(exc.value)
