@@ -6,7 +6,7 @@ arbitrary objects, and a file from elsewhere cannot run code when it is loaded.
 from __future__ import annotations
 
 import os
-import pickle
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -58,20 +58,56 @@ def write_payload(payload: dict, path: str | os.PathLike, plain_keys=()) -> Path
     return path
 
 
+# What torch.save writes: a zip archive, or (before torch 1.6) a pickle stream.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _unreadable_reason(exc: Exception) -> str:
+    """One line for why torch.load failed; torch's own messages run to several lines of advice
+    about weights_only that do not apply to a file that is not a checkpoint."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it holds a pickled {found.group(1)}, and checkpoints hold only tensors and plain values "
+                "(a file saved by other code?)")
+    if "Weights only load failed" in text:
+        return "its pickle data is corrupt"
+    if "zip archive" in text:
+        return "truncated or corrupt zip archive"
+    # torch's C++ checks prefix their message with the source location that failed.
+    text = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", text.strip())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else exc.__class__.__name__
+
+
 def read_payload(path: str | os.PathLike, fmt: str, versions, map_location: str | torch.device = "cpu") -> dict:
     """The payload of a checkpoint of format `fmt` in one of `versions`; CheckpointError,
-    naming the file, for anything else. Every kind of checkpoint of the project is read here."""
+    one line naming the file, for anything else. Every kind of checkpoint of the project is read here."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise CheckpointError(f"{path}: not a readable checkpoint: the file is empty")
+    if not head.startswith(_TORCH_MAGIC):
+        raise CheckpointError(f"{path}: not a readable checkpoint: the file starts with {head!r}, "
+                              "not with the zip or pickle header that torch.save writes")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
-
-    if not isinstance(payload, dict) or payload.get("format") != fmt:
-        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path}: format is {got!r}, expected {fmt!r}")
+    except Exception as exc:  # noqa: BLE001 - a damaged file makes torch.load raise almost any type
+        raise CheckpointError(f"{path}: not a readable checkpoint: {_unreadable_reason(exc)}") from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a nar-tvm checkpoint: it holds a {type(payload).__name__}, "
+                              f"expected a dict with format {fmt!r}")
+    if "format" not in payload:
+        keys = ", ".join(sorted(map(str, payload))[:5]) + (", ..." if len(payload) > 5 else "")
+        raise CheckpointError(f"{path}: not a nar-tvm checkpoint: a dict with no 'format' field "
+                              f"(keys: {keys or 'none'}), expected format {fmt!r}")
+    if payload["format"] != fmt:
+        raise CheckpointError(f"{path}: format is {payload['format']!r}, expected {fmt!r}")
     if payload.get("version") not in versions:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r}, "
                               f"this code reads versions {tuple(versions)}")

@@ -11,12 +11,54 @@ class CLIError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that can add its arguments only when it is used.
+
+    A sub-command whose defaults or choices live in modules that are slow to import (torch,
+    scipy, numpy) defers them, so `--help` and every other command never import those modules.
+    """
+
+    _deferred = None
+
+    def defer(self, add_arguments) -> None:
+        self._deferred = add_arguments
+
+    def _complete(self) -> None:
+        if self._deferred is not None:
+            add_arguments, self._deferred = self._deferred, None
+            add_arguments(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self):
+        self._complete()
+        return super().format_usage()
+
+    def format_help(self):
+        self._complete()
+        return super().format_help()
+
+
+def _command(module: str, name: str):
+    """`module.name` as a command function, imported only when that command runs."""
+
+    def run(args):
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(args)
+
+    run.__name__ = name
+    return run
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
 def _add_model_args(p: argparse.ArgumentParser, many: bool = True) -> None:
-    p.add_argument("models", nargs="+" if many else 1, metavar="MODEL", help="ONNX file(s)")
+    p.add_argument("models", nargs="+" if many else 1, metavar="MODEL", help="ONNX file(s) or zoo:FAMILY:SEED")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="static shape for a dynamic input (repeatable)")
     p.add_argument("--level", choices=["op", "fused"], default=None,
@@ -24,15 +66,39 @@ def _add_model_args(p: argparse.ArgumentParser, many: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _check_zoo_specs(specs: list[str]) -> None:
+    """Reject a malformed zoo:FAMILY:SEED argument before any slow work (loading, extracting)."""
+    zoo_specs = [s for s in specs if s.startswith("zoo:")]
+    if zoo_specs:
+        from . import zoo
+
+        for spec in zoo_specs:
+            zoo.parse_spec(spec)
+
+
+def _model_source(spec: str) -> tuple:
+    """(what `extract` loads, name) for a MODEL argument: an ONNX path, or a zoo model exported to ONNX."""
+    if not spec.startswith("zoo:"):
+        return spec, None
+    import onnx
+
+    from .compare import model_bytes
+
+    name, data = model_bytes(spec)
+    return onnx.load_from_string(data), name
+
+
 # ------------------------------------------------------------------- inspect
 def cmd_inspect(args) -> int:
     from .api import extract
     from .loaders import parse_input_shapes
 
+    _check_zoo_specs(args.models)
     shapes = parse_input_shapes(args.input_shape)
     out = []
     for model in args.models:
-        graph = extract(model, level=args.level or "op", input_shapes=shapes)
+        source, name = _model_source(model)
+        graph = extract(source, level=args.level or "op", input_shapes=shapes, name=name)
         info = graph.summary()
         if args.nodes:
             info["node_list"] = [
@@ -74,13 +140,15 @@ def cmd_predict(args) -> int:
     from .api import extract, load_predictor, predict
     from .loaders import parse_input_shapes
 
+    _check_zoo_specs(args.models)
     predictor = load_predictor(args.checkpoint)
     level = predictor.provenance.get("level", "op")
     if args.level and args.level != level:
         raise CLIError(f"the checkpoint was trained on {level!r} graphs; --level {args.level} does not apply")
     _warn_about(predictor, "predictions may not transfer")
     shapes = parse_input_shapes(args.input_shape)
-    graphs = [extract(m, level=level, input_shapes=shapes) for m in args.models]
+    graphs = [extract(source, level=level, input_shapes=shapes, name=name)
+              for source, name in map(_model_source, args.models)]
     preds = predict(graphs, predictor=predictor)
     if args.json:
         _print_json([p.__dict__ for p in preds])
@@ -101,6 +169,7 @@ def cmd_compare(args) -> int:
     from .loaders import parse_input_shapes
     from .measure import Protocol
 
+    _check_zoo_specs(args.models)
     predictor = load_predictor(args.checkpoint)
     _warn_about(predictor, "expect larger errors")
     affinity = [int(c) for c in args.cpu_affinity.split(",")] if args.cpu_affinity else None
@@ -136,6 +205,11 @@ def cmd_train(args) -> int:
                  if getattr(args, k) is not None}
     cfg = replace(recipes.TRAINING, seed=args.seed, **overrides)
     model_cfg = recipes.model_config(args.model, width=args.width, layers=args.layers, readout=args.readout)
+    extra = {k: v for k, v in (("attention", args.attention), ("n_heads", args.heads)) if v is not None}
+    if extra:
+        if args.model == "nnlp":
+            raise CLIError("--attention and --heads apply to nar-former-v2 and transformer, not nnlp")
+        model_cfg = replace(model_cfg, **extra)
     predictor, history, parts = train_on_dataset(args.dataset, level=args.level, split=args.split,
                                                  seed=args.seed, platform_id=args.platform,
                                                  model_cfg=model_cfg, train_cfg=cfg, node_weight=args.kernel_times,
@@ -161,6 +235,52 @@ def cmd_evaluate(args) -> int:
         print(f"{name:<14} {m['n']:5d} {m['mape']:8.4f} {m['rmse']:9.3f} {m['acc@5%']:7.3f} "
               f"{m['acc@10%']:7.3f} {m['kendall_tau']:6.3f}")
     return 0
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from .dataset import LABELS, TRAINING_LABELS
+
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.add_argument("--model", choices=["nar-former-v2", "transformer", "nnlp"], default="nar-former-v2",
+                   help="network: NAR-Former V2, the same without graph-aided attention, or NNLP's GraphSAGE")
+    p.add_argument("--level", choices=["op", "fused"], default="fused",
+                   help="graph level (default: fused, which validated at least as well as op at a third of the cost)")
+    p.add_argument("--split", default="in-domain", help="in-domain or ood:<family>")
+    p.add_argument("--platform", help="platform id, when the dataset holds several")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--loss", choices=["rse", "rse+sr", "log_mse"])
+    p.add_argument("--patience", type=int)
+    p.add_argument("--width", type=int, help="d_model (hidden size for nnlp)")
+    p.add_argument("--layers", type=int)
+    p.add_argument("--readout", choices=["sum", "mean", "kernels"],
+                   help="how node states become the latency (default: the recipe's); kernels: the sum of "
+                        "per-node kernel times, best trained with --kernel-times (nnlp: sum or kernels)")
+    p.add_argument("--attention", choices=["softmax", "sigmoid-adjacency"],
+                   help="NAR-Former V2's graph attention: softmax over neighbours (default) or the paper's "
+                        "sigmoid score times the normalised adjacency (use with --heads 1 for its single head)")
+    p.add_argument("--heads", type=int, help="attention heads (NAR-Former V2)")
+    p.add_argument("--kernel-times", type=float, default=0.0, metavar="WEIGHT",
+                   help="also learn each fused kernel's measured time, with this loss weight (fused level)")
+    p.add_argument("--labels", choices=LABELS, default=TRAINING_LABELS,
+                   help="a model's latency: its first measurement, or the fastest of it and its re-measurements "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    from .dataset import LABELS
+
+    p.add_argument("checkpoint")
+    p.add_argument("dataset")
+    p.add_argument("--split", default="in-domain", help="in-domain or ood:<family>")
+    p.add_argument("--part", default="test", choices=["train", "val", "test"])
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's)")
+    p.add_argument("--platform")
+    p.add_argument("--labels", choices=LABELS, help="label rule (default: the checkpoint's)")
+    p.add_argument("--json", action="store_true")
 
 
 # ------------------------------------------------------------------- profile
@@ -261,13 +381,47 @@ def cmd_dataset(args) -> int:
     return 0
 
 
+# ------------------------------------------------------- compile, select-device
+def add_compile_parser(subparsers) -> argparse.ArgumentParser:
+    from .platform import PIPELINES
+
+    p = subparsers.add_parser("compile", help="compile a model; --select picks the pipeline by predicted latency")
+    p.add_argument("model", metavar="MODEL", help="ONNX file")
+    p.add_argument("-o", "--out", required=True, help="compiled library to write (.so)")
+    p.add_argument("--select", action="store_true",
+                   help="score every candidate's graph-level passes with its checkpoint, compile the fastest")
+    p.add_argument("--checkpoint", action="append", metavar="CANDIDATE=CHECKPOINT",
+                   help=f"checkpoint per candidate pipeline (repeatable; candidates: {', '.join(PIPELINES)}); "
+                        "a bare CHECKPOINT trained on several pipelines' profiles covers each of them "
+                        "(default: the shipped one, when this installation has it)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="accept a checkpoint trained under another pipeline than its candidate")
+    p.add_argument("--pipeline", default="default", choices=PIPELINES, help="pipeline without --select")
+    p.add_argument("--target", help="TVM target as JSON (default: this CPU)")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    p.add_argument("--report", help="report file (default: OUT.report.json)")
+    p.set_defaults(func=_command("nar_tvm.selection", "cmd_compile"))
+    return p
+
+
+def add_select_device_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("select-device", help="predict on each platform and pick the fastest device")
+    p.add_argument("model", metavar="MODEL", help="ONNX file")
+    p.add_argument("--platforms", nargs="+", required=True, metavar="NAME=CHECKPOINT[@MEMORY_MB]",
+                   help="a checkpoint per platform, optionally with the memory the device offers")
+    p.add_argument("--max-latency-ms", type=float, help="exclude devices predicted slower than this")
+    p.add_argument("--memory-budget-mb", type=float, help="exclude devices when the model needs more than this")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_command("nar_tvm.selection", "cmd_select_device"))
+    return p
+
+
 # ---------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    from .dataset import LABELS, TRAINING_LABELS
-
     parser = argparse.ArgumentParser(prog="nar-tvm", description=__doc__.strip() + " NAR-Former V2 latency "
                                      "prediction for models compiled with Apache TVM.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("inspect", help="print a model's operator graph")
     _add_model_args(p)
@@ -292,41 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a latency predictor on a measured dataset",
                        description="Train with the latency report's recipe (nar_tvm.cost_model.recipes); "
                                    "options given here override it.")
-    p.add_argument("dataset")
-    p.add_argument("--out", required=True, help="checkpoint file to write")
-    p.add_argument("--model", choices=["nar-former-v2", "transformer", "nnlp"], default="nar-former-v2",
-                   help="network: NAR-Former V2, the same without graph-aided attention, or NNLP's GraphSAGE")
-    p.add_argument("--level", choices=["op", "fused"], default="fused",
-                   help="graph level (default: fused, which validated at least as well as op at a third of the cost)")
-    p.add_argument("--split", default="in-domain", help="in-domain or ood:<family>")
-    p.add_argument("--platform", help="platform id, when the dataset holds several")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--loss", choices=["rse", "rse+sr", "log_mse"])
-    p.add_argument("--patience", type=int)
-    p.add_argument("--width", type=int, help="d_model (hidden size for nnlp)")
-    p.add_argument("--layers", type=int)
-    p.add_argument("--readout", choices=["sum", "mean", "kernels"],
-                   help="how node states become the latency (default: the recipe's); kernels: the sum of "
-                        "per-node kernel times, best trained with --kernel-times (nnlp: sum or kernels)")
-    p.add_argument("--kernel-times", type=float, default=0.0, metavar="WEIGHT",
-                   help="also learn each fused kernel's measured time, with this loss weight (fused level)")
-    p.add_argument("--labels", choices=LABELS, default=TRAINING_LABELS,
-                   help="a model's latency: its first measurement, or the fastest of it and its re-measurements "
-                        "(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    # --labels takes its choices from the dataset module (numpy).
+    p.defer(_add_train_arguments)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on a dataset split")
-    p.add_argument("checkpoint")
-    p.add_argument("dataset")
-    p.add_argument("--split", default="in-domain", help="in-domain or ood:<family>")
-    p.add_argument("--part", default="test", choices=["train", "val", "test"])
-    p.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's)")
-    p.add_argument("--platform")
-    p.add_argument("--labels", choices=LABELS, help="label rule (default: the checkpoint's)")
-    p.add_argument("--json", action="store_true")
+    p.defer(_add_evaluate_arguments)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("profile", help="compile and measure zoo models into a dataset")
@@ -360,13 +485,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dataset)
 
-    from .calibrate import add_parsers as add_calibration_parsers
-    from .nasbench import add_nasbench_parser
-    from .selection import add_compile_parser, add_select_device_parser
-
     add_compile_parser(sub)
     add_select_device_parser(sub)
-    add_nasbench_parser(sub)
+
+    from .nasbench import COMMAND_HELP, add_nasbench_arguments
+
+    p = sub.add_parser("nasbench", help=COMMAND_HELP)
+    # Its defaults and choices live beside the NAS-Bench-201 learning code (torch, scipy).
+    p.defer(add_nasbench_arguments)
+
+    from .calibrate import add_parsers as add_calibration_parsers
+
     add_calibration_parsers(sub)
     return parser
 
@@ -374,26 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from nar_tvm.passes.opgraph import OpGraphError
-
-    from nar_tvm.cost_model import CheckpointError
-
-    from .dataset import DatasetError
-    from .loaders import ModelLoadError
-
+    # The package's error classes (ModelLoadError, CheckpointError, DatasetError, ExtractionError, ...)
+    # all derive from ValueError or FileNotFoundError: naming them here would import torch and tvm
+    # for every command.
     try:
         return args.func(args)
-    except (CLIError, ModelLoadError, DatasetError, OpGraphError, CheckpointError, FileNotFoundError,
-            ValueError) as exc:
+    except (CLIError, FileNotFoundError, ValueError) as exc:
         print(f"nar-tvm {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001
-        from nar_tvm.passes.extract import ExtractionError
-
-        if isinstance(exc, ExtractionError):
-            print(f"nar-tvm {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

@@ -37,11 +37,9 @@ def model_bytes(spec: str) -> tuple[str, bytes]:
         from . import zoo
 
         try:
-            _, family, seed = spec.split(":")
-            variant = zoo.generate(family, int(seed))
+            variant = zoo.generate(*zoo.parse_spec(spec))
         except ValueError as exc:
-            raise ModelLoadError(f"{spec}: expected zoo:FAMILY:SEED with a family from "
-                                 f"{', '.join(zoo.FAMILIES)} ({exc})") from exc
+            raise ModelLoadError(str(exc)) from exc
         return variant.name, onnx_bytes_of(variant.build(), variant.example_input())
     path = Path(spec)
     if not path.is_file():

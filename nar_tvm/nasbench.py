@@ -11,8 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 DEFAULT_ACCURACY_CSV = "accuracy.csv.gz"
 DEFAULT_LATENCY_CSV = "latency.csv.gz"
 
@@ -42,6 +40,8 @@ def network_opgraph(cell: str, C: int = 16, N: int = 5, num_classes: int = 10, l
 
 # ------------------------------------------------------------------------------ CLI
 def _mean_std(values) -> str:
+    import numpy as np
+
     values = np.asarray(values, dtype=np.float64)
     return f"{values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.4f}"
 
@@ -93,6 +93,8 @@ def cmd_nasbench_accuracy(args) -> int:
 
 
 def cmd_nasbench_latency(args) -> int:
+    import numpy as np
+
     from .cost_model.nasbench import (FewShotLatencyModel, LatencyConfig, NasBenchDataError, latency_metrics,
                                       load_table, shots_split, train_latency_predictor)
 
@@ -162,11 +164,20 @@ def cmd_nasbench(args) -> int:
         return 2
 
 
+COMMAND_HELP = "NAS-Bench-201 accuracy and latency prediction"
+
+
 def add_nasbench_parser(subparsers) -> argparse.ArgumentParser:
     """Register `nasbench` (train | evaluate | latency) on an argparse sub-parser set."""
+    p = subparsers.add_parser("nasbench", help=COMMAND_HELP)
+    add_nasbench_arguments(p)
+    return p
+
+
+def add_nasbench_arguments(p: argparse.ArgumentParser) -> None:
+    """The `nasbench` actions and their options; imports the learning side for its defaults."""
     from .cost_model.nasbench import ACCURACY_EVAL_LABEL, ACCURACY_LABEL, FUSIONS, AccuracyConfig, LatencyConfig
 
-    p = subparsers.add_parser("nasbench", help="NAS-Bench-201 accuracy and latency prediction")
     actions = p.add_subparsers(dest="action", required=True)
     for action, text in (("train", "train accuracy predictors with the seeded-permutation protocol"),
                          ("evaluate", "Kendall tau of the protocol (or of a saved --checkpoint) over seeds")):
@@ -206,4 +217,3 @@ def add_nasbench_parser(subparsers) -> argparse.ArgumentParser:
                                        "(default: the shipped NAS-Bench-201 table)")
     a.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the shot/training sample")
     a.set_defaults(func=cmd_nasbench)
-    return p

@@ -18,7 +18,6 @@ objects live in `nar_tvm.passes`, the policy that drives them here.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -355,36 +354,3 @@ def cmd_select_device(args) -> int:
     else:
         print(sel.explain())
     return 0 if sel.choice else 3
-
-
-def add_compile_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("compile", help="compile a model; --select picks the pipeline by predicted latency")
-    p.add_argument("model", metavar="MODEL", help="ONNX file")
-    p.add_argument("--out", required=True, help="compiled library to write (.so)")
-    p.add_argument("--select", action="store_true",
-                   help="score every candidate's graph-level passes with its checkpoint, compile the fastest")
-    p.add_argument("--checkpoint", action="append", metavar="CANDIDATE=CHECKPOINT",
-                   help=f"checkpoint per candidate pipeline (repeatable; candidates: {', '.join(PIPELINES)}); "
-                        "a bare CHECKPOINT trained on several pipelines' profiles covers each of them "
-                        "(default: the shipped one, when this installation has it)")
-    p.add_argument("--allow-mismatch", action="store_true",
-                   help="accept a checkpoint trained under another pipeline than its candidate")
-    p.add_argument("--pipeline", default="default", choices=PIPELINES, help="pipeline without --select")
-    p.add_argument("--target", help="TVM target as JSON (default: this CPU)")
-    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
-    p.add_argument("--report", help="report file (default: OUT.report.json)")
-    p.set_defaults(func=cmd_compile)
-    return p
-
-
-def add_select_device_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("select-device", help="predict on each platform and pick the fastest device")
-    p.add_argument("model", metavar="MODEL", help="ONNX file")
-    p.add_argument("--platforms", nargs="+", required=True, metavar="NAME=CHECKPOINT[@MEMORY_MB]",
-                   help="a checkpoint per platform, optionally with the memory the device offers")
-    p.add_argument("--max-latency-ms", type=float, help="exclude devices predicted slower than this")
-    p.add_argument("--memory-budget-mb", type=float, help="exclude devices when the model needs more than this")
-    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_select_device)
-    return p

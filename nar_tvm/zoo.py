@@ -631,6 +631,22 @@ def _check_family(family: str) -> None:
         raise ValueError(f"unknown family {family!r}; valid families: {', '.join(FAMILIES)}")
 
 
+def parse_spec(spec: str) -> tuple[str, int]:
+    """(family, seed) of a `zoo:FAMILY:SEED` model argument; ValueError in one line naming the
+    valid form and families otherwise."""
+    form = f"expected zoo:FAMILY:SEED with FAMILY one of {', '.join(FAMILIES)} and SEED an integer"
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[0] != "zoo" or not parts[1] or not parts[2]:
+        raise ValueError(f"{spec!r}: {form}")
+    family, seed = parts[1], parts[2]
+    if family not in FAMILIES:
+        raise ValueError(f"{spec!r}: unknown zoo family {family!r}; {form}")
+    try:
+        return family, int(seed)
+    except ValueError:
+        raise ValueError(f"{spec!r}: seed {seed!r} is not an integer; {form}") from None
+
+
 def generate(family: str, seed: int, *, nasbench201_csv: str | Path | None = None) -> ZooModel:
     """The variant of `family` drawn by `seed`; the same pair always gives the same model."""
     _check_family(family)

@@ -191,3 +191,112 @@ def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
     assert code == 2 and "model 'nnlp' has no readout 'mean'" in err
     code, _, err = run(capsys, "dataset", "stats", tmp_path / "missing")
     assert code == 2 and "no such dataset" in err
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ("zoo:nofamily:1", "unknown zoo family 'nofamily'"),
+    ("zoo:resnet:abc", "seed 'abc' is not an integer"),
+    ("zoo:resnet", "expected zoo:FAMILY:SEED"),
+    ("zoo:", "expected zoo:FAMILY:SEED"),
+    ("zoo:resnet:1:2", "expected zoo:FAMILY:SEED"),
+])
+def test_bad_zoo_specs_name_the_valid_form_and_families(capsys, checkpoint, spec, problem):
+    from nar_tvm import zoo
+    from nar_tvm.compare import model_bytes
+    from nar_tvm.loaders import ModelLoadError
+
+    for command in (["predict", spec, "--checkpoint", checkpoint], ["inspect", spec],
+                    ["compare", spec, "--checkpoint", checkpoint]):
+        code, out, err = run(capsys, *command)
+        line = one_line(err)
+        assert code == 2 and out == ""
+        assert line.startswith(f"nar-tvm {command[0]}: error: {spec!r}: ") and problem in line
+        assert "zoo:FAMILY:SEED" in line and all(family in line for family in zoo.FAMILIES)
+    # compare's worker reads zoo specs through the same parser.
+    with pytest.raises(ModelLoadError, match="zoo:FAMILY:SEED") as exc:
+        model_bytes(spec)
+    assert problem in str(exc.value)
+
+
+def test_predict_and_inspect_take_zoo_specs(capsys, checkpoint):
+    code, out, _ = run(capsys, "predict", "zoo:vgg:0", "--checkpoint", checkpoint, "--json")
+    (pred,) = json.loads(out)
+    assert code == 0 and pred["name"] == "vgg-0" and pred["latency_ms"] > 0
+    code, out, _ = run(capsys, "inspect", "zoo:vgg:0", "--json")
+    assert code == 0 and json.loads(out)["nodes"] == pred["nodes"]
+
+
+def _foreign_checkpoints(root):
+    """Files a user might pass as --checkpoint by mistake, and the reason each must be refused with."""
+    root.mkdir()
+    (root / "random.pt").write_bytes(bytes(np.random.default_rng(0).integers(0, 0x7f, 4096, dtype=np.uint8)))
+    (root / "notes.txt").write_text("not a checkpoint\n")
+    (root / "empty.pt").write_bytes(b"")
+    torch.save({"weights": torch.zeros(3)}, root / "state_dict.pt")
+    torch.save(nn.Linear(2, 2), root / "module.pt")
+    (root / "folder.pt").mkdir()
+    return {
+        root / "random.pt": "not a readable checkpoint: the file starts with",
+        root / "notes.txt": "not a readable checkpoint: the file starts with b'not '",
+        root / "empty.pt": "the file is empty",
+        root / "state_dict.pt": "not a nar-tvm checkpoint: a dict with no 'format' field (keys: weights)",
+        root / "module.pt": "it holds a pickled torch.nn.modules.linear.Linear",
+        root / "folder.pt": "is a directory",
+    }
+
+
+def test_foreign_checkpoints_are_refused_in_one_line(capsys, models, tmp_path):
+    for path, reason in _foreign_checkpoints(tmp_path / "ckpts").items():
+        code, out, err = run(capsys, "predict", models["small"], "--checkpoint", path)
+        line = one_line(err)
+        assert code == 2 and out == ""
+        assert line.startswith(f"nar-tvm predict: error: {path}: ") and reason in line, line
+        assert "weights_only" not in line
+
+
+def test_compile_takes_o_as_out(tmp_path):
+    from nar_tvm.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["compile", "model.onnx", "-o", "lib.so"])
+    assert args.out == "lib.so" and args.func.__name__ == "cmd_compile"
+    assert parser.parse_args(["compile", "model.onnx", "--out", "lib.so"]).out == "lib.so"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["compile", "model.onnx"])
+
+
+def test_deferred_parsers_keep_their_defaults(capsys):
+    from nar_tvm.cli import build_parser
+    from nar_tvm.cost_model import nasbench as nb
+    from nar_tvm.dataset import TRAINING_LABELS
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "data", "--out", "m.pt"])
+    assert args.labels == TRAINING_LABELS and args.level == "fused" and args.func.__name__ == "cmd_train"
+    args = parser.parse_args(["evaluate", "m.pt", "data", "--labels", "first"])
+    assert args.labels == "first" and args.part == "test"
+    args = parser.parse_args(["nasbench", "train", "--fusion", "sum"])
+    assert (args.label, args.eval_label, args.fusion) == (nb.ACCURACY_LABEL, nb.ACCURACY_EVAL_LABEL, "sum")
+    args = parser.parse_args(["nasbench", "latency", "--device", "gold_6226_ms"])
+    assert args.pretrain_steps == nb.LatencyConfig.pretrain_steps
+    with pytest.raises(SystemExit):
+        parser.parse_args(["nasbench", "train", "--fusion", "nope"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["nasbench", "train", "--help"])
+    assert f"(default {nb.AccuracyConfig.fusion})" in " ".join(capsys.readouterr().out.split())
+
+
+def test_parser_builds_without_heavy_imports():
+    import subprocess
+    import sys
+
+    code = ("import sys, nar_tvm.cli; nar_tvm.cli.build_parser(); "
+            "print(sorted(m for m in ('tvm','torch','scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -19,8 +19,8 @@ from nar_tvm.integration import (LATENCY_ATTR, MODEL_ATTR, AnnotateLatency, NotR
                                  SetVirtualDevice, module_graph, registered, target_of)
 from nar_tvm.loaders import load_onnx
 from nar_tvm.profiler import onnx_bytes_of
-from nar_tvm.selection import (CostGuidedPipeline, DeviceOption, SelectDevice, SelectionError,
-                               add_compile_parser, add_select_device_parser, compile_candidate,
+from nar_tvm.cli import add_compile_parser, add_select_device_parser
+from nar_tvm.selection import (CostGuidedPipeline, DeviceOption, SelectDevice, SelectionError, compile_candidate,
                                select_device, select_pipeline)
 
 CPU = {"kind": "llvm"}
