@@ -17,7 +17,8 @@ import json
 import tvm
 from tvm import relax
 
-from nar_tvm.passes.extract import ExtractOpGraph, extract_from_module, extract_opgraph, past_legalization
+from nar_tvm.passes.extract import (ExtractOpGraph, extract_from_module, extract_opgraph, past_legalization,
+                                    record_kernel_attrs)
 from nar_tvm.passes.fold import shape_only_folding
 from nar_tvm.passes.opgraph import OpGraph
 
@@ -64,9 +65,9 @@ def module_graph(mod: tvm.IRModule, pipeline: str = "default", level: str = "op"
     if level != "fused":
         raise ValueError(f"unknown graph level {level!r}; expected 'op' or 'fused'")
     probe = ExtractOpGraph(func_name)
+    passes = record_kernel_attrs(shape_only_folding(graph_level_passes(pipeline, target)), probe)
     with target:
-        tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                  *shape_only_folding(graph_level_passes(pipeline, target)), probe])(mod)
+        tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(), *passes, probe])(mod)
     return probe.graph
 
 

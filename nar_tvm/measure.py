@@ -68,7 +68,10 @@ def compile_pipeline(name: str, target, probe=None):
     fuse_tir = next(i for i, p in enumerate(legalize) if p.info.name == "FuseTIR")
     lower = [] if name == "nofuse" else legalize[fuse_tir:]
     if probe is not None:
-        graph = graph + [probe]
+        from nar_tvm.passes.extract import record_kernel_attrs
+
+        # Legalization is watched so the probe's fused nodes get their operators' attributes.
+        graph = record_kernel_attrs(graph, probe) + [probe]
     if name == "dlight":
         from tvm.s_tir import dlight as dl
 
