@@ -69,9 +69,13 @@ class TokenizerConfig:
     pe_base: float = 100.0
     max_shape_dims: int = 4
     # Slots for the first input's shape (0: not encoded, as checkpoints before it have it).
-    # Fused-level nodes carry no operator attributes, so input against output shape is
-    # what tells a strided kernel from a same-size one there.
+    # Input against output shape tells a strided kernel from a same-size one even where a
+    # fused node carries no operator attributes (graphs extracted before OpGraph /2).
     input_shape_dims: int = 0
+    # Encode a fused node's attributes (its anchor op's strides, padding, groups, pool size)
+    # in the attribute slots. States saved before the option existed were trained on fused
+    # nodes without attributes and load with it off, so they tokenize as they were trained.
+    fused_attrs: bool = True
     # Attribute key -> number of scalar slots it gets (values truncated / zero-padded).
     attr_slots: dict[str, int] = field(
         default_factory=lambda: {"strides": 2, "padding": 4, "dilation": 2, "groups": 1}
@@ -148,12 +152,12 @@ def _fit(values: list[float], slots: int) -> list[float]:
     return values + [np.nan] * (slots - len(values))
 
 
-def _kernel_window(node: OpNode) -> list[float]:
-    if "pool_size" in node.attrs:
-        return _numbers(node.attrs["pool_size"])
+def _kernel_window(node: OpNode, attrs: dict) -> list[float]:
+    if "pool_size" in attrs:
+        return _numbers(attrs["pool_size"])
     for w in node.weights:
         if len(w.shape) >= 3:  # conv weights; dense/bias weights have no window
-            axes = [c.upper() for c in node.attrs.get("kernel_layout", "") if c.isalpha()]
+            axes = [c.upper() for c in attrs.get("kernel_layout", "") if c.isalpha()]
             if len(axes) == len(w.shape):
                 return [float(d) for c, d in zip(axes, w.shape) if c in "DHW"]
             return [float(d) for d in w.shape[2:]]  # OIHW-like default
@@ -207,7 +211,8 @@ class Tokenizer:
         if list(state["static_features"]) != list(STATIC_FEATURES):
             raise ValueError(f"tokenizer state has static features {state['static_features']}, "
                              f"this code computes {list(STATIC_FEATURES)}")
-        return cls(TokenizerConfig(**state["config"]), Vocabulary(state["vocab"]),
+        config = {"fused_attrs": False, **state["config"]}
+        return cls(TokenizerConfig(**config), Vocabulary(state["vocab"]),
                    state["static_mean"], state["static_std"])
 
     # ---- layout ----
@@ -255,8 +260,8 @@ class Tokenizer:
     def _scalars(self, node: OpNode) -> list[float]:
         # Runs once per node of every graph predicted: absent attributes skip _numbers.
         c = self.config
-        row = _fit(_kernel_window(node)[-KERNEL_SLOTS:], KERNEL_SLOTS)
-        attrs = node.attrs
+        attrs = node.attrs if c.fused_attrs or not node.fused else {}
+        row = _fit(_kernel_window(node, attrs)[-KERNEL_SLOTS:], KERNEL_SLOTS)
         for key, slots in c.attr_slots.items():
             value = attrs.get(key)
             row += _fit(_numbers(value), slots) if value is not None else [np.nan] * slots

@@ -21,7 +21,8 @@ import tvm
 from nar_tvm.passes import set_virtual_device as _set_virtual_device
 from nar_tvm.passes.annotate_latency import (INFO_SUFFIX, LATENCY_ATTR, MODEL_ATTR, PREDICT_FUNC,  # noqa: F401
                                              AnnotateLatency, NotRegisteredError, registered)
-from nar_tvm.passes.extract import ExtractOpGraph, extract_from_module, extract_opgraph, past_legalization
+from nar_tvm.passes.extract import (ExtractOpGraph, extract_from_module, extract_opgraph, past_legalization,
+                                    record_kernel_attrs)
 from nar_tvm.passes.fold import shape_only_folding
 from nar_tvm.passes.opgraph import OpGraph
 from nar_tvm.passes.pipeline import level_passes
@@ -58,7 +59,8 @@ def module_graph(mod: tvm.IRModule, pipeline: str = "default", level: str = "op"
         raise ValueError(f"unknown graph level {level!r}; expected 'op' or 'fused'")
     probe = ExtractOpGraph(func_name)
     with target:
-        tvm.transform.Sequential([*shape_only_folding(level_passes("fused", target, pipeline)), probe])(mod)
+        tvm.transform.Sequential([*record_kernel_attrs(shape_only_folding(level_passes("fused", target, pipeline)), probe),
+                                  probe])(mod)
     return probe.graph
 
 

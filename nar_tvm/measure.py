@@ -45,7 +45,10 @@ def compile_pipeline(name: str, target, probe=None):
     graph = graph_level_passes(name, target)
     lower = lowering_passes(name, target)
     if probe is not None:
-        graph = graph + [probe]
+        from nar_tvm.passes.extract import record_kernel_attrs
+
+        # Legalization is watched so the probe's fused nodes get their operators' attributes.
+        graph = record_kernel_attrs(graph, probe) + [probe]
 
     @tvm.transform.module_pass(opt_level=0, name=f"nar_tvm.{name}_pipeline")
     def _pipeline(mod, _ctx):

@@ -1,4 +1,4 @@
-"""Seeded architecture zoo: variants of the ten model families of NNLQP.
+"""Seeded architecture zoo: variants of NNLQP's ten model families and of newer ones.
 
 NNLQP built its dataset by taking torchvision architectures and varying depth, widths,
 kernel sizes, expansion ratios, SE blocks and input resolution. This module does the same,
@@ -6,9 +6,13 @@ reproducibly: `generate(family, seed)` samples every choice from an RNG keyed on
 `"{family}:{seed}"` and records it in `ZooModel.params`; the model is then a pure function
 of those params, so a stored params dict is enough to rebuild the network.
 
+Besides NNLQP's ten (2014-2019 CNNs, all batch 1) there are the families users compile
+today: vision transformers, transformer text encoders (int64 token ids in), ConvNeXt,
+ResNeXt, DenseNet and ShuffleNetV2; these draw a batch of 2 or 4 now and then.
+
 Sizes are chosen for *untuned* TVM on one CPU thread (about 70x slower than torch): small
-resolutions and widths keep a typical variant in the 5-150 ms range and its compile in a
-few seconds. Models are batch 1, float32, in eval mode, and use only ops that torch's legacy
+resolutions and widths keep a typical variant in the 5-300 ms range and its compile in a
+few seconds. Models are float32 and in eval mode, and use only ops that torch's legacy
 ONNX exporter writes with static shapes (hence `torch.flatten`, global pooling, and
 classifiers sized from the real feature map instead of torchvision's adaptive pooling).
 """
@@ -36,6 +40,12 @@ FAMILIES = (
     "squeezenet",
     "googlenet",
     "nasbench201",
+    "vit",
+    "bert",
+    "convnext",
+    "resnext",
+    "densenet",
+    "shufflenetv2",
 )
 
 NUM_CLASSES = (10, 100, 1000)
@@ -163,6 +173,10 @@ def network(*layers: nn.Module) -> nn.Sequential:
             nn.init.normal_(m.bias, 0.0, 0.1)
             nn.init.normal_(m.running_mean, 0.0, 0.1)
             nn.init.uniform_(m.running_var, 0.5, 1.5)
+        elif isinstance(m, nn.LayerNorm):
+            # Same reason: default ones/zeros affine parameters are shared constants once exported.
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.normal_(m.bias, 0.0, 0.1)
     return model.eval()
 
 
@@ -584,6 +598,376 @@ def _build_nasbench201(p):
 
 
 # ----------------------------------------------------------------------------------------
+# Newer families: transformers, ConvNeXt, ResNeXt, DenseNet, ShuffleNetV2
+# ----------------------------------------------------------------------------------------
+
+def _batch(rng) -> int:
+    # Mostly batch 1 like the rest of the zoo; a quarter of the models batch a few inputs.
+    return rng.choice((2, 4)) if rng.random() < 0.25 else 1
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention as timm and HF BERT compute it: one qkv projection, then
+    batched matmuls and a softmax (nn.MultiheadAttention exports to the same ops, less plainly)."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1) * self.scale).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm (ViT) or post-norm (BERT) encoder block with a GELU MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, pre_norm: bool, qkv_bias: bool = True,
+                 eps: float = 1e-6):
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = SelfAttention(dim, heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        hidden = int(dim * mlp_ratio)
+        # nn.GELU's exact (erf) form: opset 17 has no Gelu op, so it exports as Div/Erf/Add/Mul.
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x):
+        if self.pre_norm:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        x = self.norm1(x + self.attn(x))
+        return self.norm2(x + self.mlp(x))
+
+
+def _encoder_macs(tokens: int, dim: int, depth: int, mlp_ratio: float) -> int:
+    """Multiply-adds of `depth` encoder blocks: projections and MLP, plus the two attention matmuls."""
+    return depth * (tokens * dim * dim * int(4 + 2 * mlp_ratio) + 2 * tokens * tokens * dim)
+
+
+# Untuned TVM runs an encoder at about 1.5-2 ns per multiply-add on one core (timed in CPU
+# time; softmax, LayerNorm and GELU add to the matmuls): this keeps encoders under ~200 ms.
+_ENCODER_MACS = 100e6
+
+
+def _sample_vit(rng):
+    while True:
+        p = {"resolution": rng.choice((32, 48, 64, 96)), "batch": _batch(rng),
+             "num_classes": rng.choice(NUM_CLASSES)}
+        # Patch sizes that tile the image into a 3x3 to 16x16 grid of tokens.
+        p["patch"] = rng.choice([s for s in (4, 6, 8, 12, 16)
+                                 if p["resolution"] % s == 0 and 3 <= p["resolution"] // s <= 16])
+        p["head_dim"] = rng.choice((16, 32, 64))
+        p["heads"] = rng.choice((2, 3, 4, 6))
+        p["width"] = p["heads"] * p["head_dim"]
+        p["depth"] = rng.randint(2, 12)
+        p["mlp_ratio"] = rng.choice((2, 3, 4))
+        p["pool"] = rng.choice(("cls", "mean"))
+        p["qkv_bias"] = rng.random() < 0.75
+        tokens = (p["resolution"] // p["patch"]) ** 2 + (p["pool"] == "cls")
+        if p["batch"] * _encoder_macs(tokens, p["width"], p["depth"], p["mlp_ratio"]) <= _ENCODER_MACS:
+            return p
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        dim, grid = p["width"], p["resolution"] // p["patch"]
+        self.patch_embed = nn.Conv2d(3, dim, p["patch"], p["patch"])
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim)) if p["pool"] == "cls" else None
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, grid * grid + (p["pool"] == "cls"), dim))
+        self.blocks = nn.Sequential(*(TransformerBlock(dim, p["heads"], p["mlp_ratio"], pre_norm=True,
+                                                       qkv_bias=p["qkv_bias"]) for _ in range(p["depth"])))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, p["num_classes"])
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
+        x = self.norm(self.blocks(x + self.pos_embed))
+        return self.head(x[:, 0] if self.cls_token is not None else x.mean(1))
+
+
+def _build_vit(p):
+    return network(VisionTransformer(p))
+
+
+def _sample_bert(rng):
+    while True:
+        p = {"batch": _batch(rng), "seq_len": rng.choice((16, 32, 64, 128, 256)),
+             "vocab_size": rng.choice((1000, 8000, 30522)), "num_classes": rng.choice((2, 3, 10))}
+        p["head_dim"] = rng.choice((32, 64))
+        p["heads"] = rng.choice((1, 2, 4, 8))
+        p["width"] = p["heads"] * p["head_dim"]
+        p["depth"] = rng.randint(1, 8)
+        p["mlp_ratio"] = rng.choice((2, 4))
+        # BERT normalises after each residual add; pre-norm encoders (GPT-2 style) before.
+        p["pre_norm"] = rng.random() < 0.25
+        if p["width"] <= 512 and p["batch"] * _encoder_macs(p["seq_len"], p["width"], p["depth"],
+                                                             p["mlp_ratio"]) <= _ENCODER_MACS:
+            return p
+
+
+class TextEncoder(nn.Module):
+    """BERT: token and position embeddings, encoder blocks, tanh pooler on the first token."""
+
+    def __init__(self, p):
+        super().__init__()
+        dim = p["width"]
+        self.tokens = nn.Embedding(p["vocab_size"], dim)
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, p["seq_len"], dim))
+        self.embed_norm = nn.LayerNorm(dim, eps=1e-12)
+        self.blocks = nn.Sequential(*(TransformerBlock(dim, p["heads"], p["mlp_ratio"], p["pre_norm"], eps=1e-12)
+                                      for _ in range(p["depth"])))
+        self.pooler = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, p["num_classes"])
+
+    def forward(self, ids):
+        x = self.blocks(self.embed_norm(self.tokens(ids) + self.pos_embed))
+        return self.head(torch.tanh(self.pooler(x[:, 0])))
+
+
+def _build_bert(p):
+    return network(TextEncoder(p))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map, through channels-last as timm does it."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int, kernel: int, mlp_ratio: int, layer_scale: bool):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+        self.gamma = nn.Parameter(torch.empty(dim).uniform_(0.1, 1.0)) if layer_scale else None
+
+    def forward(self, x):
+        y = self.mlp(self.norm(self.dwconv(x).permute(0, 2, 3, 1)))
+        if self.gamma is not None:
+            y = y * self.gamma
+        return x + y.permute(0, 3, 1, 2)
+
+
+def _convnext_macs(p) -> int:
+    macs, side = 0, p["resolution"] // p["patch"]
+    for width, depth, kernel in zip(p["widths"], p["depths"], p["kernels"]):
+        macs += depth * side * side * width * (kernel * kernel + 2 * p["mlp_ratio"] * width)
+        side //= 2
+    return p["batch"] * macs
+
+
+# Untuned TVM runs these blocks at about 2 ns per multiply-add (mostly the MLP's matmuls):
+# up to ~250 ms.
+_CONVNEXT_MACS = 120e6
+
+
+def _sample_convnext(rng):
+    while True:
+        p = {"resolution": rng.choice((32, 48, 64, 96)), "batch": _batch(rng),
+             "num_classes": rng.choice(NUM_CLASSES)}
+        # Patchify stem; stages at 1/patch .. 1/(8 patch) of the input, the last at least 2x2.
+        p["patch"] = rng.choice([s for s in (2, 4) if p["resolution"] // (8 * s) >= 2])
+        base = rng.choice((16, 24, 32, 48))
+        p["widths"] = [base * 2**i for i in range(4)]
+        # Upper bounds are ConvNeXt-T's (3, 3, 9, 3).
+        p["depths"] = [rng.randint(1, d) for d in (3, 3, 9, 3)]
+        p["kernels"] = [rng.choice((3, 5, 7, 7)) for _ in range(4)]
+        p["mlp_ratio"] = rng.choice((2, 3, 4))
+        p["layer_scale"] = rng.random() < 0.5
+        if _convnext_macs(p) <= _CONVNEXT_MACS:
+            return p
+
+
+def _build_convnext(p):
+    w = p["widths"]
+    layers = [nn.Conv2d(3, w[0], p["patch"], p["patch"]), LayerNorm2d(w[0], eps=1e-6)]
+    for stage, (width, depth, kernel) in enumerate(zip(w, p["depths"], p["kernels"])):
+        if stage > 0:
+            layers += [LayerNorm2d(w[stage - 1], eps=1e-6), nn.Conv2d(w[stage - 1], width, 2, 2)]
+        layers += [ConvNeXtBlock(width, kernel, p["mlp_ratio"], p["layer_scale"]) for _ in range(depth)]
+    return network(*layers, global_pool(), nn.LayerNorm(w[-1], eps=1e-6), nn.Linear(w[-1], p["num_classes"]))
+
+
+def _sample_resnext(rng):
+    p = {"resolution": rng.choice((64, 80, 96, 112)), "batch": _batch(rng),
+         "num_classes": rng.choice(NUM_CLASSES)}
+    p["stem_width"] = rng.choice((16, 24, 32))
+    base = rng.choice((24, 32, 48, 64))
+    p["widths"] = [base * 2**i for i in range(4)]
+    p["depths"] = [rng.randint(1, d) for d in (3, 4, 6, 3)]
+    # ResNeXt's bottleneck is half its output width (32x4d); RegNetX's is the full width.
+    p["bottleneck_ratio"] = rng.choice((0.5, 1.0))
+    p["group_width"] = rng.choice((4, 8, 16, 32))
+    p["inner"] = [max(p["group_width"], round(w * p["bottleneck_ratio"] / p["group_width"]) * p["group_width"])
+                  for w in p["widths"]]
+    return p
+
+
+def _build_resnext(p):
+    layers = [conv_bn_act(3, p["stem_width"], 7, 2), nn.MaxPool2d(3, 2, 1)]
+    cin = p["stem_width"]
+    for stage, (width, depth, inner) in enumerate(zip(p["widths"], p["depths"], p["inner"])):
+        for i in range(depth):
+            stride = 2 if stage > 0 and i == 0 else 1
+            body = nn.Sequential(conv_bn_act(cin, inner, 1),
+                                 conv_bn_act(inner, inner, 3, stride, groups=inner // p["group_width"]),
+                                 conv_bn_act(inner, width, 1, act=None))
+            shortcut = conv_bn_act(cin, width, 1, stride, act=None) if stride != 1 or cin != width else None
+            layers.append(Residual(body, shortcut, act="relu"))
+            cin = width
+    return network(*layers, global_pool(), classifier(cin, [], p["num_classes"]))
+
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-1x1-BN-ReLU-3x3 on the concatenation of every earlier feature map of the block."""
+
+    def __init__(self, cin: int, growth: int, bn_size: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(),
+                                  conv_bn_act(cin, bn_size * growth, 1),
+                                  nn.Conv2d(bn_size * growth, growth, 3, padding=1, bias=False))
+
+    def forward(self, features: list):
+        return self.body(torch.cat(features, 1) if len(features) > 1 else features[0])
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, cin: int, layers: int, growth: int, bn_size: int):
+        super().__init__()
+        self.layers = nn.ModuleList(DenseLayer(cin + i * growth, growth, bn_size) for i in range(layers))
+
+    def forward(self, x):
+        # torchvision's form: each layer concatenates the whole list, so concats take many inputs.
+        features = [x]
+        for layer in self.layers:
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+def _densenet_macs(p) -> int:
+    side = p["resolution"] if p["stem"] == "cifar" else p["resolution"] // 4
+    cin, bottleneck, macs = p["stem_width"], p["bn_size"] * p["growth"], 0
+    for i, n in enumerate(p["blocks"]):
+        for _ in range(n):
+            macs += side * side * bottleneck * (cin + 9 * p["growth"])
+            cin += p["growth"]
+        if i < len(p["blocks"]) - 1:
+            macs += side * side * cin * int(cin * p["compression"])
+            cin, side = int(cin * p["compression"]), side // 2
+    return p["batch"] * macs
+
+
+# Untuned TVM: about 1.5 ns per multiply-add, plus the concatenations' copies.
+_DENSENET_MACS = 100e6
+
+
+def _sample_densenet(rng):
+    while True:
+        p = {"resolution": rng.choice((32, 48, 64, 96)), "batch": _batch(rng),
+             "num_classes": rng.choice(NUM_CLASSES)}
+        p["growth"] = rng.choice((8, 12, 16, 24, 32))
+        p["bn_size"] = rng.choice((2, 4))
+        # The CIFAR DenseNet (3x3 stem, three blocks) or the ImageNet one (7x7/2 stem and max
+        # pool, four blocks). Each dense layer has shapes of its own, so TVM compiles a few
+        # kernels per layer (about 1 s): half of DenseNet-121's (6, 12, 24, 16) at most.
+        p["stem"] = "cifar" if p["resolution"] <= 48 and rng.random() < 0.5 else "imagenet"
+        upper = (6, 8, 8) if p["stem"] == "cifar" else (4, 8, 12, 8)
+        p["blocks"] = [rng.randint(2, d) for d in upper]
+        p["compression"] = rng.choice((0.5, 0.5, 1.0))
+        p["stem_width"] = 2 * p["growth"]
+        if _densenet_macs(p) <= _DENSENET_MACS:
+            return p
+
+
+def _build_densenet(p):
+    if p["stem"] == "cifar":
+        layers = [nn.Conv2d(3, p["stem_width"], 3, padding=1, bias=False)]
+    else:
+        layers = [conv_bn_act(3, p["stem_width"], 7, 2), nn.MaxPool2d(3, 2, 1)]
+    cin = p["stem_width"]
+    for i, n in enumerate(p["blocks"]):
+        layers.append(DenseBlock(cin, n, p["growth"], p["bn_size"]))
+        cin += n * p["growth"]
+        if i < len(p["blocks"]) - 1:
+            cout = int(cin * p["compression"])
+            layers += [nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, 1, bias=False), nn.AvgPool2d(2, 2)]
+            cin = cout
+    return network(*layers, nn.BatchNorm2d(cin), nn.ReLU(), global_pool(),
+                   nn.Linear(cin, p["num_classes"]))
+
+
+def channel_shuffle(x, groups: int):
+    b, c, h, w = x.shape
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2 unit: split the channels (or, when striding, copy the input to two branches),
+    transform one half, concatenate, shuffle."""
+
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int):
+        super().__init__()
+        half = cout // 2
+        self.stride = stride
+        self.branch1 = None
+        if stride > 1:
+            self.branch1 = nn.Sequential(conv_bn_act(cin, cin, kernel, stride, groups=cin, act=None),
+                                         conv_bn_act(cin, half, 1))
+        self.branch2 = nn.Sequential(conv_bn_act(cin if stride > 1 else half, half, 1),
+                                     conv_bn_act(half, half, kernel, stride, groups=half, act=None),
+                                     conv_bn_act(half, half, 1))
+
+    def forward(self, x):
+        if self.branch1 is None:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), 1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), 1)
+        return channel_shuffle(out, 2)
+
+
+# torchvision's stage widths and head width per width multiplier.
+_SHUFFLENETV2_WIDTHS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024),
+                        1.5: (176, 352, 704, 1024), 2.0: (244, 488, 976, 2048)}
+
+
+def _sample_shufflenetv2(rng):
+    p = {"resolution": rng.choice((64, 80, 96, 112)), "batch": _batch(rng),
+         "num_classes": rng.choice(NUM_CLASSES)}
+    # 2.0x only at batch 1: its 976-wide last stage alone costs what a whole 0.5x model does.
+    p["width_mult"] = rng.choice(tuple(m for m in _SHUFFLENETV2_WIDTHS if p["batch"] == 1 or m < 2))
+    *p["widths"], p["head"] = _SHUFFLENETV2_WIDTHS[p["width_mult"]]
+    # Around ShuffleNetV2's (4, 8, 4) units; 3/5/7 kernels as in ShuffleNetV2+.
+    p["depths"] = [rng.randint(2, d) for d in (4, 8, 4)]
+    p["kernels"] = [rng.choice((3, 3, 5, 7)) for _ in range(3)]
+    p["stem_width"] = 24
+    return p
+
+
+def _build_shufflenetv2(p):
+    layers = [conv_bn_act(3, p["stem_width"], 3, 2), nn.MaxPool2d(3, 2, 1)]
+    cin = p["stem_width"]
+    for width, depth, kernel in zip(p["widths"], p["depths"], p["kernels"]):
+        for i in range(depth):
+            layers.append(ShuffleUnit(cin, width, 2 if i == 0 else 1, kernel))
+            cin = width
+    return network(*layers, conv_bn_act(cin, p["head"], 1), global_pool(),
+                   nn.Linear(p["head"], p["num_classes"]))
+
+
+# ----------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------
 
@@ -598,6 +982,12 @@ _FAMILY_IMPL = {
     "squeezenet": (_sample_squeezenet, _build_squeezenet),
     "googlenet": (_sample_googlenet, _build_googlenet),
     "nasbench201": (_sample_nasbench201, _build_nasbench201),
+    "vit": (_sample_vit, _build_vit),
+    "bert": (_sample_bert, _build_bert),
+    "convnext": (_sample_convnext, _build_convnext),
+    "resnext": (_sample_resnext, _build_resnext),
+    "densenet": (_sample_densenet, _build_densenet),
+    "shufflenetv2": (_sample_shufflenetv2, _build_shufflenetv2),
 }
 
 
@@ -607,6 +997,14 @@ def _derived_seed(family: str, seed: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def input_spec(params: dict) -> tuple[tuple, str]:
+    """(shape, dtype) of a zoo model's input: token ids for text encoders, else an image."""
+    if "seq_len" in params:
+        return (params["batch"], params["seq_len"]), "int64"
+    res = params["resolution"]
+    return (params["batch"], 3, res, res), "float32"
+
+
 @dataclass
 class ZooModel:
     name: str
@@ -614,6 +1012,7 @@ class ZooModel:
     seed: int
     params: dict
     input_shape: tuple
+    input_dtype: str = "float32"
 
     def build(self) -> nn.Module:
         """The network in eval mode, with weights that depend only on (family, seed)."""
@@ -623,6 +1022,8 @@ class ZooModel:
 
     def example_input(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(_derived_seed(self.family, self.seed))
+        if self.input_dtype == "int64":
+            return torch.randint(0, self.params["vocab_size"], self.input_shape, generator=generator)
         return torch.randn(self.input_shape, generator=generator)
 
 
@@ -653,8 +1054,8 @@ def generate(family: str, seed: int, *, nasbench201_csv: str | Path | None = Non
     rng = random.Random(f"{family}:{seed}")
     sample = _FAMILY_IMPL[family][0]
     params = sample(rng, nasbench201_csv) if family == "nasbench201" else sample(rng)
-    res = params["resolution"]
-    return ZooModel(f"{family}-{seed}", family, seed, params, (params["batch"], 3, res, res))
+    shape, dtype = input_spec(params)
+    return ZooModel(f"{family}-{seed}", family, seed, params, shape, dtype)
 
 
 def iter_variants(families=FAMILIES, per_family: int = 1, start_seed: int = 0, *,

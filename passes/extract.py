@@ -15,7 +15,7 @@ import tvm
 from tvm import relax
 
 from .flops import op_flops
-from .opgraph import OpGraph, OpNode, TensorSpec
+from .opgraph import FusedOp, OpGraph, OpNode, TensorSpec
 from .pipeline import level_passes
 
 
@@ -65,6 +65,20 @@ def _static_dims(shape, where: str) -> list[int]:
                 "give the input shapes explicitly (e.g. --input-shape input=1,3,224,224)"
             )
     return dims
+
+
+def call_attrs(call: relax.Call) -> tuple[dict, list]:
+    """An operator call's attributes (shape and scalar arguments included) and its data arguments."""
+    attrs = attrs_to_dict(call.attrs)
+    data_args = []
+    for i, a in enumerate(call.args):
+        if isinstance(a, relax.ShapeExpr):
+            attrs[f"arg{i}_shape"] = [to_python(v) for v in a.values]
+        elif type(a).__name__ == "PrimValue":
+            attrs[f"arg{i}"] = to_python(a.value)
+        else:
+            data_args.append(a)
+    return attrs, data_args
 
 
 def tensor_specs(ty, where: str) -> list[TensorSpec]:
@@ -119,7 +133,7 @@ def _kernel_ops(name: str) -> list[str]:
 
 
 class _Extractor:
-    def __init__(self, mod: tvm.IRModule, func_name: str, level: str):
+    def __init__(self, mod: tvm.IRModule, func_name: str, level: str, kernel_attrs: dict | None = None):
         if func_name not in [gv.name_hint for gv in mod.get_global_vars()]:
             raise ExtractionError(f"the module has no function {func_name!r} to extract")
         self.mod = mod
@@ -131,6 +145,8 @@ class _Extractor:
         self.edges: set[tuple[int, int]] = set()
         self.env: dict = {}  # relax Var -> list[_Src] (a tuple value has several)
         self.inputs: list[TensorSpec] = []
+        # PrimFunc name -> attributes of the operator it was legalized from (RecordKernelAttrs).
+        self.kernel_attrs = kernel_attrs or {}
 
     # Values that only depend on constants (weight transposes, reshaped biases)
     # are weights of their consumer, not operators of the network.
@@ -147,7 +163,8 @@ class _Extractor:
             return [self._sources(expr.tuple_value)[expr.index]]
         return []  # shape expressions, prim values, strings: attributes, not data
 
-    def _add_node(self, var, op: str, ops: list[str], data_args, attrs: dict, flops_fn, kernel=None):
+    def _add_node(self, var, op: str, ops: list[str], data_args, attrs: dict, flops_fn, kernel=None,
+                  fused=()):
         where = f"{op} (binding {var.name})"
         srcs = [s for a in data_args for s in self._sources(a)]
         outputs = tensor_specs(var.ty, where)
@@ -165,7 +182,8 @@ class _Extractor:
                     self.edges.add((s.index, node_id))
         # TVM hands out its own String type; the graph must hold plain Python values.
         node = OpNode(op=str(op), attrs=attrs, inputs=inputs, weights=weights, outputs=outputs,
-                      ops=[str(o) for o in ops], kernel=None if kernel is None else str(kernel))
+                      ops=[str(o) for o in ops], kernel=None if kernel is None else str(kernel),
+                      fused=list(fused))
         node.flops = int(flops_fn(node))
         self.nodes.append(node)
         self.env[var] = [_Src("node", node_id, o) for o in outputs]
@@ -177,18 +195,14 @@ class _Extractor:
                 gv = call.args[0]
                 prim = self.mod[gv]
                 ops = _kernel_ops(gv.name_hint)
-                self._add_node(var, "kernel:" + _anchor(ops), ops,
-                               [call.args[1]], {}, lambda n: _tir_flops(prim), kernel=gv.name_hint)
+                # A kernel left alone by FuseOps: one legalized operator, whose attributes
+                # are known when legalization was watched.
+                recorded = self.kernel_attrs.get(gv.name_hint)
+                fused = [] if recorded is None else [self._fused_op(var, call, _KERNEL_SUFFIX.sub("", gv.name_hint))]
+                self._add_node(var, "kernel:" + _anchor(ops), ops, [call.args[1]],
+                               dict(recorded or {}), lambda n: _tir_flops(prim), kernel=gv.name_hint, fused=fused)
                 return
-            attrs = attrs_to_dict(call.attrs)
-            data_args = []
-            for i, a in enumerate(call.args):
-                if isinstance(a, relax.ShapeExpr):
-                    attrs[f"arg{i}_shape"] = [to_python(v) for v in a.values]
-                elif type(a).__name__ == "PrimValue":
-                    attrs[f"arg{i}"] = to_python(a.value)
-                else:
-                    data_args.append(a)
+            attrs, data_args = call_attrs(call)
             name = op.name
             self._add_node(var, name, [name], data_args, attrs, lambda n: op_flops(name, n))
             return
@@ -200,23 +214,35 @@ class _Extractor:
             raise ExtractionError(f"call to {op.name_hint}, a {type(callee).__name__}, is not supported")
         raise ExtractionError(f"call to {op} ({type(op).__name__}) at {var.name} is not supported")
 
+    def _fused_op(self, var, call: relax.Call, name: str) -> FusedOp:
+        """An operator of a kernel: a `call_tir` to a legalized PrimFunc, or a Relax operator."""
+        if call.op.name.startswith("relax.call_tir"):
+            attrs, args = dict(self.kernel_attrs.get(call.args[0].name_hint, {})), [call.args[1]]
+        else:
+            attrs, args = call_attrs(call)
+        where = f"{name} (binding {var.name})"
+        inputs = [spec for a in args for spec in _arg_specs(a, where)]
+        return FusedOp(name, attrs, inputs, tensor_specs(var.ty, where))
+
     def _add_fused(self, var, call, gv, fn: relax.Function):
         """A FuseOps group: one kernel after FuseTIR, carrying the ops it contains."""
-        ops, flops = [], 0
+        ops, parts, flops = [], [], 0
         for block in fn.body.blocks:
             for b in block.bindings:
                 inner = b.value
-                if not isinstance(inner, relax.Call):
+                if not isinstance(inner, relax.Call) or not isinstance(inner.op, tvm.ir.Op):
                     continue
-                if isinstance(inner.op, tvm.ir.Op) and inner.op.name.startswith("relax.call_tir"):
+                if inner.op.name.startswith("relax.call_tir"):
                     prim_gv = inner.args[0]
                     ops.append(_KERNEL_SUFFIX.sub("", prim_gv.name_hint))
                     flops += _tir_flops(self.mod[prim_gv])
-                elif isinstance(inner.op, tvm.ir.Op):
+                else:
                     ops.append(inner.op.name)
-        anchor = _anchor(ops)
-        self._add_node(var, "kernel:" + anchor, ops, list(call.args), {}, lambda n: flops,
-                       kernel=gv.name_hint)
+                parts.append(self._fused_op(b.var, inner, ops[-1]))
+        anchor = _anchor_index(ops)
+        attrs = dict(parts[anchor].attrs) if parts else {}
+        self._add_node(var, "kernel:" + (ops[anchor] if ops else "empty"), ops, list(call.args), attrs,
+                       lambda n: flops, kernel=gv.name_hint, fused=parts)
 
     def run(self) -> OpGraph:
         for p in self.func.params:
@@ -258,12 +284,23 @@ class _Extractor:
 _ANCHOR_HINTS = ("conv", "matmul", "dense", "pool", "softmax", "norm", "mean", "sum", "max", "take")
 
 
-def _anchor(ops: list[str]) -> str:
+def _anchor_index(ops: list[str]) -> int:
     for hint in _ANCHOR_HINTS:
-        for o in ops:
+        for i, o in enumerate(ops):
             if hint in o:
-                return o
-    return ops[0] if ops else "empty"
+                return i
+    return 0
+
+
+def _anchor(ops: list[str]) -> str:
+    return ops[_anchor_index(ops)] if ops else "empty"
+
+
+def _arg_specs(arg, where: str) -> list[TensorSpec]:
+    if isinstance(arg, relax.Tuple):
+        return [s for field in arg.fields for s in _arg_specs(field, where)]
+    ty = getattr(arg, "ty", None)
+    return tensor_specs(ty, where) if ty is not None else []
 
 
 def _tir_flops(prim) -> int:
@@ -300,9 +337,59 @@ def past_legalization(mod: tvm.IRModule, func_name: str = "main") -> bool:
     return not legalizable and any(_is_kernel_call(c) for c in calls)
 
 
-def extract_from_module(mod: tvm.IRModule, func_name: str = "main") -> OpGraph:
-    """Extract the graph of `mod` as it is (no passes applied)."""
-    return _Extractor(mod, func_name, _detect_level(mod, func_name)).run()
+def extract_from_module(mod: tvm.IRModule, func_name: str = "main", kernel_attrs: dict | None = None) -> OpGraph:
+    """Extract the graph of `mod` as it is (no passes applied).
+
+    `kernel_attrs` (PrimFunc name -> operator attributes, from RecordKernelAttrs) gives fused
+    nodes the attributes of their operators, which legalization does not keep.
+    """
+    return _Extractor(mod, func_name, _detect_level(mod, func_name), kernel_attrs).run()
+
+
+def _relax_bindings(mod: tvm.IRModule):
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function) and isinstance(func.body, relax.SeqExpr):
+            for block in func.body.blocks:
+                for b in block.bindings:
+                    yield b.var, b.value
+
+
+@tvm.transform.module_pass(opt_level=0, name="nar_tvm.RecordKernelAttrs")
+class RecordKernelAttrs:
+    """Runs a LegalizeOps pass and notes which operator call each new PrimFunc came from.
+
+    Legalization replaces `conv2d(x, w, strides=..., groups=...)` by a `call_tir` to a PrimFunc
+    that keeps none of those attributes, so kernels fused from PrimFuncs cannot tell them. The
+    binding keeps its variable through legalization, which pairs each operator call with the
+    PrimFunc that replaced it. Returns LegalizeOps' module untouched: put it in a measured
+    pipeline without changing what is measured.
+    """
+
+    def __init__(self, legalize, sink: dict):
+        self.legalize = legalize
+        self.sink = sink
+
+    def transform_module(self, mod, ctx):  # noqa: ARG002 - signature fixed by TVM
+        calls = {var: value for var, value in _relax_bindings(mod)
+                 if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+                 and not value.op.name.startswith("relax.call_tir")}
+        out = self.legalize(mod)
+        # Names are per module: a later module's conv2d is another PrimFunc.
+        self.sink.clear()
+        for var, value in _relax_bindings(out):
+            if (var in calls and isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+                    and value.op.name.startswith("relax.call_tir")):
+                # Structurally equal PrimFuncs are shared, and equal PrimFuncs mean equal attributes.
+                self.sink.setdefault(value.args[0].name_hint, call_attrs(calls[var])[0])
+        return out
+
+
+def record_kernel_attrs(passes: list, probe) -> list:
+    """`passes` with each LegalizeOps wrapped to tell `probe` (an ExtractOpGraph that runs
+    later in the same sequence) the operator attributes of the kernels it will see."""
+    if not isinstance(probe, ExtractOpGraph):
+        return list(passes)
+    return [RecordKernelAttrs(p, probe.kernel_attrs) if p.info.name == "LegalizeOps" else p for p in passes]
 
 
 @tvm.ir.transform.module_pass(opt_level=0, name="nar_tvm.ExtractOpGraph")
@@ -316,13 +403,15 @@ class ExtractOpGraph:
     def __init__(self, func_name: str = "main"):
         self.func_name = func_name
         self.graphs: list[OpGraph] = []
+        # Filled by RecordKernelAttrs when legalization runs earlier in the sequence.
+        self.kernel_attrs: dict[str, dict] = {}
 
     @property
     def graph(self) -> OpGraph | None:
         return self.graphs[-1] if self.graphs else None
 
     def transform_module(self, mod, ctx):  # noqa: ARG002 - signature fixed by TVM
-        self.graphs.append(extract_from_module(mod, self.func_name))
+        self.graphs.append(extract_from_module(mod, self.func_name, self.kernel_attrs))
         return mod
 
 
@@ -347,7 +436,8 @@ def extract_opgraph(mod: tvm.IRModule, level: str = "op", target=None, name: str
     extractor = ExtractOpGraph()
     target = target or default_target()
     with target:
-        tvm.transform.Sequential([*shape_only_folding(level_passes(level, target)), extractor])(mod)
+        tvm.transform.Sequential([*record_kernel_attrs(shape_only_folding(level_passes(level, target)), extractor),
+                                  extractor])(mod)
     graph = extractor.graph
     graph.level = level
     graph.name = name

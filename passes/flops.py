@@ -15,7 +15,23 @@ _DATA_MOVEMENT = {
 # Rough op counts per element of transcendental / normalising ops.
 _PER_ELEMENT = {"softmax": 5, "log_softmax": 5, "layer_norm": 8, "group_norm": 8,
                 "rms_norm": 6, "batch_norm": 4, "gelu": 8, "gelu_tanh": 8, "silu": 4,
-                "sigmoid": 4, "tanh": 4, "hardswish": 4, "hardsigmoid": 3, "exp": 1}
+                "sigmoid": 4, "tanh": 4, "erf": 4, "hardswish": 4, "hardsigmoid": 3, "exp": 1}
+
+
+def _reduction_size(node: OpNode) -> int:
+    """K of a (batched) matmul: every output element is a K-long dot product.
+
+    The node lists its graph inputs before its weights, so a constant left operand
+    (W @ x) comes second: then only the shapes tell which dimension is K.
+    """
+    operands = [t.shape for t in (*node.inputs, *node.weights)]
+    if not operands or not operands[0]:
+        return 1
+    if len(operands) == 2 and len(operands[0]) >= 2 and len(operands[1]) >= 2:
+        a, b = operands
+        if a[-1] != b[-2] and b[-1] == a[-2]:
+            return int(b[-1])  # the operands are swapped: b @ a
+    return int(operands[0][-1])
 
 
 def op_flops(name: str, node: OpNode) -> int:
@@ -29,9 +45,7 @@ def op_flops(name: str, node: OpNode) -> int:
             return 2 * in_elems * numel(w[1:])
         return 2 * out * numel(w[1:])
     if short in ("matmul", "dense", "linear"):
-        operands = [*node.inputs, *node.weights]
-        k = operands[0].shape[-1] if operands and operands[0].shape else 1
-        return 2 * out * int(k)
+        return 2 * out * _reduction_size(node)
     if "pool" in short:
         size = node.attrs.get("pool_size")
         if size:

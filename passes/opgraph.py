@@ -12,7 +12,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FORMAT = "nar-tvm.opgraph/1"
+FORMAT = "nar-tvm.opgraph/2"
+# /2 added the fused ops' own attributes and shapes (OpNode.fused); a /1 graph is a /2 graph
+# whose fused nodes list none, so both load.
+READABLE_FORMATS = ("nar-tvm.opgraph/1", FORMAT)
+# Content hashes are taken as under /1, so a graph with nothing /2 added (every op-level
+# graph) keeps the hash the profiler stored for it and deduplicates against it.
+_HASH_FORMAT = "nar-tvm.opgraph/1"
 LEVELS = ("op", "fused")
 
 DTYPE_BYTES = {
@@ -44,6 +50,24 @@ class TensorSpec:
 
 
 @dataclass
+class FusedOp:
+    """One operator inside a fused kernel, as it was before legalization turned it into a
+    PrimFunc: its attributes (strides, groups, axis, ...) and the shapes it reads and writes."""
+
+    op: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    # Every tensor argument in call order, constants included.
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FusedOp":
+        return cls(op=data["op"], attrs=data.get("attrs", {}),
+                   inputs=[TensorSpec(**t) for t in data.get("inputs", [])],
+                   outputs=[TensorSpec(**t) for t in data.get("outputs", [])])
+
+
+@dataclass
 class OpNode:
     """One operator (op level) or one fused kernel (fused level).
 
@@ -61,6 +85,10 @@ class OpNode:
     ops: list[str] = field(default_factory=list)
     # The kernel (PrimFunc) this node runs as, when known: joins per-kernel timings.
     kernel: str | None = None
+    # Fused level: the operators of the kernel in order, each with its attributes and shapes
+    # (empty at op level, and where the extraction did not see legalization). `attrs` is
+    # then the anchor's, the op that dominates the kernel (its conv, matmul, pool...).
+    fused: list[FusedOp] = field(default_factory=list)
 
     @property
     def params(self) -> int:
@@ -147,16 +175,16 @@ class OpGraph:
             "name": self.name,
             "level": self.level,
             "inputs": [asdict(t) for t in self.inputs],
-            "nodes": [asdict(nd) for nd in self.nodes],
+            "nodes": [_node_dict(nd) for nd in self.nodes],
             "edges": [list(e) for e in self.edges],
             "meta": self.meta,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "OpGraph":
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
             got = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise OpGraphError(f"not an OpGraph: format is {got!r}, expected {FORMAT!r}")
+            raise OpGraphError(f"not an OpGraph: format is {got!r}, expected one of {READABLE_FORMATS}")
         try:
             nodes = [
                 OpNode(
@@ -168,6 +196,7 @@ class OpGraph:
                     flops=int(nd.get("flops", 0)),
                     ops=list(nd.get("ops", [])),
                     kernel=nd.get("kernel"),
+                    fused=[FusedOp.from_dict(f) for f in nd.get("fused", [])],
                 )
                 for nd in data["nodes"]
             ]
@@ -198,6 +227,7 @@ class OpGraph:
         body = self.to_dict()
         body.pop("name")
         body.pop("meta")
+        body["format"] = _HASH_FORMAT
         for nd in body["nodes"]:
             nd.pop("kernel")  # kernel names carry arbitrary numeric suffixes
         canon = json.dumps(body, sort_keys=True, separators=(",", ":"))
@@ -217,3 +247,10 @@ class OpGraph:
             "op_counts": dict(self.op_counts().most_common()),
             "hash": self.content_hash(),
         }
+
+
+def _node_dict(node: OpNode) -> dict:
+    out = asdict(node)
+    if not out["fused"]:
+        del out["fused"]  # op-level nodes serialise exactly as under /1
+    return out

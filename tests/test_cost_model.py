@@ -20,7 +20,7 @@ from nar_tvm.cost_model.checkpoint import FORMAT, VERSION
 from nar_tvm.cost_model.tokenizer import padded_size
 from nar_tvm.cost_model.synthetic import synthetic_dataset as dataset
 from nar_tvm.cost_model.train import rse_loss, sr_loss
-from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
+from nar_tvm.passes.opgraph import FusedOp, OpGraph, OpNode, TensorSpec
 
 TINY_MODEL = NARFormerV2Config(d_model=32, n_layers=1, n_heads=2, ffn_groups=4, head_hidden=32)
 ABLATIONS = {
@@ -147,6 +147,62 @@ def test_input_shape_slots_are_optional_and_old_states_keep_their_layout():
     state = plain.state_dict()
     del state["config"]["input_shape_dims"]
     assert Tokenizer.from_state(state).token_dim == plain.token_dim
+
+
+def fused_conv_pool_graph() -> OpGraph:
+    conv_attrs = {"strides": [2, 2], "padding": [1, 1, 1, 1], "dilation": [1, 1], "groups": 4,
+                  "kernel_layout": "OIHW"}
+    conv = OpNode(op="kernel:conv2d", attrs=conv_attrs, inputs=[TensorSpec([1, 8, 8, 8])],
+                  weights=[TensorSpec([8, 2, 3, 3]), TensorSpec([1, 8, 1, 1])], outputs=[TensorSpec([1, 8, 4, 4])],
+                  flops=2 * 8 * 16 * 18, ops=["conv2d", "add", "tir_sigmoid", "multiply"], kernel="fused_conv2d_add",
+                  fused=[FusedOp("conv2d", conv_attrs, [TensorSpec([1, 8, 8, 8]), TensorSpec([8, 2, 3, 3])],
+                                 [TensorSpec([1, 8, 4, 4])]),
+                         FusedOp("add"), FusedOp("tir_sigmoid"), FusedOp("multiply")])
+    pool_attrs = {"pool_size": [3, 3], "strides": [2, 2], "padding": [1, 1, 1, 1]}
+    pool = OpNode(op="kernel:max_pool2d", attrs=pool_attrs, inputs=[TensorSpec([1, 8, 4, 4])],
+                  outputs=[TensorSpec([1, 8, 2, 2])], flops=288, ops=["max_pool2d"], kernel="max_pool2d",
+                  fused=[FusedOp("max_pool2d", pool_attrs)])
+    return OpGraph(nodes=[conv, pool], edges=[(0, 1)], level="fused", inputs=[TensorSpec([1, 8, 8, 8])])
+
+
+def test_fused_nodes_attributes_fill_the_attribute_slots():
+    g = fused_conv_pool_graph()
+    tok = Tokenizer().fit([g])
+    x, span = tok.encode(g).x, tok.layout()
+
+    def cols(name, node, slot=0):
+        start = span[name][0] + 8 * slot
+        return x[node, start:start + 8]
+
+    np.testing.assert_allclose(cols("attr.strides", 0), pe(2), atol=1e-6)
+    np.testing.assert_allclose(cols("attr.groups", 0), pe(4), atol=1e-6)
+    np.testing.assert_allclose(cols("kernel", 0, slot=1), pe(3), atol=1e-6)  # from the OIHW weight
+    np.testing.assert_allclose(cols("kernel", 1, slot=0), pe(3), atol=1e-6)  # from the pool's pool_size
+    np.testing.assert_allclose(cols("attr.padding", 1, slot=2), pe(1), atol=1e-6)
+    # The epilogue is in the contained-op multi-hot: conv + SiLU is not conv + ReLU.
+    a, b = span["contained_ops"]
+    hot = {tok.vocab.names[i] for i in np.flatnonzero(x[0, a:b])}
+    assert hot == {"conv2d", "add", "tir_sigmoid", "multiply"}
+
+
+def test_states_from_before_fused_attributes_tokenize_as_they_were_trained():
+    g = fused_conv_pool_graph()
+    new = Tokenizer().fit([g])
+    state = new.state_dict()
+    assert state["config"]["fused_attrs"] is True
+    del state["config"]["fused_attrs"]
+    old = Tokenizer.from_state(state)
+    assert old.config.fused_attrs is False and old.token_dim == new.token_dim
+    # Such a state saw fused nodes without attributes (OpGraph /1): it encodes these as it did.
+    bare = OpGraph.from_dict(g.to_dict())
+    for node in bare.nodes:
+        node.attrs, node.fused = {}, []
+    np.testing.assert_array_equal(old.encode(g).x, old.encode(bare).x)
+    assert not np.array_equal(new.encode(g).x, new.encode(bare).x)
+    # Op-level nodes keep their attributes either way.
+    op = conv_relu_graph()
+    np.testing.assert_array_equal(Tokenizer.from_state({**state, "vocab": new.vocab.to_list()}).encode(op).x,
+                                  Tokenizer(replace(new.config), new.vocab, new.static_mean, new.static_std).encode(op).x)
 
 
 def test_fused_node_gets_multi_hot_of_its_contents():

@@ -219,12 +219,15 @@ def _pipeline_graph(mod, shape_only: bool):
     from nar_tvm.measure import graph_level_passes
     from nar_tvm.passes.fold import shape_only_folding
 
+    from nar_tvm.passes.extract import record_kernel_attrs
+
     target = tvm.target.Target({"kind": "llvm"})
     passes = graph_level_passes("default", target)
     probe = ExtractOpGraph()
+    # As measure.compile_pipeline probes the compile it measures.
+    passes = record_kernel_attrs(shape_only_folding(passes) if shape_only else passes, probe)
     with target:
-        tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                  *(shape_only_folding(passes) if shape_only else passes), probe])(mod)
+        tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(), *passes, probe])(mod)
     return probe.graph
 
 
@@ -301,3 +304,109 @@ def test_passes_never_import_torch_or_the_integration_layer():
             "             or (m.startswith('nar_tvm') and m != 'nar_tvm' and not m.startswith('nar_tvm.passes')))\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+class BatchedMatmul(nn.Module):
+    def forward(self, x):
+        return x @ x.transpose(-1, -2)
+
+
+class WeightFirstMatmul(nn.Module):
+    """A constant left operand: the node lists it after the input, as a weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(5, 7))
+
+    def forward(self, x):
+        return self.w @ x
+
+
+def test_flops_follow_the_plain_formulas():
+    # Batched matmul [2, 3, 5, 7] @ [2, 3, 7, 5]: 2 * batch * M * N * K.
+    (mm,) = [n for n in onnx_graph(BatchedMatmul(), torch.randn(2, 3, 5, 7)).nodes if n.op == "relax.matmul"]
+    assert mm.outputs[0].shape == [2, 3, 5, 5] and mm.flops == 2 * (2 * 3) * 5 * 5 * 7
+    (wx,) = [n for n in onnx_graph(WeightFirstMatmul(), torch.randn(2, 7, 4)).nodes if n.op == "relax.matmul"]
+    assert wx.weights[0].shape == [5, 7] and wx.flops == 2 * 2 * 5 * 4 * 7
+    # Grouped conv, 8 -> 12 channels in 4 groups, 3x3 stride 2 on 10x10: each output reads 2 x 3 x 3.
+    grouped = nn.Conv2d(8, 12, 3, stride=2, padding=1, groups=4, bias=False)
+    (conv,) = onnx_graph(grouped, torch.randn(1, 8, 10, 10)).nodes
+    assert conv.outputs[0].shape == [1, 12, 5, 5] and conv.flops == 2 * (12 * 5 * 5) * (2 * 3 * 3)
+    (norm,) = onnx_graph(nn.LayerNorm(16), torch.randn(2, 4, 16)).nodes
+    assert norm.op == "relax.nn.layer_norm" and norm.flops == 8 * 2 * 4 * 16
+    # The fused level counts the same matmul from its TIR loop nest.
+    fused = onnx_graph(BatchedMatmul(), torch.randn(2, 3, 5, 7), level="fused")
+    (fused_mm,) = [n for n in fused.nodes if n.op == "kernel:matmul"]
+    assert fused_mm.flops == 2 * (2 * 3) * 5 * 5 * 7
+
+
+def onnx_graph(module, x, level="op"):
+    return extract(onnx_proto(module, x), level=level)
+
+
+class ConvSiLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 5, stride=2, padding=2, groups=2)
+
+    def forward(self, x):
+        return nn.functional.silu(self.conv(x))
+
+
+def test_fused_nodes_carry_their_operators_attributes():
+    g = onnx_graph(ConvSiLU(), torch.randn(1, 4, 16, 16), level="fused")
+    (node,) = g.nodes
+    # TVM's ONNX importer emits Sigmoid straight as a kernel (tir_sigmoid).
+    assert node.ops == ["conv2d", "add", "tir_sigmoid", "multiply"]
+    # The anchor's attributes, which legalization dropped from the conv2d PrimFunc.
+    assert node.attrs["strides"] == [2, 2] and node.attrs["groups"] == 2 and node.attrs["padding"] == [2, 2, 2, 2]
+    conv, add, sigmoid, multiply = node.fused
+    assert (conv.op, sigmoid.op, multiply.op) == ("conv2d", "tir_sigmoid", "multiply")
+    assert [t.shape for t in conv.inputs] == [[1, 4, 16, 16], [8, 2, 5, 5]]
+    assert conv.outputs[0].shape == [1, 8, 8, 8] and conv.attrs["kernel_layout"] == "OIHW"
+    assert [t.shape for t in add.inputs] == [[1, 8, 8, 8], [1, 8, 1, 1]] and sigmoid.attrs == {}
+    back = OpGraph.from_json(g.to_json())
+    assert back.to_dict() == g.to_dict() and back.nodes[0].fused[0].attrs["groups"] == 2
+
+
+def test_watching_legalization_leaves_the_compiled_module_alone():
+    from nar_tvm.measure import graph_level_passes
+    from nar_tvm.passes.extract import record_kernel_attrs
+
+    mod = load_model(onnx_proto(ConvSiLU(), torch.randn(1, 4, 16, 16))).mod
+    target = tvm.target.Target({"kind": "llvm"})
+    passes = graph_level_passes("default", target)
+    probe = ExtractOpGraph()
+    with target:
+        plain = tvm.transform.Sequential(passes)(mod)
+        watched = tvm.transform.Sequential([*record_kernel_attrs(passes, probe), probe])(mod)
+    tvm.ir.assert_structural_equal(watched, plain)
+    assert probe.graph.nodes[0].attrs["groups"] == 2
+
+
+# A graph as OpGraph /1 wrote it, and the hash the code of that format gave it.
+V1_GRAPH = {
+    "format": "nar-tvm.opgraph/1", "name": "v1", "level": "op",
+    "inputs": [{"shape": [1, 3, 8, 8], "dtype": "float32"}],
+    "nodes": [
+        {"op": "relax.nn.conv2d", "attrs": {"strides": [2, 2], "groups": 1},
+         "inputs": [{"shape": [1, 3, 8, 8], "dtype": "float32"}], "weights": [{"shape": [4, 3, 3, 3], "dtype": "float32"}],
+         "outputs": [{"shape": [1, 4, 4, 4], "dtype": "float32"}], "flops": 1728, "ops": ["relax.nn.conv2d"], "kernel": None},
+        {"op": "relax.nn.relu", "attrs": {}, "inputs": [{"shape": [1, 4, 4, 4], "dtype": "float32"}], "weights": [],
+         "outputs": [{"shape": [1, 4, 4, 4], "dtype": "float32"}], "flops": 64, "ops": ["relax.nn.relu"], "kernel": None},
+    ],
+    "edges": [[0, 1]], "meta": {},
+}
+V1_HASH = "11508af9415081e5e382"
+
+
+def test_opgraph_v1_still_loads_and_keeps_its_hash():
+    from nar_tvm.passes.opgraph import FORMAT, OpGraphError
+
+    g = OpGraph.from_dict(V1_GRAPH)
+    assert g.content_hash() == V1_HASH and all(n.fused == [] for n in g.nodes)
+    out = g.to_dict()
+    assert out["format"] == FORMAT == "nar-tvm.opgraph/2"
+    # Nothing new to say about op-level nodes: they serialise as under /1.
+    assert out["nodes"] == V1_GRAPH["nodes"]
+    with pytest.raises(OpGraphError, match="format is 'nar-tvm.opgraph/9'"):
+        OpGraph.from_dict({**V1_GRAPH, "format": "nar-tvm.opgraph/9"})

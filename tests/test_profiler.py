@@ -44,6 +44,10 @@ def test_records_hold_graphs_measurement_and_fingerprint(profiled):
     assert sorted(m["repeats_ms"])[1] == pytest.approx(m["median_ms"])
     assert any(k.startswith("fused_conv2d") for k in m["kernels_ms"])
     assert set(ok["graphs"]) == {"op", "fused"}
+    # The probe in the measured compile saw legalization: the fused conv knows its attributes.
+    (conv,) = [n for n in ok["graphs"]["fused"]["nodes"] if n["op"] == "kernel:conv2d"]
+    assert conv["attrs"]["strides"] == [1, 1] and conv["attrs"]["padding"] == [0, 0, 0, 0]
+    assert [f["op"] for f in conv["fused"]] == ["conv2d", "add", "relu"]
     fp = ok["platform"]
     assert fp["threads"] == 1 and fp["tvm"].startswith("0.27") and fp["pipeline"] == "default" and fp["cpu"]
     assert ok["platform_id"] == prof.platform_id
@@ -235,3 +239,53 @@ def test_probes_tell_machines_of_one_fingerprint_apart(tmp_path):
     assert [(r["id"], r["records"]) for r in runs[1:]] == [(a["id"], 2), (a_again["id"], 1), (b["id"], 1)]
     assert [round(r["speed_vs_first"], 3) for r in runs[1:]] == [1.0, 1.02, 1.16]
     assert [r["same_machine_as_first"] for r in runs[1:]] == [True, True, False]
+
+def _stored_record(job_prefix: str) -> dict:
+    from pathlib import Path
+
+    shard = Path(__file__).resolve().parent.parent / "benchmarks/data/cpu-znver4-1t/shard-00000.jsonl.gz"
+    with gzip.open(shard, "rt") as fh:
+        return next(r for r in map(json.loads, fh) if r["job"].startswith(job_prefix))
+
+
+def test_reextract_rewrites_graphs_and_keeps_measurements(tmp_path):
+    import copy
+
+    from nar_tvm.dataset import node_times
+    from nar_tvm.passes.opgraph import OpGraph
+    from nar_tvm.reextract import reextract_store
+
+    # A record of the shipped dataset, measured with OpGraph /1 (no attributes on fused nodes).
+    rec = _stored_record("zoo:alexnet:0@")
+    again = {"job": "remeasure:" + rec["job"], "status": "remeasure", "remeasure_of": rec["job"],
+             "model": rec["model"], "measurement": {"median_ms": 70.0}}
+    drifted = copy.deepcopy(rec)
+    drifted["job"] = "zoo:alexnet:0@drifted-params"
+    drifted["model"]["params"]["stem_kernel"] = 7  # not what zoo:alexnet:0 generates
+    renamed = copy.deepcopy(rec)
+    renamed["job"] = "zoo:alexnet:0@renamed-kernel"
+    renamed["graphs"]["fused"]["nodes"][0]["kernel"] = "fused_conv2d_add_relu9"
+    src = tmp_path / "src"
+    src.mkdir()
+    with gzip.open(src / "shard-00000.jsonl.gz", "wt") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in (rec, again, drifted, renamed))
+    (src / "README.md").write_text("card")
+
+    counts = reextract_store(src, tmp_path / "out")
+    assert counts == {"rewritten": 1, "kept": 1, "mismatch": 2}
+    out = list(DatasetStore(tmp_path / "out").records())
+    assert [r["job"] for r in out] == [rec["job"], again["job"], drifted["job"], renamed["job"]]
+    assert out[1:] == [again, drifted, renamed]  # left exactly as they were
+    assert (tmp_path / "out" / "README.md").read_text() == "card"
+    new = out[0]
+    assert {k: v for k, v in new.items() if k != "graphs"} == {k: v for k, v in rec.items() if k != "graphs"}
+    op = OpGraph.from_dict(new["graphs"]["op"])
+    assert op.content_hash() == rec["graph_hash"] and new["graphs"]["op"]["nodes"] == rec["graphs"]["op"]["nodes"]
+    fused, old = OpGraph.from_dict(new["graphs"]["fused"]), OpGraph.from_dict(rec["graphs"]["fused"])
+    kernels = rec["measurement"]["kernels_ms"]
+    assert node_times(fused, kernels) == node_times(old, kernels) and None not in node_times(fused, kernels)[:3]
+    stem = fused.nodes[0]
+    # AlexNet's 11x11 stride-4 stem, padding 2: now on the node, not only in the weights' shape.
+    assert stem.attrs["strides"] == [4, 4] and stem.attrs["padding"] == [2, 2, 2, 2]
+    assert [f.op for f in stem.fused] == ["conv2d", "add", "relu"] and stem.fused[0].inputs[1].shape == [48, 3, 11, 11]
+    assert fused.nodes[1].attrs["pool_size"] == [3, 3] and old.nodes[1].attrs == {}

@@ -8,8 +8,10 @@ from torch import nn
 from nar_tvm import zoo
 
 
-CNN_FAMILIES = [f for f in zoo.FAMILIES if f != "nasbench201"]
 ALL_FAMILIES = list(zoo.FAMILIES)
+NEW_FAMILIES = ["vit", "bert", "convnext", "resnext", "densenet", "shufflenetv2"]
+# The families the stored datasets were measured on: their params must never change.
+NNLQP_FAMILIES = [f for f in ALL_FAMILIES if f not in NEW_FAMILIES]
 
 # NB201 arch 1: three 3x3 convs, one avg pool, two skips.
 CELL = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"
@@ -29,11 +31,17 @@ def test_builds_and_runs(family, seed):
     model, x = z.build(), z.example_input()
     assert z.name == f"{family}-{seed}" and z.family == family and z.seed == seed
     assert not model.training
-    assert tuple(x.shape) == z.input_shape == (1, 3, z.params["resolution"], z.params["resolution"])
-    assert x.dtype == torch.float32
+    batch = z.params["batch"]
+    if family == "bert":
+        assert tuple(x.shape) == z.input_shape == (batch, z.params["seq_len"])
+        assert x.dtype == torch.int64 and z.input_dtype == "int64"
+        assert 0 <= int(x.min()) and int(x.max()) < z.params["vocab_size"]
+    else:
+        assert tuple(x.shape) == z.input_shape == (batch, 3, z.params["resolution"], z.params["resolution"])
+        assert x.dtype == torch.float32 and z.input_dtype == "float32"
     with torch.no_grad():
         y = model(x)
-    assert tuple(y.shape) == (1, z.params["num_classes"])
+    assert tuple(y.shape) == (batch, z.params["num_classes"])
     assert torch.isfinite(y).all()
 
 
@@ -66,7 +74,23 @@ def test_seeds_vary_params(family):
 def test_params_are_json(family):
     params = zoo.generate(family, 0).params
     assert json.loads(json.dumps(params)) == params
-    assert params["batch"] == 1
+    assert params["batch"] == (1 if family in NNLQP_FAMILIES else params["batch"])
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_new_families_mostly_batch_one(family):
+    batches = [zoo.generate(family, s).params["batch"] for s in range(40)]
+    assert set(batches) <= {1, 2, 4} and batches.count(1) >= 20 and max(batches) > 1
+
+
+def test_nnlqp_families_still_generate_the_measured_params():
+    # As benchmarks/data/cpu-znver4-1t recorded them (zoo:resnet:0, zoo:vgg:0).
+    assert zoo.generate("resnet", 0).params == {
+        "resolution": 80, "batch": 1, "num_classes": 1000, "block": "basic", "stem_width": 12,
+        "widths": [12, 24, 48, 96], "depths": [1, 1, 1, 2], "kernels": [5, 3, 3, 5], "expansion": 1}
+    assert zoo.generate("vgg", 0).params == {
+        "resolution": 64, "batch": 1, "num_classes": 100, "widths": [24, 48, 96, 192, 192],
+        "convs": [1, 2, 2, 1, 1], "batch_norm": True, "hidden": [512, 512]}
 
 
 def test_unknown_family_lists_valid_ones():
@@ -159,3 +183,154 @@ def test_nb201_family_uses_reference_table():
     p = zoo.generate("nasbench201", 0).params
     assert rows[p["arch_index"]] == p["cell"]
     assert (p["C"], p["N"], p["resolution"]) == (16, 5, 32)
+
+
+# ----------------------------------------------------------------------------------------
+# The newer families, on tiny hand-set params (the builders are pure functions of them)
+# ----------------------------------------------------------------------------------------
+
+TINY = {
+    "vit": {"resolution": 16, "batch": 2, "num_classes": 10, "patch": 4, "head_dim": 8, "heads": 2,
+            "width": 16, "depth": 1, "mlp_ratio": 2, "pool": "cls", "qkv_bias": True},
+    "bert": {"batch": 1, "seq_len": 8, "vocab_size": 50, "num_classes": 2, "head_dim": 8, "heads": 2,
+             "width": 16, "depth": 1, "mlp_ratio": 2, "pre_norm": False},
+    "convnext": {"resolution": 32, "batch": 1, "num_classes": 10, "patch": 2, "widths": [8, 16, 24, 32],
+                 "depths": [1, 1, 1, 1], "kernels": [7, 7, 3, 3], "mlp_ratio": 2, "layer_scale": True},
+    "resnext": {"resolution": 32, "batch": 1, "num_classes": 10, "stem_width": 8, "widths": [16, 32, 32, 32],
+                "depths": [1, 1, 1, 1], "bottleneck_ratio": 1.0, "group_width": 4, "inner": [16, 32, 32, 32]},
+    "densenet": {"resolution": 16, "batch": 1, "num_classes": 10, "growth": 4, "bn_size": 2, "stem": "cifar",
+                 "blocks": [3, 2], "compression": 0.5, "stem_width": 8},
+    "shufflenetv2": {"resolution": 32, "batch": 1, "num_classes": 10, "width_mult": 0.5,
+                     "widths": [16, 32, 64], "head": 64, "depths": [2, 2, 1], "kernels": [3, 5, 3],
+                     "stem_width": 8},
+}
+
+
+def tiny(family) -> zoo.ZooModel:
+    params = TINY[family]
+    return zoo.ZooModel(f"{family}-tiny", family, 0, params, *zoo.input_spec(params))
+
+
+@pytest.fixture(scope="module")
+def tiny_graphs():
+    """Op- and fused-level graphs of each tiny model, exported as the profiler exports them."""
+    from nar_tvm.loaders import load_onnx
+    from nar_tvm.passes.extract import extract_opgraph
+    from nar_tvm.profiler import onnx_bytes_of
+
+    out = {}
+    for family in NEW_FAMILIES:
+        z = tiny(family)
+        loaded = load_onnx(onnx_bytes_of(z.build(), z.example_input()), None, z.name)
+        out[family] = {level: extract_opgraph(loaded.mod, level) for level in ("op", "fused")}
+        out[family]["mod"] = loaded.mod
+    return out
+
+
+def _nodes(graph, op):
+    return [n for n in graph.nodes if n.op == op]
+
+
+def test_vit_graph(tiny_graphs):
+    op, fused = tiny_graphs["vit"]["op"], tiny_graphs["vit"]["fused"]
+    counts = op.op_counts()
+    assert counts["relax.nn.softmax"] == 1 and counts["relax.erf"] == 1 and counts["relax.nn.layer_norm"] == 3
+    # Attention scores: batch 2, 2 heads, 16 patches + class token, head dim 8.
+    (scores,) = [n for n in _nodes(op, "relax.matmul") if n.outputs[0].shape == [2, 2, 17, 17]]
+    assert [i.shape for i in scores.inputs] == [[2, 2, 17, 8], [2, 2, 8, 17]]
+    assert scores.flops == 2 * 2 * 2 * 17 * 17 * 8
+    assert any(n.attrs.get("axes") == [2, 0, 3, 1, 4] for n in _nodes(op, "relax.permute_dims"))
+    (softmax,) = _nodes(fused, "kernel:softmax")
+    assert softmax.attrs["axis"] == -1 and softmax.fused[0].outputs[0].shape == [2, 2, 17, 17]
+    gelu = [n for n in fused.nodes if "erf" in n.ops]
+    assert len(gelu) == 1 and {"divide", "erf", "multiply"} <= set(gelu[0].ops)
+
+
+def test_bert_graph(tiny_graphs):
+    op, fused = tiny_graphs["bert"]["op"], tiny_graphs["bert"]["fused"]
+    assert op.inputs[0].shape == [1, 8] and op.inputs[0].dtype == "int64"
+    (embed,) = [n for n in _nodes(op, "relax.take") if n.weights and n.weights[0].shape == [50, 16]]
+    assert embed.inputs[0].dtype == "int64" and embed.outputs[0].shape == [1, 8, 16] and embed.flops == 0
+    assert op.op_counts()["relax.nn.layer_norm"] == 3 and op.op_counts()["relax.tanh"] == 1
+    table = [n for n in _nodes(fused, "kernel:take") if [50, 16] in [w.shape for w in n.weights]]
+    assert len(table) == 1 and table[0].attrs["axis"] == 0
+
+
+def test_convnext_graph(tiny_graphs):
+    op, fused = tiny_graphs["convnext"]["op"], tiny_graphs["convnext"]["fused"]
+    depthwise = [n for n in _nodes(op, "relax.nn.conv2d") if n.attrs["groups"] > 1]
+    assert [(n.attrs["groups"], n.weights[0].shape[2:]) for n in depthwise] == [
+        (8, [7, 7]), (16, [7, 7]), (24, [3, 3]), (32, [3, 3])]
+    counts = op.op_counts()
+    assert counts["relax.erf"] == 4 and counts["relax.nn.layer_norm"] == 1 + 4 + 3 + 1
+    assert counts["relax.permute_dims"] >= 2 * 4
+    dw = [n for n in fused.nodes if n.op == "kernel:conv2d" and n.attrs["groups"] == 8]
+    assert len(dw) == 1 and dw[0].attrs["padding"] == [3, 3, 3, 3]
+
+
+def test_resnext_graph(tiny_graphs):
+    op, fused = tiny_graphs["resnext"]["op"], tiny_graphs["resnext"]["fused"]
+    grouped = [n for n in _nodes(op, "relax.nn.conv2d") if n.attrs["groups"] > 1]
+    # Group width 4: 16 / 4 and 32 / 4 groups, each filter reading 4 channels.
+    assert [n.attrs["groups"] for n in grouped] == [4, 8, 8, 8]
+    assert all(n.weights[0].shape[1:] == [4, 3, 3] for n in grouped)
+    g = grouped[1]
+    assert g.attrs["strides"] == [2, 2] and g.flops == 2 * numel(g.outputs[0].shape) * 4 * 9
+    fused_grouped = [n for n in fused.nodes if n.attrs.get("groups", 1) > 1]
+    assert [n.attrs["groups"] for n in fused_grouped] == [4, 8, 8, 8]
+    assert all(n.ops[:2] == ["conv2d", "add"] and n.ops[-1] == "relu" for n in fused_grouped)
+
+
+def test_densenet_graph(tiny_graphs):
+    op, fused = tiny_graphs["densenet"]["op"], tiny_graphs["densenet"]["fused"]
+    widths = sorted(len(n.inputs) for n in _nodes(op, "relax.concat"))
+    # Block of 3 layers: its 2nd and 3rd layers concatenate 2 and 3 maps, its output 4; then 2 and 3.
+    assert widths == [2, 2, 3, 3, 4]
+    assert op.op_counts()["relax.nn.avg_pool2d"] == 1
+    assert max(len(n.inputs) for n in fused.nodes if "concatenate" in n.ops) == 4
+
+
+def test_shufflenetv2_graph(tiny_graphs):
+    op, fused = tiny_graphs["shufflenetv2"]["op"], tiny_graphs["shufflenetv2"]["fused"]
+    shuffles = [n for n in _nodes(op, "relax.permute_dims") if n.attrs["axes"] == [0, 2, 1, 3, 4]]
+    assert len(shuffles) == 5 and shuffles[0].inputs[0].shape == [1, 2, 8, 4, 4]
+    # Each stride-1 unit splits its channels in two halves, exported as two slices.
+    halves = _nodes(op, "relax.strided_slice")
+    assert len(halves) == 4 and sorted(n.outputs[0].shape for n in halves)[0] == [1, 8, 4, 4]
+    assert any("transpose" in n.ops for n in fused.nodes)
+
+
+def numel(shape):
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_new_family_compiles_and_matches_torch(family, tiny_graphs):
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    from nar_tvm.measure import build
+    from nar_tvm.platform import PlatformSpec
+
+    z = tiny(family)
+    x = z.example_input()
+    with torch.no_grad():
+        want = z.build()(x).numpy()
+    vm = relax.VirtualMachine(build(tiny_graphs[family]["mod"], PlatformSpec()), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x.numpy()))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_new_family_params_fix_the_model(family):
+    a, b = zoo.generate(family, 5), zoo.generate(family, 5)
+    assert a.params == b.params and a.input_shape == b.input_shape and a.input_dtype == b.input_dtype
+    assert a.params != zoo.generate(family, 6).params
+    # The builder reads nothing but the params: a stored params dict rebuilds the same network.
+    rebuilt = zoo.ZooModel(a.name, family, 5, json.loads(json.dumps(a.params)), a.input_shape, a.input_dtype)
+    sa, sb = a.build().state_dict(), rebuilt.build().state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
