@@ -125,6 +125,7 @@ def run_intervals(args) -> None:
     log(f"q = {unc.q:.4f} (x{np.exp(unc.q):.3f}), q_novel = {unc.q_novel}, novelty threshold {unc.threshold:.3f}")
     if args.write_default:
         base.provenance["uncertainty"] = unc.to_state()
+        base.provenance.setdefault("families", sorted({s.family for s in parts["train"]}))
         save_checkpoint(base, path)
         log(f"wrote the interval fit into {path}")
 

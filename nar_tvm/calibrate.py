@@ -82,7 +82,10 @@ def calibrate(predictor, shots: int = 10, cpu_affinity=None, protocol=None, stor
     cfg = WorkerConfig(spec, protocol or Protocol(), cpu_affinity=cpu_affinity)
     store_dir = store_dir or home() / "calibration-shots"
     profiler = Profiler(DatasetStore(store_dir), cfg)
-    wanted = shot_models(shots, families or zoo.FAMILIES)
+    # Shots span the families the predictor learned: a family it never saw would calibrate
+    # the machine and the model's blind spot at once.
+    families = families or predictor.provenance.get("families") or zoo.FAMILIES
+    wanted = shot_models(shots, families)
     try:
         profiler.measure_probe()
         jobs = [(f"zoo:{f}:{s}", lambda f=f, s=s: zoo_job(f, s)) for f, s in wanted]

@@ -36,7 +36,8 @@ def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed:
                                model_cfg=model_cfg, train_cfg=train_cfg, progress=progress, node_weight=node_weight)
     predictor.platform = dict(samples[0].record["platform"], platform_id=samples[0].record["platform_id"])
     predictor.provenance.update(dataset=str(dataset), split=split, split_seed=seed, level=level,
-                                best_val_mape=history.best_val_mape, node_weight=node_weight, labels=labels)
+                                best_val_mape=history.best_val_mape, node_weight=node_weight, labels=labels,
+                                families=sorted({s.family for s in parts["train"]}))
     return predictor, history, parts
 
 
