@@ -78,8 +78,10 @@ def main() -> None:
         graphs = [random_graph(rng, int(rng.integers(args.min_nodes, args.max_nodes + 1)))
                   for _ in range(args.graphs)]
         tokenizer = Tokenizer().fit(graphs)
-        cfg = NARFormerV2Config(token_dim=tokenizer.token_dim, static_dim=tokenizer.static_dim)
-        predictors = {"NARFormerV2 default size": LatencyPredictor(tokenizer, NARFormerV2(cfg).eval())}
+        # The 128-wide network the synthetic figures have always been measured with.
+        cfg = NARFormerV2Config(token_dim=tokenizer.token_dim, static_dim=tokenizer.static_dim,
+                                d_model=128, head_hidden=128, dropout=0.05, readout="sum")
+        predictors = {"NARFormerV2 128 wide": LatencyPredictor(tokenizer, NARFormerV2(cfg).eval())}
         source = "synthetic graphs, untrained models"
     else:
         checkpoint = resolve_checkpoint(args.checkpoint)

@@ -21,15 +21,26 @@ def architecture_of(cfg) -> str:
     raise TypeError(f"{type(cfg).__name__} is not the config of a known architecture ({sorted(ARCHITECTURES)})")
 
 
+# The config defaults before they became the validated recipes. A saved config that lacks
+# a field was trained with the default of its day, which for these fields is the value
+# here, not today's default; fields not listed have never changed their default.
+FORMER_DEFAULTS: dict[str, dict] = {
+    "nar-former-v2": {"d_model": 128, "head_hidden": 128, "dropout": 0.05, "readout": "sum"},
+    "nnlp": {"hidden": 128, "head_hidden": 128, "dropout": 0.05},
+}
+
+
 def make_config(architecture: str, values: dict):
-    """The config of `architecture` from plain values; unknown names and fields are errors."""
+    """The config of `architecture` from saved values; a missing field takes the value a
+    model saved without it was trained with (FORMER_DEFAULTS). Unknown names and fields
+    are errors."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
     config_cls = ARCHITECTURES[architecture][0]
     unknown = set(values) - {f.name for f in fields(config_cls)}
     if unknown:
         raise ValueError(f"{architecture} config has unknown fields {sorted(unknown)}")
-    return config_cls(**values)
+    return config_cls(**{**FORMER_DEFAULTS[architecture], **values})
 
 
 def build_model(cfg) -> nn.Module:

@@ -139,10 +139,11 @@ class NeuralRegressor:
         self.predictor = None
         self.history = None
 
-    def fit(self, train_graphs, y, val_graphs, y_val) -> "NeuralRegressor":
+    def fit(self, train_graphs, y, val_graphs, y_val, node_targets=None) -> "NeuralRegressor":
+        """`node_targets`: the training graphs' kernel times, used with a `node_weight` (train.train)."""
         self.predictor, self.history = train(train_graphs, y, val_graphs, y_val, model_cfg=self.model_cfg,
                                              train_cfg=self.train_cfg, progress=self.progress,
-                                             node_weight=self.node_weight)
+                                             node_weight=self.node_weight, node_targets=node_targets)
         return self
 
     def predict(self, graphs: Sequence[OpGraph]) -> np.ndarray:

@@ -75,7 +75,7 @@ def features(predictor, graphs: Sequence[OpGraph], tokens: Sequence[GraphTokens]
         for start in range(0, len(tokens), 64):
             chunk = list(range(start, min(start + 64, len(tokens))))
             batch = {k: v.to(device) for k, v in collate([tokens[i] for i in chunk]).items()}
-            graph_log, kernel_log = predictor.model(**batch, with_nodes=True)
+            graph_log, kernel_log = predictor.model.forward_with_nodes(**batch)
             graph_log, kernel_log = graph_log.double().cpu().numpy(), kernel_log.double().cpu().numpy()
             for row, g in enumerate(chunk):
                 kernels = np.exp(kernel_log[row, :graphs[g].num_nodes])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,16 +38,23 @@ ATTENTIONS = ("softmax", "sigmoid-adjacency")
 
 @dataclass
 class NARFormerV2Config:
+    """The defaults are the recipe the latency report validated (recipes.NAR_FORMER_V2).
+
+    Sized to train on one CPU core; no dropout, and a mean readout because on validation
+    sum-pooling the layer-normalised node vectors trained far worse. Checkpoints record every field, and
+    architectures.make_config fills a field an older file lacks with the value it was
+    trained with, so changing a default here never changes a saved model.
+    """
     # Input widths come from the tokenizer; train() fills them in.
     token_dim: int | None = None
     static_dim: int | None = None
-    d_model: int = 128
+    d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
     ffn_ratio: int = 4
     ffn_groups: int = 8
-    head_hidden: int = 128
-    dropout: float = 0.05
+    head_hidden: int = 64
+    dropout: float = 0.0
     # Branches start almost switched off, so early training sees the readout of the
     # input tokens and the encoder is eased in (CaiT's layer scale; the paper uses 1e-4).
     layer_scale_init: float = 1e-4
@@ -56,7 +64,7 @@ class NARFormerV2Config:
     use_degree_gate: bool = True
     grouped_ffn: bool = True
     use_static: bool = True
-    readout: str = "sum"
+    readout: str = "mean"
     attention: str = "softmax"
 
     def validate(self) -> None:
@@ -197,6 +205,14 @@ class EncoderBlock(nn.Module):
         return h + self.ffn(u, self.scale_ffn)
 
 
+class ModelOutput(NamedTuple):
+    """A graph model's output with its per-node part (`forward_with_nodes`)."""
+    log_ms: torch.Tensor  # [B] graph log-latency, what forward returns
+    # [B, N] log ms of each node's kernel: the terms of a "kernels" readout, or while
+    # training on kernel times, the auxiliary node output. Padded nodes hold no meaning.
+    node_log_ms: torch.Tensor
+
+
 def kernel_time_head(d: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
@@ -295,14 +311,22 @@ class NARFormerV2(nn.Module):
         return self.head(pooled).squeeze(-1)
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
-                static: torch.Tensor, mask: torch.Tensor, with_nodes: bool = False):
-        """Graph log-latency [B]; with `with_nodes`, also per-node log kernel ms [B, N]."""
+                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Graph log-latency [B]."""
+        return self._outputs(x, adj, degree, static, mask, nodes=False).log_ms
+
+    def forward_with_nodes(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
+                           static: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
+        """Graph log-latency and per-node log kernel ms (ModelOutput)."""
+        return self._outputs(x, adj, degree, static, mask, nodes=True)
+
+    def _outputs(self, x, adj, degree, static, mask, nodes: bool) -> ModelOutput:
         last = self.block_states(x, adj, degree, mask)[-1]
         # One normalisation serves the pooled readout and the per-kernel head.
         normed = self.norm_out(last)
         graph = self.regress(self.sum_valid(normed, mask), static, mask)
         if self.kernel_head is not None:
             kernels = self.kernel_head(normed).squeeze(-1)
-            graph = add_kernel_times(graph, kernels, mask)
-            return (graph, kernels) if with_nodes else graph
-        return (graph, node_output(self.node_out, last)) if with_nodes else graph
+            return ModelOutput(add_kernel_times(graph, kernels, mask), kernels)
+        # The auxiliary node head costs a pass over every node: only when asked for.
+        return ModelOutput(graph, node_output(self.node_out, last) if nodes else None)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -38,6 +38,7 @@ from scipy import stats
 from torch import nn
 
 
+from .architectures import make_config
 from .checkpoint import CheckpointError, read_payload, write_payload
 from .nb201_space import DEFAULT_DATA_DIR, NB201_OPS, open_table, parse_nb201_cell  # noqa: F401
 from .metrics import acc_within, kendall_tau, mape, spearman
@@ -439,7 +440,7 @@ def _fit(model: nn.Module, batch: dict[str, torch.Tensor], y: np.ndarray, loss_f
 class AccuracyConfig:
     model: NARFormerV2Config = field(default_factory=lambda: NARFormerV2Config(
         d_model=32, n_layers=2, n_heads=4, ffn_ratio=4, ffn_groups=4, head_hidden=32,
-        dropout=0.1, layer_scale_init=0.1))
+        dropout=0.1, layer_scale_init=0.1, readout="sum"))
     tokenizer: CellTokenizerConfig = field(default_factory=CellTokenizerConfig)
     # Optimiser steps (epochs follow), but at least `min_epochs` passes over the training set:
     # 6,000 steps is 1,200 epochs of 156 cells, and 245 epochs is 12,005 steps of 1,563 cells
@@ -486,12 +487,12 @@ class CellPredictor:
     def load(cls, path: str | os.PathLike) -> "CellPredictor":
         path = Path(path)
         payload = read_payload(path, CHECKPOINT_FORMAT, (1, CHECKPOINT_VERSION))
-        unknown = set(payload.get("model_config", {})) - {f.name for f in fields(NARFormerV2Config)}
-        if unknown:
-            raise CheckpointError(f"{path}: model config has unknown fields {sorted(unknown)}")
         try:
-            model = CellEnsemble(NARFormerV2Config(**payload["model_config"]), payload.get("fusion", "last"),
-                                 int(payload.get("members", 1)))
+            model_cfg = make_config("nar-former-v2", payload.get("model_config", {}))
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+        try:
+            model = CellEnsemble(model_cfg, payload.get("fusion", "last"), int(payload.get("members", 1)))
             state = payload["state_dict"]
             if payload["version"] == 1:
                 state = {f"members.0.{k}": v for k, v in state.items()}
@@ -575,7 +576,7 @@ def accuracy_protocol(table: NB201Table, label: str, eval_label: str, train_size
 class LatencyConfig:
     model: NARFormerV2Config = field(default_factory=lambda: NARFormerV2Config(
         d_model=32, n_layers=2, n_heads=4, ffn_ratio=2, ffn_groups=4, head_hidden=32,
-        dropout=0.0, layer_scale_init=0.1))
+        dropout=0.0, layer_scale_init=0.1, readout="sum"))
     tokenizer: CellTokenizerConfig = field(default_factory=lambda: CellTokenizerConfig(prune_dead=False))
     # From-scratch training on one device: optimiser steps, whatever the training-set size.
     steps: int = 600

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import add_kernel_times, kernel_time_head, node_output, regression_head
+from .model import ModelOutput, add_kernel_times, kernel_time_head, node_output, regression_head
 
 
 NNLP_READOUTS = ("sum", "kernels")
@@ -19,13 +19,15 @@ NNLP_READOUTS = ("sum", "kernels")
 
 @dataclass
 class NNLPConfig:
+    """The defaults are the validated recipe (recipes.NNLP_GRAPHSAGE), sized like
+    NARFormerV2Config's; see there for how checkpoints keep the values they were trained with."""
     # Input widths come from the tokenizer; train() fills them in.
     token_dim: int | None = None
     static_dim: int | None = None
-    hidden: int = 128
+    hidden: int = 64
     n_layers: int = 2
-    head_hidden: int = 128
-    dropout: float = 0.05
+    head_hidden: int = 64
+    dropout: float = 0.0
     use_static: bool = True
     # "sum": NNLQP's sum pooling; "kernels": as NARFormerV2Config's (sum of per-node kernel times).
     readout: str = "sum"
@@ -74,7 +76,16 @@ class NNLP(nn.Module):
         self.node_out: nn.Module | None = None  # as NARFormerV2's
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
-                static: torch.Tensor, mask: torch.Tensor, with_nodes: bool = False):
+                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Graph log-latency [B]."""
+        return self._outputs(x, adj, degree, static, mask, nodes=False).log_ms
+
+    def forward_with_nodes(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
+                           static: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
+        """Graph log-latency and per-node log kernel ms, as NARFormerV2's."""
+        return self._outputs(x, adj, degree, static, mask, nodes=True)
+
+    def _outputs(self, x, adj, degree, static, mask, nodes: bool) -> ModelOutput:
         b, n, _ = x.shape
         # collate's adjacency includes self loops (for attention); SAGE keeps self apart.
         graph, node, other = (adj & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=x.device)).nonzero().T
@@ -90,6 +101,5 @@ class NNLP(nn.Module):
         graph = self.head(pooled).squeeze(-1)
         if self.kernel_head is not None:
             kernels = self.kernel_head(h).squeeze(-1)
-            graph = add_kernel_times(graph, kernels, mask)
-            return (graph, kernels) if with_nodes else graph
-        return (graph, node_output(self.node_out, h)) if with_nodes else graph
+            return ModelOutput(add_kernel_times(graph, kernels, mask), kernels)
+        return ModelOutput(graph, node_output(self.node_out, h) if nodes else None)

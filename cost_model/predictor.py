@@ -97,7 +97,7 @@ class LatencyPredictor:
             raise ValueError("this model predicts whole graphs only; per-kernel times need readout='kernels'")
         with eval_mode(self.model) as device:
             batch = {k: v.to(device) for k, v in Collator()(self.tokenizer.encode_many([graph])).items()}
-            _, kernels = self.model(**batch, with_nodes=True)
+            kernels = self.model.forward_with_nodes(**batch).node_log_ms
         return np.exp(kernels[0, :graph.num_nodes].double().cpu().numpy())
 
     @torch.no_grad()

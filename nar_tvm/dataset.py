@@ -133,10 +133,15 @@ class Sample:
         self.latency_ms = float(record["measurement"]["median_ms"] if latency_ms is None else latency_ms)
 
     def graph(self, level: str = "op") -> OpGraph:
-        graph = OpGraph.from_dict(self.record["graphs"][level])
-        if level == "fused":
-            graph.meta["node_ms"] = node_times(graph, self.record["measurement"].get("kernels_ms"))
-        return graph
+        return OpGraph.from_dict(self.record["graphs"][level])
+
+    def node_ms(self, level: str = "fused") -> list[float | None] | None:
+        """Measured ms of each node's kernel in `level`'s graph, in node order (node_times):
+        the labels of per-kernel training. None below the fused level, whose nodes are
+        operators and not kernels, and for a model measured without a kernel profile."""
+        if level != "fused":
+            return None
+        return node_times(self.graph(level), self.record["measurement"].get("kernels_ms"))
 
 
 def node_times(graph: OpGraph, kernels_ms: dict | None) -> list[float | None] | None:

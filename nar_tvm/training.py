@@ -26,14 +26,16 @@ def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed:
                      train_cfg: TrainConfig | None = None, progress: bool = True, node_weight: float = 0.0,
                      labels: str = TRAINING_LABELS):
     """Train on the split's train part, select on its val part; the test part is not touched.
-    `node_weight`: see cost_model.train (fused graphs carry the measured kernel times);
+    `node_weight`: see cost_model.train (the samples' measured kernel times of fused graphs);
     `labels`: which of a model's measured runs is its latency (dataset.load_samples)."""
     samples = load_samples(dataset, platform_id, labels)
     parts = make_split(samples, split, seed)
     train_cfg = train_cfg or TrainConfig(seed=seed)
+    node_targets = [s.node_ms(level) for s in parts["train"]] if node_weight > 0 else None
     predictor, history = train(graphs_of(parts["train"], level), latencies_of(parts["train"]),
                                graphs_of(parts["val"], level), latencies_of(parts["val"]),
-                               model_cfg=model_cfg, train_cfg=train_cfg, progress=progress, node_weight=node_weight)
+                               model_cfg=model_cfg, train_cfg=train_cfg, progress=progress, node_weight=node_weight,
+                               node_targets=node_targets)
     predictor.platform = dict(samples[0].record["platform"], platform_id=samples[0].record["platform_id"])
     predictor.provenance.update(dataset=str(dataset), split=split, split_seed=seed, level=level,
                                 best_val_mape=history.best_val_mape, node_weight=node_weight, labels=labels,

@@ -13,9 +13,9 @@ from nar_tvm.cost_model.baselines import (GradientBoostedTrees, LogLinear, Neura
 from nar_tvm.cost_model.synthetic import synthetic_dataset as dataset
 from nar_tvm.cost_model.train import _epoch_batches, log_mse_loss
 
-QUICK = TrainConfig(epochs=4, batch_size=16, lr=2e-3, patience=None, loss="log_mse")
-TINY_NNLP = NNLPConfig(hidden=16, head_hidden=16)
-TINY_NAR = NARFormerV2Config(d_model=16, n_heads=2, ffn_groups=4, head_hidden=16)
+QUICK = TrainConfig(epochs=4, batch_size=16, lr=2e-3, patience=None, loss="log_mse", size_bucket_batches=1)
+TINY_NNLP = NNLPConfig(hidden=16, head_hidden=16, dropout=0.05)
+TINY_NAR = NARFormerV2Config(d_model=16, n_heads=2, ffn_groups=4, head_hidden=16, dropout=0.05, readout="sum")
 
 
 

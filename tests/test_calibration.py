@@ -22,7 +22,7 @@ def predictor_for(graphs, readout="kernels"):
     tok = Tokenizer().fit(graphs)
     torch.manual_seed(0)
     cfg = NARFormerV2Config(token_dim=tok.token_dim, static_dim=tok.static_dim, d_model=16, n_heads=2,
-                            ffn_groups=2, head_hidden=16, readout=readout)
+                            ffn_groups=2, head_hidden=16, dropout=0.05, readout=readout)
     return LatencyPredictor(tok, NARFormerV2(cfg).eval())
 
 

@@ -45,8 +45,9 @@ def checkpoint(models, tmp_path_factory):
               for w in (2, 4, 8, 16) for r in (8, 12, 16)]
     y = np.array([1e-5 * g.flops + 0.05 for g in graphs])
     predictor, _ = train(graphs[::2], y[::2], graphs[1::2], y[1::2],
-                         NARFormerV2Config(d_model=32, n_layers=1, head_hidden=32),
-                         TrainConfig(epochs=5, batch_size=4), progress=False)
+                         NARFormerV2Config(d_model=32, n_layers=1, head_hidden=32, dropout=0.05, readout="sum"),
+                         TrainConfig(epochs=5, batch_size=4, lr=1e-3, loss="rse", patience=20, size_bucket_batches=1),
+                         progress=False)
     predictor.provenance["level"] = "op"
     from nar_tvm.platform import PlatformSpec, fingerprint, platform_id
 
@@ -129,8 +130,9 @@ def test_predicted_kernel_times_are_summed_per_kernel_name(checkpoint):
     graphs, y = synthetic_dataset(40, seed=0)
     predictor, _ = train(graphs[:30], y[:30], graphs[30:], y[30:],
                          NARFormerV2Config(d_model=16, n_layers=1, n_heads=2, ffn_groups=4, head_hidden=16,
-                                           readout="kernels"),
-                         TrainConfig(epochs=2, batch_size=8), progress=False)
+                                           dropout=0.05, readout="kernels"),
+                         TrainConfig(epochs=2, batch_size=8, lr=1e-3, loss="rse", patience=20, size_bucket_batches=1),
+                         progress=False)
     g = random_graph(np.random.default_rng(1), 4)
     for nd, kernel in zip(g.nodes, ["conv", "act", "act", None]):
         nd.kernel = kernel

@@ -22,7 +22,8 @@ from nar_tvm.cost_model.synthetic import synthetic_dataset as dataset
 from nar_tvm.cost_model.train import rse_loss, sr_loss
 from nar_tvm.passes.opgraph import FusedOp, OpGraph, OpNode, TensorSpec
 
-TINY_MODEL = NARFormerV2Config(d_model=32, n_layers=1, n_heads=2, ffn_groups=4, head_hidden=32)
+TINY_MODEL = NARFormerV2Config(d_model=32, n_layers=1, n_heads=2, ffn_groups=4, head_hidden=32, dropout=0.05,
+                               readout="sum")
 ABLATIONS = {
     "full": {},
     "no_degree_gate": {"use_degree_gate": False},
@@ -77,7 +78,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def trained(data):
-    cfg = TrainConfig(epochs=40, batch_size=16, lr=2e-3, seed=0, patience=None)
+    cfg = TrainConfig(epochs=40, batch_size=16, lr=2e-3, seed=0, patience=None, loss="rse", size_bucket_batches=1)
     return train(*data, model_cfg=TINY_MODEL, train_cfg=cfg, progress=False)
 
 
@@ -454,7 +455,7 @@ def test_predictor_chunks_agree_with_one_pass_and_keep_order(trained, data):
 
 
 def test_training_is_deterministic_for_a_seed(data):
-    cfg = TrainConfig(epochs=2, batch_size=16, seed=7, loss="rse+sr")
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=7, loss="rse+sr", lr=1e-3, patience=20, size_bucket_batches=1)
     runs = [train(*data, model_cfg=TINY_MODEL, train_cfg=cfg, progress=False) for _ in range(2)]
     preds = [p.predict(data[2]).latency_ms for p, _ in runs]
     np.testing.assert_array_equal(preds[0], preds[1])
@@ -542,12 +543,36 @@ def test_version_1_checkpoints_still_load_as_nar_former_v2(trained, data, tmp_pa
     np.testing.assert_array_equal(loaded.predict(data[2]).latency_ms, predictor.predict(data[2]).latency_ms)
 
 
+@pytest.mark.parametrize("architecture", ["nar-former-v2", "nnlp"])
+def test_a_checkpoint_without_a_config_field_gets_the_value_it_was_trained_with(architecture, data, tmp_path):
+    """A field missing from a saved config takes the default of the time the file could have
+    been written, not today's: the config defaults moved to the recipes after files were saved."""
+    from nar_tvm.cost_model import LatencyPredictor
+    from nar_tvm.cost_model.architectures import FORMER_DEFAULTS, build_model
+    from nar_tvm.cost_model.nnlp import NNLPConfig
+
+    tok = Tokenizer().fit(data[0])
+    config_cls = NNLPConfig if architecture == "nnlp" else NARFormerV2Config
+    cfg = config_cls(token_dim=tok.token_dim, static_dim=tok.static_dim, **FORMER_DEFAULTS[architecture])
+    assert cfg != replace(config_cls(), token_dim=tok.token_dim, static_dim=tok.static_dim)
+    torch.manual_seed(0)
+    predictor = LatencyPredictor(tok, build_model(cfg).eval())
+    payload = torch.load(save_checkpoint(predictor, tmp_path / "full.pt"), weights_only=True)
+    for name in FORMER_DEFAULTS[architecture]:
+        del payload["model_config"][name]
+    torch.save(payload, tmp_path / "older.pt")
+    loaded = load_checkpoint(tmp_path / "older.pt")
+    assert loaded.model.cfg == cfg
+    np.testing.assert_array_equal(loaded.predict(data[2]).latency_ms, predictor.predict(data[2]).latency_ms)
+
+
 def test_nnlp_checkpoint_round_trip(data, tmp_path):
     from nar_tvm.cost_model.nnlp import NNLP, NNLPConfig
 
     train_graphs, y_train, val_graphs, y_val = data[0], data[1], data[2], data[3]
-    predictor, _ = train(train_graphs, y_train, val_graphs, y_val, model_cfg=NNLPConfig(hidden=16, head_hidden=16),
-                         train_cfg=TrainConfig(epochs=2, batch_size=8, seed=0), progress=False)
+    predictor, _ = train(train_graphs, y_train, val_graphs, y_val, model_cfg=NNLPConfig(hidden=16, head_hidden=16, dropout=0.05),
+                         train_cfg=TrainConfig(epochs=2, batch_size=8, seed=0, lr=1e-3, loss="rse", patience=20, size_bucket_batches=1),
+                         progress=False)
     path = save_checkpoint(predictor, tmp_path / "gnn.pt")
     assert torch.load(path, weights_only=True)["architecture"] == "nnlp"
     loaded = load_checkpoint(path)
@@ -559,7 +584,7 @@ def kernel_readout_models(tok):
     from nar_tvm.cost_model.nnlp import NNLP, NNLPConfig
 
     nnlp = NNLP(NNLPConfig(token_dim=tok.token_dim, static_dim=tok.static_dim, hidden=16, head_hidden=16,
-                           readout="kernels"))
+                           dropout=0.05, readout="kernels"))
     return {"nar-former-v2": build(tok, readout="kernels"), "nnlp": nnlp}
 
 
@@ -575,7 +600,7 @@ def test_kernel_readout_is_the_sum_of_kernel_times_plus_the_remainder(architectu
         torch.nn.init.normal_(p, 0.0, 0.3)
     batch = collate(tok.encode_many(graphs))
     with torch.no_grad():
-        graph, kernels = model(**batch, with_nodes=True)
+        graph, kernels = model.forward_with_nodes(**batch)
         # The same weights without the kernel head: what the remainder alone predicts.
         rest_model = build_model(replace(model.cfg, readout="mean" if architecture == "nar-former-v2" else "sum"))
         rest_model.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("kernel_head")})
@@ -602,12 +627,11 @@ def test_kernel_readout_supervises_its_own_head_and_keeps_it_in_checkpoints(data
     from nar_tvm.cost_model.synthetic import synthetic_dataset
 
     graphs, y = synthetic_dataset(120, seed=3)
-    for g in graphs:
-        g.meta["node_ms"] = [nd.flops / 2e8 + 0.005 for nd in g.nodes]
-    cfg = TrainConfig(epochs=30, batch_size=16, lr=3e-3, seed=0, patience=None, loss="log_mse")
+    node_ms = [[nd.flops / 2e8 + 0.005 for nd in g.nodes] for g in graphs]
+    cfg = TrainConfig(epochs=30, batch_size=16, lr=3e-3, seed=0, patience=None, loss="log_mse", size_bucket_batches=1)
     predictor, history = train(graphs[:100], y[:100], graphs[100:], y[100:],
-                               model_cfg=NNLPConfig(hidden=16, head_hidden=16, readout="kernels"),
-                               train_cfg=cfg, progress=False, node_weight=1.0)
+                               model_cfg=NNLPConfig(hidden=16, head_hidden=16, dropout=0.05, readout="kernels"),
+                               train_cfg=cfg, progress=False, node_weight=1.0, node_targets=node_ms[:100])
     node_loss = [e["node_loss"] for e in history.epochs]
     assert node_loss[-1] < 0.1 * node_loss[0]
     # No separate auxiliary head: the kernel times trained are the ones the readout adds up.
@@ -674,23 +698,43 @@ def test_node_times_split_shared_kernels_and_mark_unknown_ones():
     assert node_times(g, None) is None and node_times(g, {}) is None
 
 
+def test_samples_give_kernel_times_beside_their_fused_graphs():
+    from nar_tvm.cost_model.synthetic import random_graph
+    from nar_tvm.dataset import Sample
+
+    g = random_graph(np.random.default_rng(0), 4)
+    for nd, kernel in zip(g.nodes, ["k_conv", "k_act", "k_act", "k_pool"]):
+        nd.kernel = kernel
+    record = {"job": "j", "model": {"family": "f"}, "graphs": {"op": g.to_dict(), "fused": g.to_dict()},
+              "measurement": {"median_ms": 5.0, "kernels_ms": {"k_conv": 3.0, "k_act": 1.0}}}
+    sample = Sample(record)
+    assert sample.node_ms("fused") == [3.0, 0.5, 0.5, None]
+    assert sample.node_ms("op") is None  # operators are not kernels
+    # The graph is what the model reads, nothing more: labels do not ride along in it.
+    assert "node_ms" not in sample.graph("fused").meta and record["graphs"]["fused"]["meta"] == {}
+
+
 def test_training_on_kernel_times_teaches_the_node_head():
     from nar_tvm.cost_model.architectures import build_model
     from nar_tvm.cost_model.synthetic import synthetic_dataset
 
     graphs, y = synthetic_dataset(120, seed=3)
-    for g in graphs:  # each node's made-up kernel time: its share of the synthetic latency model
-        g.meta["node_ms"] = [nd.flops / 2e8 + 0.005 for nd in g.nodes]
-        g.meta["node_ms"][0] = None  # an unprofiled kernel is skipped, not a zero
-    cfg = TrainConfig(epochs=30, batch_size=16, lr=3e-3, seed=0, patience=None)
+    # Each node's made-up kernel time: its share of the synthetic latency model.
+    node_ms = [[nd.flops / 2e8 + 0.005 for nd in g.nodes] for g in graphs]
+    for ms in node_ms:
+        ms[0] = None  # an unprofiled kernel is skipped, not a zero
+    cfg = TrainConfig(epochs=30, batch_size=16, lr=3e-3, seed=0, patience=None, loss="rse", size_bucket_batches=1)
     predictor, history = train(graphs[:100], y[:100], graphs[100:], y[100:], model_cfg=TINY_MODEL, train_cfg=cfg,
-                               progress=False, node_weight=1.0)
+                               progress=False, node_weight=1.0, node_targets=node_ms[:100])
     node_loss = [e["node_loss"] for e in history.epochs]
     assert node_loss[-1] < 0.1 * node_loss[0]  # squared error of log kernel ms: it learns them
     # The auxiliary head is gone afterwards: the predictor saves and predicts like any other.
     assert predictor.model.node_out is None
     assert set(predictor.model.state_dict()) == set(build_model(predictor.model.cfg).state_dict())
     assert np.all(predictor.predict(graphs[100:]).latency_ms > 0)
-    with pytest.raises(ValueError, match="no training graph carries kernel times"):
+    with pytest.raises(ValueError, match="needs node_targets for each of the 20 training graphs, got none"):
         train(*synthetic_dataset(20, seed=4), graphs[:5], y[:5], model_cfg=TINY_MODEL, train_cfg=cfg,
               progress=False, node_weight=1.0)
+    with pytest.raises(ValueError, match="node_targets hold no kernel time"):
+        train(*synthetic_dataset(20, seed=4), graphs[:5], y[:5], model_cfg=TINY_MODEL, train_cfg=cfg,
+              progress=False, node_weight=1.0, node_targets=[None] * 20)

@@ -58,8 +58,9 @@ def trained(tmp_path_factory):
     y = np.array([synthetic_latency_ms(g, rng) for g in graphs])
     predictor, _ = train(graphs[:8], y[:8], graphs[8:], y[8:],
                          model_cfg=NARFormerV2Config(d_model=16, n_layers=1, n_heads=2, ffn_groups=2,
-                                                     head_hidden=16),
-                         train_cfg=TrainConfig(epochs=1, batch_size=8, patience=None), progress=False)
+                                                     head_hidden=16, dropout=0.05, readout="sum"),
+                         train_cfg=TrainConfig(epochs=1, batch_size=8, patience=None, lr=1e-3, loss="rse",
+                                               size_bucket_batches=1), progress=False)
     predictor.platform = {"pipeline": "default", "platform_id": "synthetic"}
     predictor.provenance["level"] = "op"
     return save_checkpoint(predictor, tmp_path_factory.mktemp("ckpt") / "tiny.pt")

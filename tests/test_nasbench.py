@@ -244,7 +244,7 @@ def test_whole_network_opgraph_for_one_cell():
 def tiny_model_config(**kw):
     tok = nb.CellTokenizer()
     base = dict(token_dim=tok.token_dim, static_dim=tok.static_dim, d_model=8, n_layers=3, n_heads=2,
-                ffn_ratio=2, ffn_groups=2, head_hidden=8, dropout=0.0, layer_scale_init=0.1)
+                ffn_ratio=2, ffn_groups=2, head_hidden=8, dropout=0.0, layer_scale_init=0.1, readout="sum")
     base.update(kw)
     return nb.NARFormerV2Config(**base)
 
