@@ -1,0 +1,91 @@
+"""benchmarks/latency_report.py: its run-cache keys and its command line."""
+import hashlib
+import itertools
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import latency_report  # noqa: E402
+from latency_report_protocol import methods  # noqa: E402
+from latency_report_runs import run_key  # noqa: E402
+
+# Digests of the run-cache keys of every method over a grid of settings and tasks, as the
+# keys were when the runs in benchmarks/latency_report.runs.jsonl were cached. A changed
+# digest makes that method's cached runs train again (hours): update these only when that is
+# meant, e.g. after changing the method's recipe.
+KEY_DIGESTS = {
+    "Linear (FLOPs)": "815324bbbbc84df2",
+    "Linear (FLOPs + mem)": "3c014aca3e478a47",
+    "GBT (xgboost)": "f4635bca05a4b68d",
+    "NNLP (GraphSAGE)": "944111b2d503e331",
+    "NAR-Former V2": "7ce199c9927f9396",
+    "Transformer (plain)": "543e07806e3c1d92",
+    "NAR-Former V2 - degree gate": "1b3ee8491ee1df34",
+    "NAR-Former V2 - grouped FFN": "b88e1eb07a84e28b",
+    "NAR-Former V2 - static feats": "adf6cde3127ac5fd",
+    "NNLP (GraphSAGE) + kernel times": "f8c19a0d15729c2e",
+    "NAR-Former V2 + kernel times": "5fa0d176fea9f5b3",
+    "NNLP (GraphSAGE) + kernel-sum readout": "4ef644e6610b4f34",
+    "NAR-Former V2 + kernel-sum readout": "67516d3e102749a9",
+    "Transformer (plain) + kernel-sum readout": "0f686d6877599745",
+    "NAR-Former V2 + kernel-sum readout - degree gate": "1f849f617367c404",
+    "NAR-Former V2 + kernel-sum readout - grouped FFN": "8240eabac68eb16d",
+    "NAR-Former V2 + kernel-sum readout - static feats": "ae0f65de8990558b",
+    "NNLP (GraphSAGE) (large)": "d29cf55404d6ad70",
+    "NNLP (GraphSAGE) (large) + kernel times": "a13042fa7343ed3c",
+    "NAR-Former V2 (large)": "216cc4d157be3e12",
+    "NAR-Former V2 (large) + kernel times": "7b15f1e1d99dd245",
+    "NNLP (GraphSAGE) (large) + kernel-sum readout": "74a5b277fa4a3fa5",
+}
+
+
+def key_digest(name: str) -> str:
+    sha = hashlib.sha256(b"snapshot").hexdigest()
+    h = hashlib.sha256()
+    for epochs, labels in itertools.product((120, 1), ("first", "min")):
+        method = {m.name: m for m in methods(epochs)}[name]
+        for split, level, seed, lr in itertools.product(("in-domain", "ood:alexnet", "ood:resnet"),
+                                                        ("op", "fused"), (0, 1), (0.0, 3e-3)):
+            h.update(run_key(sha, epochs, labels, method, (name, split, level, seed, lr)).encode())
+    return h.hexdigest()[:16]
+
+
+def test_every_method_has_a_pinned_key():
+    assert [m.name for m in methods(120)] == list(KEY_DIGESTS)
+
+
+@pytest.mark.parametrize("name", list(KEY_DIGESTS))
+def test_run_cache_keys_are_unchanged(name):
+    assert key_digest(name) == KEY_DIGESTS[name]
+
+
+def test_keys_tell_runs_apart():
+    sha = hashlib.sha256(b"snapshot").hexdigest()
+    nar = {m.name: m for m in methods(120)}["NAR-Former V2"]
+    task = ("NAR-Former V2", "in-domain", "fused", 0, 3e-3)
+    keys = {run_key(sha, 120, "min", nar, task), run_key(sha, 120, "first", nar, task),
+            run_key(sha, 60, "min", nar, task), run_key(sha[::-1], 120, "min", nar, task),
+            run_key(sha, 120, "min", nar, task[:3] + (1, 3e-3))}
+    assert len(keys) == 5
+
+
+def committed_commands():
+    """The regenerate command of each committed latency report, without its environment and pinning."""
+    for report in sorted(BENCHMARKS.glob("latency_report*.md")):
+        for line in report.read_text().splitlines():
+            if "python benchmarks/latency_report.py" in line:
+                args = shlex.split(line)
+                yield report.name, args[args.index("benchmarks/latency_report.py") + 1:]
+
+
+def test_committed_regenerate_commands_still_parse():
+    commands = list(committed_commands())
+    assert commands, "no committed report states its command"
+    parser = latency_report.build_parser()
+    for name, argv in commands:
+        parser.parse_args(argv)  # exits on an option the report used that is gone
