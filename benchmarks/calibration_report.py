@@ -32,7 +32,8 @@ TRAINING_DATA = DATA / "cpu-znver4-1t"
 PLATFORMS = ("cpu-znver4-2t", "cpu-znver4-1t-nhwc", "cpu-znver4-1t-nofuse")
 LOFO_RUNS = REPO / "benchmarks" / "calibration_lofo.jsonl"
 SHOTS = (0, 5, 10, 20)
-DRAWS = 20  # random shot draws per K: the spread of a user's luck with their K models
+PLATFORM_SHOTS = (0, 10)
+DRAWS = 10  # random shot draws per K: the spread of a user's luck with their K models
 
 
 def log(msg: str) -> None:
@@ -136,7 +137,7 @@ def coverage(measured, low, high) -> float:
     return float(np.mean((measured >= low) & (measured <= high)))
 
 
-def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int = 0) -> list[dict]:
+def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int = 0, shots=SHOTS) -> list[dict]:
     """K-shot calibration on `samples` of another machine/platform: shots drawn at random,
     tested on the rest, DRAWS times per K."""
     from nar_tvm.cost_model import calibration
@@ -152,7 +153,7 @@ def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int =
     q_base = unc.half_widths(res.novel) if unc is not None else np.zeros(len(graphs))
     rows = []
     rng = np.random.default_rng(rng_seed)
-    for k in SHOTS:
+    for k in shots:
         mapes, covers, methods = [], [], []
         for draw in range(DRAWS if k else 1):
             order = rng.permutation(len(graphs))
@@ -182,6 +183,46 @@ def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int =
     return rows
 
 
+def unseen_family_rows(base, store: Path, trained_on: set) -> list[dict]:
+    """Models of families outside the training data, measured on a machine that has a panel:
+    is each flagged, and does its interval (after a 10-shot calibration on that machine's panel
+    of known families, seeded) contain its measured latency?"""
+    from nar_tvm.cost_model import LatencyPredictor, calibration
+    from nar_tvm.cost_model.uncertainty import conformal_quantile
+    from nar_tvm.dataset import load_samples
+    from nar_tvm.training import graphs_of, latencies_of
+
+    level = base.provenance["level"]
+    panel_store = DATA / store.name.replace("unseen-families-", "panel-")
+    unseen = load_samples(store, None, "min")
+    graphs, measured = graphs_of(unseen, level), latencies_of(unseen)
+    res = base.predict(graphs)
+    rows = []
+    variants = [("uncalibrated", None)]
+    if panel_store.exists():
+        panel = [s for s in load_samples(panel_store, None, "min") if s.job.split("@")[0] not in trained_on]
+        shots = np.random.default_rng(0).permutation(len(panel))[:10]
+        fit = calibration.fit(base, graphs_of([panel[i] for i in shots], level), latencies_of(panel)[shots])
+        variants.append((f"calibrated on 10 panel models ({fit.method})", fit))
+    for label, fit in variants:
+        if fit is None:
+            pred, q = res.latency_ms, base.uncertainty.half_widths(res.novel)
+        else:
+            if fit.model is not None:
+                pred = LatencyPredictor(base.tokenizer, fit.model).predict(graphs).latency_ms
+            else:
+                pred = np.exp(calibration.apply(fit.method, fit.params, calibration.features(base, graphs)))
+            q = np.maximum(base.uncertainty.half_widths(res.novel), conformal_quantile(fit.loo_log_residuals))
+        for s, p, qq, y, novel in zip(unseen, pred, q, measured, res.novel):
+            rows.append({"store": store.name, "variant": label, "model": s.name, "family": s.family,
+                         "measured_ms": float(y), "predicted_ms": float(p), "low_ms": float(p * np.exp(-qq)),
+                         "high_ms": float(p * np.exp(qq)), "novel": bool(novel),
+                         "inside": bool(p * np.exp(-qq) <= y <= p * np.exp(qq))})
+    log(f"unseen families {store.name}: " + ", ".join(
+        f"{v}: {np.mean([r['inside'] for r in rows if r['variant'] == v]):.0%} inside" for v, _ in variants))
+    return rows
+
+
 def run_report(args) -> None:
     from nar_tvm.dataset import DatasetStore, load_samples, noise_floor, platforms
     from nar_tvm.training import graphs_of, latencies_of
@@ -191,7 +232,7 @@ def run_report(args) -> None:
     trained_on = {s.job.split("@")[0] for s in parts["train"] + parts["val"]}
     level = base.provenance["level"]
     out = {"checkpoint": str(path.relative_to(REPO)), "uncertainty_source": (base.provenance.get("uncertainty") or {}).get("source"),
-           "cross_machine": [], "cross_platform": [], "coverage": {}}
+           "cross_machine": [], "cross_platform": [], "coverage": {}, "unseen_families": []}
 
     # In-domain coverage on the test split (never used to fit anything).
     test = parts["test"]
@@ -217,6 +258,8 @@ def run_report(args) -> None:
             "n": total, "coverage": sum(v["coverage"] * v["n"] for v in per_family.values()) / total,
             "families": per_family}
 
+    for store in sorted(DATA.glob("unseen-families-*")):
+        out["unseen_families"] += unseen_family_rows(base, store, trained_on)
     for store in sorted(DATA.glob("panel-*")):
         ids = platforms(store)
         floor = noise_floor(DatasetStore(store))
@@ -234,7 +277,7 @@ def run_report(args) -> None:
         held = [s for s in load_samples(store, None, "min") if s.job.split("@")[0] in test_jobs]
         floor = noise_floor(DatasetStore(store))
         log(f"cross-platform: {name} ({len(held)} models of the training platform's test split)")
-        out["cross_platform"] += transfer_rows(base, held, name, floor)
+        out["cross_platform"] += transfer_rows(base, held, name, floor, shots=PLATFORM_SHOTS)
     (REPO / "benchmarks" / "calibration_report.json").write_text(json.dumps(out, indent=1))
     write_markdown(out)
 
@@ -255,6 +298,14 @@ def write_markdown(out: dict) -> None:
                   "| family | models | MAPE | coverage | flagged |", "|---|---|---|---|---|"]
         for fam, v in fams.items():
             lines.append(f"| {fam} | {v['n']} | {v['mape']:.3f} | {v['coverage']:.1%} | {v['flagged_novel']:.0%} |")
+    if out.get("unseen_families"):
+        lines += ["", "## Families the predictor never saw, on the panel's machine", "",
+                  "| model | variant | measured ms | predicted ms | 90% interval | flagged | inside |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in out["unseen_families"]:
+            lines.append(f"| {r['model']} | {r['variant']} | {r['measured_ms']:.2f} | {r['predicted_ms']:.2f} | "
+                         f"{r['low_ms']:.2f} .. {r['high_ms']:.2f} | {'yes' if r['novel'] else 'no'} | "
+                         f"{'yes' if r['inside'] else 'no'} |")
     for key, title in (("cross_machine", "Another machine (held-out panel measured there)"),
                        ("cross_platform", "Another platform of the same machine (models of the test split)")):
         if not out[key]:
