@@ -30,6 +30,7 @@ import torch
 from nar_tvm.passes.opgraph import OpGraph, OpNode
 
 from .fit import eval_mode
+from .predictor import chunks_by_size
 from .tokenizer import Collator, GraphTokens
 
 METHODS = ("scale", "affine", "kernel-classes", "head")
@@ -73,18 +74,29 @@ def features(predictor, graphs: Sequence[OpGraph], tokens: Sequence[GraphTokens]
     index = {c: i for i, c in enumerate(KERNEL_CLASSES)}
     collate = Collator()
     with eval_mode(predictor.model) as device, torch.no_grad():
-        for start in range(0, len(tokens), 64):
-            chunk = list(range(start, min(start + 64, len(tokens))))
+        # The predictor's own size-bucketed chunks: one forward pass gives both outputs.
+        for chunk in chunks_by_size([t.num_nodes for t in tokens], 256, 4096):
             batch = {k: v.to(device) for k, v in collate([tokens[i] for i in chunk]).items()}
             graph_log, kernel_log = predictor.model.forward_with_nodes(**batch)
             graph_log, kernel_log = graph_log.double().cpu().numpy(), kernel_log.double().cpu().numpy()
             for row, g in enumerate(chunk):
                 kernels = np.exp(kernel_log[row, :graphs[g].num_nodes])
-                for node, ms in zip(graphs[g].nodes, kernels):
-                    class_ms[g, index[kernel_class(node)]] += ms
+                classes = [index[kernel_class(node)] for node in graphs[g].nodes]
+                np.add.at(class_ms[g], classes, kernels)
                 log_ms[g] = graph_log[row]
                 class_ms[g, -1] = max(math.exp(graph_log[row]) - kernels.sum(), 0.0)
     return Features(log_ms, class_ms)
+
+
+def calibrated_log_ms(predictor, graphs: Sequence[OpGraph], tokens: Sequence[GraphTokens],
+                      calibration: dict | None) -> np.ndarray:
+    """log ms of `graphs` under `calibration` (None: as trained). Only the per-class method
+    needs the per-node split; the others adjust the plain prediction."""
+    method = calibration["method"] if calibration else "none"
+    if method == "kernel-classes":
+        return apply(method, calibration["params"], features(predictor, graphs, tokens))
+    log_ms = np.log(predictor.predict_tokens(tokens))
+    return apply(method, calibration["params"] if calibration else {}, Features(log_ms, None))
 
 
 # --------------------------------------------------------------------- fitting

@@ -254,7 +254,25 @@ def regression_head(d: int, static_dim: int, hidden: int, dropout: float, use_st
     return static_mlp, head
 
 
-class NARFormerV2(nn.Module):
+class GraphLatencyModel(nn.Module):
+    """What every whole-graph network here offers: `forward` for the latency alone, and
+    `forward_with_nodes` for it with the per-node part. Subclasses write `_outputs` once."""
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
+                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Graph log-latency [B]."""
+        return self._outputs(x, adj, degree, static, mask, nodes=False).log_ms
+
+    def forward_with_nodes(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
+                           static: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
+        """Graph log-latency and per-node log kernel ms (ModelOutput)."""
+        return self._outputs(x, adj, degree, static, mask, nodes=True)
+
+    def _outputs(self, x, adj, degree, static, mask, nodes: bool) -> ModelOutput:
+        raise NotImplementedError
+
+
+class NARFormerV2(GraphLatencyModel):
     """Batched graphs in (see tokenizer.collate), predicted log-latency (log ms) out.
 
     Log space because latencies span orders of magnitude: exp() of the output is
@@ -309,16 +327,6 @@ class NARFormerV2(nn.Module):
         if self.cfg.use_static:
             pooled = torch.cat([pooled, self.static_mlp(static)], dim=-1)
         return self.head(pooled).squeeze(-1)
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
-                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Graph log-latency [B]."""
-        return self._outputs(x, adj, degree, static, mask, nodes=False).log_ms
-
-    def forward_with_nodes(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
-                           static: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
-        """Graph log-latency and per-node log kernel ms (ModelOutput)."""
-        return self._outputs(x, adj, degree, static, mask, nodes=True)
 
     def _outputs(self, x, adj, degree, static, mask, nodes: bool) -> ModelOutput:
         last = self.block_states(x, adj, degree, mask)[-1]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import ModelOutput, add_kernel_times, kernel_time_head, node_output, regression_head
+from .model import GraphLatencyModel, ModelOutput, add_kernel_times, kernel_time_head, node_output, regression_head
 
 
 NNLP_READOUTS = ("sum", "kernels")
@@ -54,7 +54,7 @@ class SAGELayer(nn.Module):
         return torch.relu(self.self_lin(h) + self.neigh_lin(total / count))
 
 
-class NNLP(nn.Module):
+class NNLP(GraphLatencyModel):
     """NNLQP's predictor: GraphSAGE over the node tokens, sum pooling, static features.
 
     Takes the same batched tensors as NARFormerV2 (tokenizer.collate) and, like it,
@@ -74,16 +74,6 @@ class NNLP(nn.Module):
                                                      cfg.use_static)
         self.kernel_head = kernel_time_head(d, cfg.head_hidden) if cfg.readout == "kernels" else None
         self.node_out: nn.Module | None = None  # as NARFormerV2's
-
-    def forward(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
-                static: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Graph log-latency [B]."""
-        return self._outputs(x, adj, degree, static, mask, nodes=False).log_ms
-
-    def forward_with_nodes(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
-                           static: torch.Tensor, mask: torch.Tensor) -> ModelOutput:
-        """Graph log-latency and per-node log kernel ms, as NARFormerV2's."""
-        return self._outputs(x, adj, degree, static, mask, nodes=True)
 
     def _outputs(self, x, adj, degree, static, mask, nodes: bool) -> ModelOutput:
         b, n, _ = x.shape

@@ -63,10 +63,10 @@ class LatencyPredictor:
         graphs = list(graphs)
         tokens = self.tokenizer.encode_many(graphs)
         calibration = self.calibration
-        if calibration and calibration["method"] not in ("none", "head"):
-            from .calibration import apply, features
+        if calibration:
+            from .calibration import calibrated_log_ms
 
-            latency_ms = np.exp(apply(calibration["method"], calibration["params"], features(self, graphs, tokens)))
+            latency_ms = np.exp(calibrated_log_ms(self, graphs, tokens, calibration))
         else:
             latency_ms = self.predict_tokens(tokens, batch_size, max_batch_nodes)
         result = PredictionResult(
@@ -113,13 +113,13 @@ class LatencyPredictor:
         log_ms = np.empty(len(tokens), dtype=np.float64)
         collate_reused = Collator()  # the model is done with a chunk before the next one is collated
         with eval_mode(self.model) as device:
-            for idx in _chunks([t.num_nodes for t in tokens], batch_size, max_batch_nodes):
+            for idx in chunks_by_size([t.num_nodes for t in tokens], batch_size, max_batch_nodes):
                 batch = {k: v.to(device) for k, v in collate_reused([tokens[i] for i in idx]).items()}
                 log_ms[idx] = self.model(**batch).double().cpu().numpy()
         return np.exp(log_ms)
 
 
-def _chunks(sizes: Sequence[int], batch_size: int, max_batch_nodes: int) -> list[np.ndarray]:
+def chunks_by_size(sizes: Sequence[int], batch_size: int, max_batch_nodes: int) -> list[np.ndarray]:
     """Indices grouped by similar size: padding to the largest in a chunk then wastes
     little, and a node budget keeps the padded activations small enough to stay in cache
     (on one CPU thread, 64 graphs of 50-250 nodes in one pass are slower than 16)."""

@@ -144,7 +144,8 @@ def cmd_calibrate(args) -> int:
     from .measure import Protocol
 
     base = resolve_base_checkpoint(args.checkpoint)
-    predictor = load_predictor(base)
+    # The base itself: recalibrating starts from the trained weights, not from an earlier calibration.
+    predictor = load_predictor(base, use_calibration=False)
     if predictor.calibration:
         raise ValueError(f"{base} is already calibrated (for {predictor.calibration['machine_id']}); "
                          f"calibrate its base checkpoint {predictor.calibration['base_checkpoint']}")

@@ -76,18 +76,6 @@ def _check_zoo_specs(specs: list[str]) -> None:
             zoo.parse_spec(spec)
 
 
-def _model_source(spec: str) -> tuple:
-    """(what `extract` loads, name) for a MODEL argument: an ONNX path, or a zoo model exported to ONNX."""
-    if not spec.startswith("zoo:"):
-        return spec, None
-    import onnx
-
-    from .compare import model_bytes
-
-    name, data = model_bytes(spec)
-    return onnx.load_from_string(data), name
-
-
 # ------------------------------------------------------------------- inspect
 def cmd_inspect(args) -> int:
     from .api import extract
@@ -97,8 +85,7 @@ def cmd_inspect(args) -> int:
     shapes = parse_input_shapes(args.input_shape)
     out = []
     for model in args.models:
-        source, name = _model_source(model)
-        graph = extract(source, level=args.level or "op", input_shapes=shapes, name=name)
+        graph = extract(model, level=args.level or "op", input_shapes=shapes)
         info = graph.summary()
         if args.nodes:
             info["node_list"] = [
@@ -147,8 +134,7 @@ def cmd_predict(args) -> int:
         raise CLIError(f"the checkpoint was trained on {level!r} graphs; --level {args.level} does not apply")
     _warn_about(predictor, "predictions may not transfer")
     shapes = parse_input_shapes(args.input_shape)
-    graphs = [extract(source, level=level, input_shapes=shapes, name=name)
-              for source, name in map(_model_source, args.models)]
+    graphs = [extract(model, level=level, input_shapes=shapes) for model in args.models]
     preds = predict(graphs, predictor=predictor)
     if args.json:
         _print_json([p.__dict__ for p in preds])
