@@ -138,7 +138,8 @@ def cmd_nasbench_latency(args) -> int:
         else:
             head = model.adapt(learn_cells, y[learn])
             pred = model.predict(head, test_cells)
-            how = f"adapted with {n_learn} shots"
+            how = (f"adapted with {n_learn} shots (pretrained weight {head.mix:g} against the shots' "
+                   "op-cost model, by leave-one-out)")
         m = latency_metrics(pred, y[test])
         results.append(m)
         print(f"seed {seed}: {args.device} {how}, tested on the other {len(test)}: MAPE {100 * m['mape']:.2f}%  "

@@ -202,6 +202,27 @@ def test_few_shot_adaptation_on_synthetic_devices(tmp_path):
     assert m["spearman"] > 0.8 and m["mape"] < 0.15, m
 
 
+def test_op_cost_model_recovers_additive_costs_and_adapt_falls_back_on_it(tmp_path):
+    cells, lat, names = synthetic_latency_table(tmp_path)
+    counts = nb.op_counts(cells)
+    assert counts.shape == (len(cells), len(nb.LIVE_OPS)) and counts.sum(axis=1).max() <= 6
+    # A device unlike every pretraining one: only pooling costs anything.
+    odd = 2.0 + 3.0 * counts[:, nb.LIVE_OPS.index("avg_pool_3x3")]
+    shots, test = nb.shots_split(len(cells), 10, seed=0)
+    costs = nb.OpCostModel.fit(counts[shots], odd[shots])
+    assert costs.base_ms == pytest.approx(2.0, abs=1e-6)
+    expected = np.zeros(len(nb.LIVE_OPS))
+    expected[nb.LIVE_OPS.index("avg_pool_3x3")] = 3.0
+    assert costs.op_ms == pytest.approx(expected, abs=1e-6)
+
+    model = nb.FewShotLatencyModel.pretrain(cells, lat[:, :-1], names[:-1], nb.LatencyConfig(pretrain_steps=100), seed=0)
+    head = model.adapt([cells[i] for i in shots], odd[shots])
+    assert head.mix == 0.0
+    assert model.predict(head, [cells[i] for i in test]) == pytest.approx(odd[test], rel=1e-6)
+    with pytest.raises(ValueError, match="at least 4"):
+        model.adapt([cells[i] for i in shots[:3]], odd[shots[:3]])
+
+
 def test_latency_from_scratch_and_cli(tmp_path, capsys):
     import argparse
 

@@ -69,6 +69,10 @@ def test_nasbench_training_as_recorded():
     few = nb.FewShotLatencyModel.pretrain(lat.cells[:100], np.stack([lat.column(d)[:100] for d in dev[1:]], 1),
                                           dev[1:], nb.LatencyConfig(pretrain_steps=20), seed=0)
     head = few.adapt(lat.cells[100:110], lat.column(dev[0])[100:110])
+    # A 20-step encoder is poor: leave-one-out on the shots picks the op-cost model alone.
+    assert head.mix == 0.0
+    assert few.predict(head, lat.cells[:6]) == pytest.approx([9.185932106760012, 10.90485122292715, 9.757497018157952, 5.109362187705096, 8.924440282213958, 11.117761785167358], rel=1e-4)
+    head = few.adapt(lat.cells[100:110], lat.column(dev[0])[100:110], mixes=(1.0,))
     assert few.predict(head, lat.cells[:6]) == pytest.approx([8.92899120197201, 11.493634918532994, 9.773167632923771, 7.411988950034419, 9.030945163964748, 9.973325803621261], rel=1e-4)
 
 
