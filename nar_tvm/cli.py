@@ -481,8 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.defer(add_nasbench_arguments)
 
     from .calibrate import add_parsers as add_calibration_parsers
+    from .tune import add_parser as add_tune_parser
 
     add_calibration_parsers(sub)
+    add_tune_parser(sub)
     return parser
 
 

@@ -384,12 +384,15 @@ class RecordKernelAttrs:
         return out
 
 
+LEGALIZE_PASSES = ("LegalizeOps", "nar_tvm.CachedLegalizeOps")
+
+
 def record_kernel_attrs(passes: list, probe) -> list:
     """`passes` with each LegalizeOps wrapped to tell `probe` (an ExtractOpGraph that runs
     later in the same sequence) the operator attributes of the kernels it will see."""
     if not isinstance(probe, ExtractOpGraph):
         return list(passes)
-    return [RecordKernelAttrs(p, probe.kernel_attrs) if p.info.name == "LegalizeOps" else p for p in passes]
+    return [RecordKernelAttrs(p, probe.kernel_attrs) if p.info.name in LEGALIZE_PASSES else p for p in passes]
 
 
 @tvm.ir.transform.module_pass(opt_level=0, name="nar_tvm.ExtractOpGraph")
@@ -429,15 +432,18 @@ def extract_opgraph(mod: tvm.IRModule, level: str = "op", target=None, name: str
     """Bring an imported module to `level`, then extract its OpGraph.
 
     The module brought there is thrown away, so constants are folded by shape only
-    (fold.FoldConstantShapes): the same graph without building any kernel.
+    (fold.FoldConstantShapes): the same graph without building any kernel; and operator
+    calls are legalized through the process-wide cache (cached_legalize), so a signature
+    met before is not lowered again.
     """
+    from .cached_legalize import with_cached_legalization
     from .fold import shape_only_folding
 
     extractor = ExtractOpGraph()
     target = target or default_target()
     with target:
-        tvm.transform.Sequential([*record_kernel_attrs(shape_only_folding(level_passes(level, target)), extractor),
-                                  extractor])(mod)
+        passes = with_cached_legalization(shape_only_folding(level_passes(level, target)))
+        tvm.transform.Sequential([*record_kernel_attrs(passes, extractor), extractor])(mod)
     graph = extractor.graph
     graph.level = level
     graph.name = name

@@ -334,3 +334,34 @@ def test_new_family_params_fix_the_model(family):
     rebuilt = zoo.ZooModel(a.name, family, 5, json.loads(json.dumps(a.params)), a.input_shape, a.input_dtype)
     sa, sb = a.build().state_dict(), rebuilt.build().state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_cached_legalization_gives_the_module_and_graph_of_plain_legalization(tiny_graphs):
+    # Across models, as a batch prediction meets them: later models hit signatures of earlier ones.
+    import tvm
+    import tvm_ffi
+
+    from nar_tvm.loaders import load_onnx
+    from nar_tvm.passes.cached_legalize import LegalizeCache, with_cached_legalization
+    from nar_tvm.passes.extract import ExtractOpGraph, default_target, record_kernel_attrs
+    from nar_tvm.passes.fold import shape_only_folding
+    from nar_tvm.passes.pipeline import level_passes
+    from nar_tvm.profiler import zoo_job
+
+    mods = [tiny_graphs[f]["mod"] for f in NEW_FAMILIES]
+    mods.append(load_onnx(zoo_job("mobilenetv3", 0).onnx_bytes, None, "mobilenetv3-0").mod)
+    cache = LegalizeCache()
+    target = default_target()
+    for mod in mods:
+        with target:
+            plain = shape_only_folding(level_passes("fused", target))
+            graphs = []
+            for passes in (plain, with_cached_legalization(plain, cache)):
+                extractor = ExtractOpGraph()
+                out = tvm.transform.Sequential([*record_kernel_attrs(passes, extractor), extractor])(mod)
+                graphs.append((out, extractor))
+        (want_mod, want), (got_mod, got) = graphs
+        assert tvm_ffi.structural_equal(want_mod, got_mod, map_free_vars=True)
+        assert got.graph.to_dict() == want.graph.to_dict()
+        assert got.kernel_attrs == want.kernel_attrs
+    assert cache.hits > 50 and cache.misses > 50
