@@ -184,6 +184,13 @@ def measure(mod: tvm.IRModule, spec: PlatformSpec, session: Session, protocol: P
     compile_s = time.perf_counter() - t0
     if runner == "native":
         return measure_with_runner(ex, mod, spec, session, protocol, compile_s, with_kernels, cpu_affinity)
+    return time_executable(ex, mod, session, protocol, compile_s, with_kernels)
+
+
+def time_executable(ex, mod: tvm.IRModule, session: Session, protocol: Protocol, compile_s: float,
+                    with_kernels: bool = True) -> dict:
+    """Time an already compiled executable (or loaded library) of `mod` with `protocol` in
+    this process; the measurement part of a dataset record."""
     vm = session.load(ex)
     args = session.to_device(random_inputs(mod))
     for _ in range(protocol.warmup):

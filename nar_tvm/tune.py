@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -163,9 +163,32 @@ class TuneResult:
     trials_run: int
     tune_s: float
     tasks: list[dict] = field(default_factory=list)
+    # Every trial in the database, in the order measured: (task index, ms; inf when it failed).
+    history: list[tuple[int, float]] = field(default_factory=list)
+    # Kernel (PrimFunc) name of the compiled model -> task index.
+    kernels: dict[str, int] = field(default_factory=dict)
+    # The fused-level graph the predictor saw (OpGraph), and the module tuned: not part of the report.
+    graph: object = field(default=None, repr=False)
+    module: object = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("graph", "module")}
+
+
+def trial_history(database, contexts) -> list[tuple[int, float]]:
+    """(task index, mean ms) of every trial recorded for `contexts`, in commit order."""
+    import tvm_ffi
+
+    index = {tvm_ffi.structural_hash(database.commit_workload(c.mod).mod): i for i, c in enumerate(contexts)}
+    out = []
+    for record in database.get_all_tuning_records():
+        task = index.get(tvm_ffi.structural_hash(record.workload.mod))
+        if task is None:
+            continue
+        secs = [float(x) for x in (record.run_secs or [])]
+        ok = secs and all(x < 1e9 for x in secs)
+        out.append((task, 1e3 * sum(secs) / len(secs) if ok else float("inf")))
+    return out
 
 
 def _recorded_trials(database, task_mod) -> int:
@@ -213,7 +236,7 @@ def tune(model, trials: int, out: str | os.PathLike, allocate: str = "metaschedu
     from nar_tvm.passes.extract import ExtractOpGraph
 
     mod = _load(model, input_shapes)
-    probe = ExtractOpGraph() if allocate == "predicted" else None
+    probe = ExtractOpGraph()
     fused = tuning_module(mod, target, probe)
     extracted = [t for t in ms.relax_integration.extract_tasks(fused, target)
                  if not t.mod.attrs.get("tirx.is_scheduled", False)]
@@ -270,7 +293,8 @@ def tune(model, trials: int, out: str | os.PathLike, allocate: str = "metaschedu
         if task_ms is not None:
             row.update(predicted_ms=float(task_ms[i]), allocated=int(plan[i]))
         tasks.append(row)
-    result = TuneResult(str(out), str(database_dir), allocate, trials, int(sum(after) - done.sum()), tune_s, tasks)
+    result = TuneResult(str(out), str(database_dir), allocate, trials, int(sum(after) - done.sum()), tune_s, tasks,
+                        trial_history(database, contexts), kernel_tasks(fused, extracted), probe.graph, mod)
     if unmapped:
         result.tasks.append({"task": "(kernels outside any task)", "predicted_ms": float(unmapped)})
     return result

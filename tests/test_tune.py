@@ -79,8 +79,11 @@ def test_tune_predicted_compiles_a_correct_library_and_resumes(tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-5)
 
+    assert len(result.history) == 4 and all(ms > 0 for _, ms in result.history)
+    assert set(result.kernels.values()) <= set(range(len(tasks)))
+
     again = tuning.tune(str(path), 4, out, "predicted", db, progress=False, search=SEARCH)
-    assert again.trials_run == 0
+    assert again.trials_run == 0 and again.history == result.history
 
 
 def test_tune_cli_rejects_bad_budget(tmp_path, capsys):
