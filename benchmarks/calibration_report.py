@@ -68,7 +68,7 @@ def cached_lofo() -> dict[str, list[dict]]:
 
 def run_lofo(args) -> None:
     from nar_tvm.cost_model import TrainConfig
-    from nar_tvm.cost_model.uncertainty import reference_mixes, _nearest_l1, op_mix
+    from nar_tvm.cost_model.uncertainty import NOVELTY_QUANTILE, _nearest_l1, op_mix, reference_thresholds
     from nar_tvm.training import graphs_of, latencies_of, train_on_dataset
 
     _, base = shipped()
@@ -90,17 +90,90 @@ def run_lofo(args) -> None:
         test = parts["test"]
         graphs = graphs_of(test, prov["level"])
         pred = predictor.predict(graphs)
-        reference, threshold = reference_mixes(graphs_of(parts["train"], prov["level"]), predictor.tokenizer.vocab)
+        reference, thresholds = reference_thresholds(graphs_of(parts["train"], prov["level"]), predictor.tokenizer.vocab)
+        threshold = thresholds[NOVELTY_QUANTILE]
         distance = _nearest_l1(op_mix(graphs, predictor.tokenizer.vocab), reference)
-        models = [{"job": s.job, "measured_ms": float(y), "predicted_ms": float(p),
+        models = [{"job": s.job, "measured_ms": float(y), "predicted_ms": float(p), "unknown_ops": int(unk),
                    "novel": bool(unk > 0 or d > threshold), "distance": float(d)}
                   for s, y, p, unk, d in zip(test, latencies_of(test), pred.latency_ms, pred.unknown_ops, distance)]
         row = {"family": family, "cpu_s": round(time.process_time() - t0, 1), "best_epoch": history.best_epoch,
-               "val_mape": history.best_val_mape, "threshold": threshold, "models": models}
+               "val_mape": history.best_val_mape, "threshold": threshold,
+               "thresholds": {str(q): t for q, t in thresholds.items()}, "models": models}
         with LOFO_RUNS.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         ape = np.mean([abs(m["predicted_ms"] / m["measured_ms"] - 1) for m in models])
         log(f"  {family}: MAPE {ape:.3f}, flagged novel {np.mean([m['novel'] for m in models]):.0%}")
+
+
+def lofo_rows() -> list[dict]:
+    return [json.loads(line) for line in LOFO_RUNS.read_text().splitlines() if line.strip()] if LOFO_RUNS.exists() else []
+
+
+def add_lofo_thresholds() -> None:
+    """Give cached leave-one-family-out rows recorded before the novelty quantile was a choice
+    their thresholds at every candidate quantile: the training graphs and vocabulary of each
+    run are a deterministic function of the data and the split, so no model is retrained
+    (and the distances recomputed here must equal the recorded ones)."""
+    from nar_tvm.cost_model.tokenizer import Tokenizer
+    from nar_tvm.cost_model.uncertainty import _nearest_l1, op_mix, reference_thresholds
+    from nar_tvm.dataset import make_split
+    from nar_tvm.training import graphs_of
+
+    rows = lofo_rows()
+    if all("thresholds" in r for r in rows):
+        return
+    _, base = shipped()
+    samples, _ = training_split(base)
+    level = base.provenance["level"]
+    for row in rows:
+        if "thresholds" in row:
+            continue
+        parts = make_split(samples, f"ood:{row['family']}", 0)
+        tokenizer = Tokenizer()
+        tokenizer.fit(graphs_of(parts["train"], level))
+        reference, thresholds = reference_thresholds(graphs_of(parts["train"], level), tokenizer.vocab)
+        by_job = {s.job: s for s in parts["test"]}
+        distance = _nearest_l1(op_mix(graphs_of([by_job[m["job"]] for m in row["models"]], level), tokenizer.vocab),
+                               reference)
+        recorded = np.array([m["distance"] for m in row["models"]])
+        if not np.allclose(distance, recorded, atol=1e-5):
+            raise SystemExit(f"{row['family']}: recomputed novelty distances differ from the recorded ones")
+        row["thresholds"] = {str(q): t for q, t in thresholds.items()}
+    LOFO_RUNS.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log("added novelty thresholds at every candidate quantile to the cached leave-one-family-out rows")
+
+
+def lofo_novel(row: dict, quantile: float) -> np.ndarray:
+    """Whether each held-out model of a leave-one-family-out row is flagged at `quantile`."""
+    threshold = row["thresholds"][str(quantile)]
+    out = []
+    for m in row["models"]:
+        # Rows recorded before unknown-op counts were kept: a model flagged while nearer than
+        # the run's own threshold was flagged for unknown ops.
+        unknown = m["unknown_ops"] > 0 if "unknown_ops" in m else (m["novel"] and m["distance"] <= row["threshold"])
+        out.append(unknown or m["distance"] > threshold)
+    return np.array(out)
+
+
+def lofo_coverage(rows: list[dict], quantile: float, q: float, q_novel: float) -> tuple[float, int]:
+    """Pooled coverage of `rows`' held-out models with intervals q / q_novel at `quantile`."""
+    hits = n = 0
+    for row in rows:
+        res = np.array([abs(np.log(m["measured_ms"] / m["predicted_ms"])) for m in row["models"]])
+        width = np.where(lofo_novel(row, quantile), max(q_novel, q), q)
+        hits += int(np.sum(res <= width))
+        n += len(res)
+    return hits / max(n, 1), n
+
+
+def choose_novelty_quantile(rows: list[dict], q: float, q_novel: float) -> tuple[float, dict]:
+    """The candidate quantile whose pooled leave-one-family-out coverage over `rows` is closest
+    to the nominal 90%; on a tie the largest (it flags fewest in-domain graphs)."""
+    from nar_tvm.cost_model.uncertainty import COVERAGE, NOVELTY_QUANTILES
+
+    covers = {qt: lofo_coverage(rows, qt, q, q_novel)[0] for qt in NOVELTY_QUANTILES}
+    best = min(NOVELTY_QUANTILES, key=lambda qt: (round(abs(covers[qt] - COVERAGE), 6), -qt))
+    return best, covers
 
 
 # ------------------------------------------------------------------ intervals
@@ -111,7 +184,7 @@ def lofo_abs_log_residuals(lofo: dict[str, list[dict]], exclude: str | None = No
 
 def run_intervals(args) -> None:
     from nar_tvm.cost_model import save_checkpoint
-    from nar_tvm.cost_model.uncertainty import fit_uncertainty
+    from nar_tvm.cost_model.uncertainty import NOVELTY_QUANTILE, conformal_quantile, fit_uncertainty
     from nar_tvm.training import graphs_of, latencies_of
 
     path, base = shipped()
@@ -119,10 +192,20 @@ def run_intervals(args) -> None:
     samples, parts = training_split(base)
     level = base.provenance["level"]
     novel = lofo_abs_log_residuals(lofo) if lofo else None
+    quantile, covers = NOVELTY_QUANTILE, {}
+    if lofo:
+        add_lofo_thresholds()
+        q_in = fit_uncertainty(base, graphs_of(parts["train"], level), graphs_of(parts["val"], level),
+                               latencies_of(parts["val"])).q
+        quantile, covers = choose_novelty_quantile(lofo_rows(), q_in, conformal_quantile(novel))
+        log("leave-one-family-out coverage by novelty quantile: "
+            + ", ".join(f"{k}: {v:.3f}" for k, v in covers.items()) + f" -> {quantile}")
     unc = fit_uncertainty(base, graphs_of(parts["train"], level), graphs_of(parts["val"], level),
-                          latencies_of(parts["val"]), novel,
+                          latencies_of(parts["val"]), novel, novelty_quantile=quantile,
                           source=f"q: validation split ({len(parts['val'])} models); q_novel: leave-one-family-out "
-                                 f"runs ({0 if novel is None else len(novel)} models, benchmarks/calibration_report.py)")
+                                 f"runs ({0 if novel is None else len(novel)} models, benchmarks/calibration_report.py); "
+                                 f"novel beyond the {quantile} quantile of training nearest-neighbour distances, "
+                                 "chosen by leave-one-family-out coverage")
     log(f"q = {unc.q:.4f} (x{np.exp(unc.q):.3f}), q_novel = {unc.q_novel}, novelty threshold {unc.threshold:.3f}")
     if args.write_default:
         base.provenance["uncertainty"] = unc.to_state()
@@ -244,14 +327,20 @@ def run_report(args) -> None:
     if lofo and base.uncertainty is not None:
         from nar_tvm.cost_model.uncertainty import conformal_quantile
 
+        add_lofo_thresholds()
+        rows = {r["family"]: r for r in lofo_rows()}
         per_family = {}
         for fam, models in sorted(lofo.items()):
+            # Everything about the family's intervals comes from the other families' runs: the
+            # width for novel graphs and the novelty quantile.
             q_novel = conformal_quantile(lofo_abs_log_residuals(lofo, exclude=fam))
-            q = np.array([max(q_novel, base.uncertainty.q) if m["novel"] else base.uncertainty.q for m in models])
+            quantile, _ = choose_novelty_quantile([r for f, r in rows.items() if f != fam], base.uncertainty.q, q_novel)
+            novel = lofo_novel(rows[fam], quantile)
+            q = np.where(novel, max(q_novel, base.uncertainty.q), base.uncertainty.q)
             pred = np.array([m["predicted_ms"] for m in models])
             meas = np.array([m["measured_ms"] for m in models])
             per_family[fam] = {"n": len(models), "coverage": coverage(meas, pred * np.exp(-q), pred * np.exp(q)),
-                               "flagged_novel": float(np.mean([m["novel"] for m in models])),
+                               "flagged_novel": float(np.mean(novel)), "novelty_quantile": quantile,
                                "mape": float(np.mean(np.abs(pred / meas - 1)))}
         total = sum(v["n"] for v in per_family.values())
         out["coverage"]["leave-one-family-out"] = {
@@ -294,10 +383,12 @@ def write_markdown(out: dict) -> None:
                      if "flagged_novel" in c else f"| {where} | {c['n']} | {c['coverage']:.1%} | |")
     fams = out["coverage"].get("leave-one-family-out", {}).get("families", {})
     if fams:
-        lines += ["", "Leave-one-family-out, per family (width from the other nine families' runs):", "",
-                  "| family | models | MAPE | coverage | flagged |", "|---|---|---|---|---|"]
+        lines += ["", "Leave-one-family-out, per family (the width for novel graphs and the novelty quantile "
+                      "both chosen on the other nine families' runs):", "",
+                  "| family | models | MAPE | coverage | flagged | novelty quantile |", "|---|---|---|---|---|---|"]
         for fam, v in fams.items():
-            lines.append(f"| {fam} | {v['n']} | {v['mape']:.3f} | {v['coverage']:.1%} | {v['flagged_novel']:.0%} |")
+            lines.append(f"| {fam} | {v['n']} | {v['mape']:.3f} | {v['coverage']:.1%} | {v['flagged_novel']:.0%} | "
+                         f"{v.get('novelty_quantile', '')} |")
     if out.get("unseen_families"):
         lines += ["", "## Families the predictor never saw, on the panel's machine", "",
                   "| model | variant | measured ms | predicted ms | 90% interval | flagged | inside |",

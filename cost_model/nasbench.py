@@ -584,7 +584,7 @@ class LatencyConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-3
     # Multi-device pretraining: optimiser steps, whatever the number of architectures.
-    # Chosen on HELP's meta-validation devices (mean 10-shot Spearman 0.977 against 0.971 at 400).
+    # Chosen on HELP's meta-validation devices against 400 (benchmarks/nasbench201_report.md).
     pretrain_steps: int = 2000
     pretrain_batch_size: int = 128
     rank: int = 8
@@ -657,8 +657,8 @@ class OpCostModel:
     device's measurements alone.
 
     NAS-Bench-201's network stacks the same cell, and every edge of a cell works on tensors of
-    one shape, so an op costs about the same whichever edge it sits on: on the public table's
-    23 devices such a model fitted on all 15,625 rows ranks them with Spearman 0.91-0.995. It
+    one shape, so an op costs about the same whichever edge it sits on, and the network's
+    latency is close to additive in the op counts on every device of the public table. It
     needs no other device, so it stays sound on a target unlike every pretraining device,
     where the pretrained prior can only reach the directions those devices span."""
     base_ms: float

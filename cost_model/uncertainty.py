@@ -30,7 +30,11 @@ COVERAGE = 0.9
 # Training descriptors kept in a checkpoint: enough to cover every family's variety,
 # few enough that the novelty check costs microseconds per graph.
 MAX_REFERENCE_GRAPHS = 400
-NOVELTY_QUANTILE = 0.99
+# A graph is novel when farther from every reference graph than this quantile of the training
+# graphs' own nearest-neighbour distances. Candidates for the choice the calibration report
+# makes by leave-one-family-out (coverage of the families left out, in-domain coverage).
+NOVELTY_QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99)
+NOVELTY_QUANTILE = 0.95
 
 
 def conformal_quantile(abs_log_residuals: Sequence[float], coverage: float = COVERAGE) -> float:
@@ -86,8 +90,16 @@ class Uncertainty:
         return np.where(novel, wide, self.q)
 
 
-def reference_mixes(train_graphs: Sequence[OpGraph], vocab: Vocabulary, seed: int = 0) -> tuple[np.ndarray, float]:
+def reference_mixes(train_graphs: Sequence[OpGraph], vocab: Vocabulary, seed: int = 0,
+                    quantile: float = NOVELTY_QUANTILE) -> tuple[np.ndarray, float]:
     """Op mixes of (a sample of) the training graphs, and the novelty threshold they imply."""
+    mixes, thresholds = reference_thresholds(train_graphs, vocab, seed, (quantile,))
+    return mixes, thresholds[quantile]
+
+
+def reference_thresholds(train_graphs: Sequence[OpGraph], vocab: Vocabulary, seed: int = 0,
+                         quantiles: Sequence[float] = NOVELTY_QUANTILES) -> tuple[np.ndarray, dict[float, float]]:
+    """Op mixes of (a sample of) the training graphs, and the novelty threshold at each quantile."""
     mixes = op_mix(train_graphs, vocab)
     if len(mixes) > MAX_REFERENCE_GRAPHS:
         keep = np.random.default_rng(seed).choice(len(mixes), MAX_REFERENCE_GRAPHS, replace=False)
@@ -95,15 +107,15 @@ def reference_mixes(train_graphs: Sequence[OpGraph], vocab: Vocabulary, seed: in
     if len(mixes) < 2:
         raise ValueError("the novelty check needs at least two training graphs")
     nearest = _nearest_l1(mixes, mixes, exclude_self=True)
-    return mixes, float(np.quantile(nearest, NOVELTY_QUANTILE))
+    return mixes, {q: float(np.quantile(nearest, q)) for q in quantiles}
 
 
 def fit_uncertainty(predictor, train_graphs: Sequence[OpGraph], val_graphs: Sequence[OpGraph],
                     val_ms: Sequence[float], novel_abs_log_residuals: Sequence[float] | None = None,
-                    source: str = "") -> Uncertainty:
+                    source: str = "", novelty_quantile: float = NOVELTY_QUANTILE) -> Uncertainty:
     """Interval widths from held-out residuals, and the novelty reference from training graphs."""
     pred = predictor.predict(list(val_graphs)).latency_ms
     q = conformal_quantile(np.log(np.asarray(val_ms) / pred))
     q_novel = None if novel_abs_log_residuals is None else conformal_quantile(novel_abs_log_residuals)
-    reference, threshold = reference_mixes(train_graphs, predictor.tokenizer.vocab)
+    reference, threshold = reference_mixes(train_graphs, predictor.tokenizer.vocab, quantile=novelty_quantile)
     return Uncertainty(q, q_novel, reference, threshold, source)
