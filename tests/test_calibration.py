@@ -120,6 +120,18 @@ def test_intervals_cover_with_their_width_and_flag_graphs_unlike_training(graphs
     assert (unc.novelty(graphs[:20], pred.tokenizer.vocab) == 0).all()
 
 
+def test_novelty_threshold_grows_with_its_quantile(graphs):
+    from nar_tvm.cost_model.uncertainty import NOVELTY_QUANTILES, reference_mixes, reference_thresholds
+
+    vocab = predictor_for(graphs).tokenizer.vocab
+    mixes, thresholds = reference_thresholds(graphs[:20], vocab)
+    assert list(thresholds) == list(NOVELTY_QUANTILES)
+    assert all(a <= b for a, b in zip(thresholds.values(), list(thresholds.values())[1:]))
+    for q in (0.5, 0.99):
+        again, threshold = reference_mixes(graphs[:20], vocab, quantile=q)
+        assert threshold == thresholds[q] and np.array_equal(again, mixes)
+
+
 def test_calibrate_measures_here_and_the_commands_pick_the_calibration_up(tmp_path, monkeypatch):
     from nar_tvm import calibrate as cal
     from nar_tvm.api import DEFAULT_CHECKPOINT, load_predictor

@@ -85,6 +85,18 @@ def test_tune_predicted_compiles_a_correct_library_and_resumes(tmp_path):
     again = tuning.tune(str(path), 4, out, "predicted", db, progress=False, search=SEARCH)
     assert again.trials_run == 0 and again.history == result.history
 
+    # The command line on the same database: nothing left to tune, the report lists every task.
+    import json
+
+    from nar_tvm.cli import main
+
+    report = tmp_path / "report.json"
+    assert main(["tune", str(path), "--trials", "4", "-o", str(out), "--allocate", "predicted",
+                 "--database", str(db), "--report", str(report)]) == 0
+    written = json.loads(report.read_text())
+    assert written["trials_run"] == 0 and written["allocation"] == "predicted"
+    assert [r["task"] for r in written["tasks"]] == [r["task"] for r in result.tasks]
+
 
 def test_tune_cli_rejects_bad_budget(tmp_path, capsys):
     from nar_tvm.cli import main
