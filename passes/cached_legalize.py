@@ -34,9 +34,12 @@ def _tensor_key(expr):
     ty = expr.ty
     if not isinstance(ty, relax.TensorType) or not isinstance(ty.shape, relax.ShapeExpr):
         return None
-    if not all(isinstance(d, tirx.IntImm) for d in ty.shape.values):
-        return None
-    return tuple(int(d) for d in ty.shape.values), str(ty.dtype)
+    dims = []
+    for d in ty.shape.values:
+        if not isinstance(d, tirx.IntImm):
+            return None
+        dims.append(d.value)
+    return tuple(dims), str(ty.dtype)
 
 
 def _signature(call: relax.Call):
@@ -107,12 +110,13 @@ class LegalizeCache:
     def wrap(self, op_name: str, legalize):
         def cached_legalize(bb, call):
             signature = _signature(call)
-            if signature is None or not isinstance(call.ty, relax.TensorType):
+            result_key = _tensor_key(call)
+            if signature is None or result_key is None:
                 return legalize(bb, call)
             leaves, arg_keys = signature
             target = tvm.target.Target.current(allow_none=True)
             key = (op_name, tvm_ffi.structural_hash(call.attrs) if call.attrs is not None else 0,
-                   arg_keys, str(call.ty), str(target) if target is not None else "")
+                   arg_keys, result_key, str(target) if target is not None else "")
             entry = self.entries.get(key)
             if entry is not None:
                 prim, hint, positions, out_types = entry
