@@ -117,7 +117,8 @@ def run_unit(model: str, budget: int, args, store, probe, predictor) -> dict:
                    "graphs": {"fused": some.graph.to_dict()}}
     store.append({**base_record, "job": f"{model}@{platform_id(base_fp)}", "platform_id": platform_id(base_fp),
                   "platform": base_fp, "measurement": untuned})
-    row = {"model": model, "budget": budget, "tasks": tasks, "trials": trials, "machine": base_fp.get("machine"),
+    row = {"model": model, "budget": budget, "tasks": tasks, "trials": trials,
+           "machine": {k: base_fp.get(k) for k in ("cpu", "mcpu", "host")},
            "probe": probe, "untuned_ms": untuned["median_ms"], "predicted_untuned_ms": predicted_untuned,
            "time": base_record["time"], "runs": {}}
     for a, r in results.items():
@@ -165,7 +166,8 @@ def cmd_report(args) -> int:  # noqa: ARG001
 
     rows = [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()] if RUNS.is_file() else []
     lines = ["# Cost-guided tuning: predicted trial allocation against MetaSchedule's schedulers", "",
-             f"Regenerate: `{COMMAND_RUN}` (resumable), then `python benchmarks/tune_report.py report`.", "",
+             f"Regenerate: `{COMMAND_RUN}` (resumable), then `python benchmarks/tune_report.py report`. "
+             "What the figures say and what they do not: `tune_report_notes.md`.", "",
              f"Models: {', '.join(MODELS)} (held out: the training data's seeds stop at 211). Budgets: "
              f"{', '.join(str(b) for b in BUDGETS)} trials per task on average (times the model's task count). "
              f"Search for every allocation: EvolutionarySearch {SEARCH}. Each (model, budget) unit: the three "
@@ -179,7 +181,7 @@ def cmd_report(args) -> int:  # noqa: ARG001
             continue
         lines += [f"## {budget} trials per task", "",
                   "| model | tasks | trials | untuned ms | " + " | ".join(f"{a} ms (tune s)" for a in ALLOCATIONS)
-                  + " | predicted / metaschedule | machine |", "|---|" + "---|" * (5 + len(ALLOCATIONS))]
+                  + " | predicted / metaschedule | machine (speed probe) |", "|---|" + "---|" * (5 + len(ALLOCATIONS))]
         ratios = []
         for r in mine:
             runs = r["runs"]
@@ -187,7 +189,7 @@ def cmd_report(args) -> int:  # noqa: ARG001
             ratios.append(ratio)
             lines.append(f"| {r['model']} | {r['tasks']} | {r['trials']} | {r['untuned_ms']:.2f} | " + " | ".join(
                 f"{runs[a]['tuned_ms']:.3f} ({runs[a]['tune_s']:.0f})" for a in ALLOCATIONS)
-                + f" | {ratio:.3f} | {r['machine']} |")
+                + f" | {ratio:.3f} | {machine_label(r)} |")
         gm = float(np.exp(np.mean(np.log(ratios))))
         lines += ["", f"Geometric mean of predicted / metaschedule tuned latency: **{gm:.3f}** over {len(ratios)} "
                       "model(s) (target at the low budget: <= 0.90; at the high budget: <= 1.0).", ""]
@@ -200,10 +202,19 @@ def cmd_report(args) -> int:  # noqa: ARG001
         lines.append("")
     if rows:
         plot_curves(rows)
-        lines += [f"![estimated latency against trials]({PLOT.name})", ""]
+        lines += ["Curves (the high budget where it ran, else the low): the model's latency after each trial, "
+                  "estimated as every task at its best measured time so far times its call count, tasks not yet "
+                  "tuned at their untuned kernel time, plus the untuned time outside any task. The estimate is "
+                  "not the measured latency (the table has that); it shows how soon each allocation gets there.",
+                  "", f"![estimated latency against trials]({PLOT.name})", ""]
     REPORT.write_text("\n".join(lines))
     log(f"wrote {REPORT}")
     return 0
+
+
+def machine_label(row: dict) -> str:
+    mcpu = (row.get("machine") or {}).get("mcpu")
+    return f"{mcpu + ', ' if mcpu else ''}probe {row['probe']['id']}"
 
 
 def plot_curves(rows) -> None:
