@@ -57,13 +57,7 @@ def training_split(predictor):
 
 # ------------------------------------------------------------------------ lofo
 def cached_lofo() -> dict[str, list[dict]]:
-    if not LOFO_RUNS.exists():
-        return {}
-    out = {}
-    for line in LOFO_RUNS.read_text().splitlines():
-        row = json.loads(line)
-        out[row["family"]] = row["models"]
-    return out
+    return {row["family"]: row["models"] for row in lofo_rows()}
 
 
 def run_lofo(args) -> None:
@@ -184,7 +178,7 @@ def lofo_abs_log_residuals(lofo: dict[str, list[dict]], exclude: str | None = No
 
 def run_intervals(args) -> None:
     from nar_tvm.cost_model import save_checkpoint
-    from nar_tvm.cost_model.uncertainty import NOVELTY_QUANTILE, conformal_quantile, fit_uncertainty
+    from nar_tvm.cost_model.uncertainty import NOVELTY_QUANTILE, fit_uncertainty, reference_mixes
     from nar_tvm.training import graphs_of, latencies_of
 
     path, base = shipped()
@@ -192,20 +186,20 @@ def run_intervals(args) -> None:
     samples, parts = training_split(base)
     level = base.provenance["level"]
     novel = lofo_abs_log_residuals(lofo) if lofo else None
-    quantile, covers = NOVELTY_QUANTILE, {}
+    train_graphs = graphs_of(parts["train"], level)
+    unc = fit_uncertainty(base, train_graphs, graphs_of(parts["val"], level), latencies_of(parts["val"]), novel)
+    quantile = NOVELTY_QUANTILE
     if lofo:
         add_lofo_thresholds()
-        q_in = fit_uncertainty(base, graphs_of(parts["train"], level), graphs_of(parts["val"], level),
-                               latencies_of(parts["val"])).q
-        quantile, covers = choose_novelty_quantile(lofo_rows(), q_in, conformal_quantile(novel))
+        quantile, covers = choose_novelty_quantile(lofo_rows(), unc.q, unc.q_novel)
         log("leave-one-family-out coverage by novelty quantile: "
             + ", ".join(f"{k}: {v:.3f}" for k, v in covers.items()) + f" -> {quantile}")
-    unc = fit_uncertainty(base, graphs_of(parts["train"], level), graphs_of(parts["val"], level),
-                          latencies_of(parts["val"]), novel, novelty_quantile=quantile,
-                          source=f"q: validation split ({len(parts['val'])} models); q_novel: leave-one-family-out "
-                                 f"runs ({0 if novel is None else len(novel)} models, benchmarks/calibration_report.py); "
-                                 f"novel beyond the {quantile} quantile of training nearest-neighbour distances, "
-                                 "chosen by leave-one-family-out coverage")
+        if quantile != NOVELTY_QUANTILE:
+            unc.threshold = reference_mixes(train_graphs, base.tokenizer.vocab, quantile=quantile)[1]
+    unc.source = (f"q: validation split ({len(parts['val'])} models); q_novel: leave-one-family-out "
+                  f"runs ({0 if novel is None else len(novel)} models, benchmarks/calibration_report.py); "
+                  f"novel beyond the {quantile} quantile of training nearest-neighbour distances, "
+                  "chosen by leave-one-family-out coverage")
     log(f"q = {unc.q:.4f} (x{np.exp(unc.q):.3f}), q_novel = {unc.q_novel}, novelty threshold {unc.threshold:.3f}")
     if args.write_default:
         base.provenance["uncertainty"] = unc.to_state()

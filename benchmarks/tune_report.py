@@ -57,11 +57,12 @@ def done_units() -> set[tuple[str, int]]:
 def n_tasks(model: str) -> int:
     from tvm.s_tir import meta_schedule as ms
 
+    from nar_tvm.api import load
     from nar_tvm.platform import PlatformSpec
-    from nar_tvm.tune import _load, tuning_module
+    from nar_tvm.tune import tuning_module
 
     target = PlatformSpec().tvm_target()
-    return len(ms.relax_integration.extract_tasks(tuning_module(_load(model, None), target), target))
+    return len(ms.relax_integration.extract_tasks(tuning_module(load(model).mod, target), target))
 
 
 def estimated_curve(history, kernels: dict[str, int], untuned_kernels_ms: dict[str, float], weights: list[int],

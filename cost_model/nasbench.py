@@ -115,11 +115,16 @@ def _paths(ops: Sequence[str]) -> list[int]:
     return paths_to[3]
 
 
+def live_op_counts(ops: Sequence[str]) -> list[int]:
+    """How many of the six edges run each op of LIVE_OPS."""
+    return [sum(op == name for op in ops) for name in LIVE_OPS]
+
+
 def cell_static_features(ops: Sequence[str]) -> np.ndarray:
     # Fixed scales (6 edges, at most 3 convs and 4 paths in series/parallel) instead of
     # statistics of a training set: a 156-cell sample would give noisy ones.
     paths = _paths(ops)
-    counts = [sum(op == name for op in ops) / 6.0 for name in LIVE_OPS]
+    counts = [c / 6.0 for c in live_op_counts(ops)]
     return np.array(counts + [
         max(paths, default=0) / 3.0, min(paths, default=0) / 3.0, len(paths) / 4.0, float(bool(paths)),
     ], dtype=np.float32)
@@ -648,7 +653,7 @@ class MultiDeviceModel(nn.Module):
 
 def op_counts(cells: Sequence[str]) -> np.ndarray:
     """[cells, live ops]: how many of a cell's six edges run each op other than `none`."""
-    return np.array([[sum(op == live for op in cell_ops(c)) for live in LIVE_OPS] for c in cells], dtype=np.float64)
+    return np.array([live_op_counts(cell_ops(c)) for c in cells], dtype=np.float64)
 
 
 @dataclass

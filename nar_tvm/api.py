@@ -9,12 +9,8 @@ from nar_tvm.passes.opgraph import OpGraph
 from .loaders import load_model
 
 
-def extract(model, level: str = "op", input_shapes: dict | None = None, example_inputs=None,
-            target=None, name: str | None = None) -> OpGraph:
-    """OpGraph of `model` (ONNX path/ModelProto, `zoo:FAMILY:SEED`, torch module + example_inputs,
-    or IRModule)."""
-    from nar_tvm.passes.extract import extract_opgraph
-
+def load(model, input_shapes: dict | None = None, example_inputs=None, name: str | None = None):
+    """`loaders.load_model`, and `zoo:FAMILY:SEED` specs as well (built and exported to ONNX)."""
     if isinstance(model, str) and model.startswith("zoo:"):
         import onnx
 
@@ -22,7 +18,16 @@ def extract(model, level: str = "op", input_shapes: dict | None = None, example_
 
         zoo_name, data = model_bytes(model)
         model, name = onnx.load_from_string(data), name or zoo_name
-    loaded = load_model(model, input_shapes=input_shapes, example_inputs=example_inputs, name=name)
+    return load_model(model, input_shapes=input_shapes, example_inputs=example_inputs, name=name)
+
+
+def extract(model, level: str = "op", input_shapes: dict | None = None, example_inputs=None,
+            target=None, name: str | None = None) -> OpGraph:
+    """OpGraph of `model` (ONNX path/ModelProto, `zoo:FAMILY:SEED`, torch module + example_inputs,
+    or IRModule)."""
+    from nar_tvm.passes.extract import extract_opgraph
+
+    loaded = load(model, input_shapes, example_inputs, name)
     graph = extract_opgraph(loaded.mod, level, target, loaded.name)
     graph.meta.update({"frontend": loaded.frontend, "input_shapes": loaded.input_shapes})
     return graph

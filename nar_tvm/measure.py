@@ -42,23 +42,27 @@ def compile_pipeline(name: str, target, probe=None):
     """
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+    passes = fused_kernel_passes(name, target, probe)
+
+    @tvm.transform.module_pass(opt_level=0, name=f"nar_tvm.{name}_pipeline")
+    def _pipeline(mod, _ctx):
+        with target:
+            seq = tvm.transform.Sequential(passes + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
+            return seq(mod)
+
+    return _pipeline
+
+
+def fused_kernel_passes(name: str, target, probe=None) -> list:
+    """Pipeline `name` up to one PrimFunc per fused kernel (graph-level part, then FuseTIR):
+    where MetaSchedule takes its tasks. `probe` runs right after the graph-level part."""
     graph = graph_level_passes(name, target)
-    lower = lowering_passes(name, target)
     if probe is not None:
         from nar_tvm.passes.extract import record_kernel_attrs
 
         # Legalization is watched so the probe's fused nodes get their operators' attributes.
         graph = record_kernel_attrs(graph, probe) + [probe]
-
-    @tvm.transform.module_pass(opt_level=0, name=f"nar_tvm.{name}_pipeline")
-    def _pipeline(mod, _ctx):
-        with target:
-            seq = tvm.transform.Sequential(
-                graph + lower + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
-            )
-            return seq(mod)
-
-    return _pipeline
+    return graph + lowering_passes(name, target)
 
 
 def build(mod: tvm.IRModule, spec: PlatformSpec, probe=None):

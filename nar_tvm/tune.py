@@ -69,15 +69,11 @@ def tuning_module(mod, target, probe=None):
     import tvm
     from tvm import relax
 
-    from nar_tvm.passes.extract import record_kernel_attrs
-    from nar_tvm.passes.pipeline import graph_level_passes, lowering_passes
+    from .measure import fused_kernel_passes
 
-    graph = graph_level_passes("default", target)
-    if probe is not None:
-        graph = record_kernel_attrs(graph, probe) + [probe]
     with target:
-        return tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(), *graph,
-                                         *lowering_passes("default", target)])(mod)
+        return tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                         *fused_kernel_passes("default", target, probe)])(mod)
 
 
 def _strip_symbol(prim):
@@ -235,7 +231,9 @@ def tune(model, trials: int, out: str | os.PathLike, allocate: str = "metaschedu
 
     from nar_tvm.passes.extract import ExtractOpGraph
 
-    mod = _load(model, input_shapes)
+    from .api import load
+
+    mod = load(model, input_shapes).mod
     probe = ExtractOpGraph()
     fused = tuning_module(mod, target, probe)
     extracted = [t for t in ms.relax_integration.extract_tasks(fused, target)
@@ -248,14 +246,14 @@ def tune(model, trials: int, out: str | os.PathLike, allocate: str = "metaschedu
         extracted, str(database_dir), strategy=ms.search_strategy.EvolutionarySearch(**(search or {})),
         num_threads=threads, seed=seed)
     database = ms.database.JSONDatabase(work_dir=str(database_dir))
+    kernels = kernel_tasks(fused, extracted)
     done = np.array([_recorded_trials(database, c.mod) for c in contexts])
     per_iter = trials_per_iter or int(min(64, max(1, trials // len(contexts))))
 
     if allocate == "predicted":
         from .api import load_predictor
 
-        task_ms, unmapped = predicted_task_ms(probe.graph, load_predictor(checkpoint), extracted,
-                                              kernel_tasks(fused, extracted))
+        task_ms, unmapped = predicted_task_ms(probe.graph, load_predictor(checkpoint), extracted, kernels)
         plan = allocate_trials(task_ms, trials)
         todo = np.maximum(plan - done, 0)
     else:
@@ -288,28 +286,16 @@ def tune(model, trials: int, out: str | os.PathLike, allocate: str = "metaschedu
     after = [_recorded_trials(database, c.mod) for c in contexts]
     _compile_tuned(fused, target, database, out)
     tasks = []
-    for i, (task, ctx) in enumerate(zip(extracted, contexts)):
+    for i, task in enumerate(extracted):
         row = {"task": task.task_name, "weight": int(weights[i]), "trials": int(after[i])}
         if task_ms is not None:
             row.update(predicted_ms=float(task_ms[i]), allocated=int(plan[i]))
         tasks.append(row)
     result = TuneResult(str(out), str(database_dir), allocate, trials, int(sum(after) - done.sum()), tune_s, tasks,
-                        trial_history(database, contexts), kernel_tasks(fused, extracted), probe.graph, mod)
+                        trial_history(database, contexts), kernels, probe.graph, mod)
     if unmapped:
         result.tasks.append({"task": "(kernels outside any task)", "predicted_ms": float(unmapped)})
     return result
-
-
-def _load(model, input_shapes):
-    import tvm
-
-    if isinstance(model, tvm.IRModule):
-        return model
-    from .compare import model_bytes
-    from .loaders import load_onnx
-
-    name, data = model_bytes(str(model))
-    return load_onnx(data, input_shapes, name).mod
 
 
 def _compile_tuned(fused, target, database, out) -> None:

@@ -153,12 +153,8 @@ class LegalizeCache:
         return bb.get()[out.args[0]], hints[0], positions, list(out.ty_args)
 
 
+# Every extraction in this process shares it.
 _PROCESS_CACHE = LegalizeCache()
-
-
-def process_legalize_cache() -> LegalizeCache:
-    """The cache every extraction in this process shares."""
-    return _PROCESS_CACHE
 
 
 @tvm.transform.module_pass(opt_level=0, name="nar_tvm.CachedLegalizeOps")
