@@ -2,6 +2,7 @@
 import gzip
 import json
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -239,6 +240,43 @@ def test_probes_tell_machines_of_one_fingerprint_apart(tmp_path):
     assert [(r["id"], r["records"]) for r in runs[1:]] == [(a["id"], 2), (a_again["id"], 1), (b["id"], 1)]
     assert [round(r["speed_vs_first"], 3) for r in runs[1:]] == [1.0, 1.02, 1.16]
     assert [r["same_machine_as_first"] for r in runs[1:]] == [True, True, False]
+
+def test_probe_times_the_panel_in_interleaved_rounds_and_ignores_bursts(monkeypatch):
+    import nar_tvm.measure as measure
+    from nar_tvm import probe as probe_mod
+    from nar_tvm.measure import Protocol
+
+    monkeypatch.setattr(probe_mod, "panel_onnx", lambda names=probe_mod.PANEL: {n: n for n in names})
+    monkeypatch.setattr("nar_tvm.loaders.load_onnx", lambda data, shapes, name: SimpleNamespace(mod=data))
+    monkeypatch.setattr(measure, "build", lambda mod, spec, probe=None: mod)
+    calls = []
+
+    def timed(ex, mod, session, protocol, compile_s, with_kernels=True):
+        calls.append((mod, protocol.repeat))
+        rnd = sum(1 for m, _ in calls if m == mod)
+        base = 1.0 + probe_mod.PANEL.index(mod)
+        # A neighbour's burst slows the whole of round 2 threefold.
+        return {"repeats_ms": [base * (3.0 if rnd == 2 else 1.0) + 0.01 * i for i in range(protocol.repeat)]}
+
+    monkeypatch.setattr(measure, "time_executable", timed)
+    got = probe_mod.measure_probe(None, None, Protocol(), rounds=4)
+    assert calls == [(n, probe_mod.REPEATS_PER_ROUND) for _ in range(4) for n in probe_mod.PANEL]
+    # 12 timings per model, 3 of them in the burst: the 10th percentile is an unburst timing.
+    assert list(got.ms.values()) == pytest.approx([1.0 + i + 0.001 for i in range(6)], abs=0.01)
+    assert got.version == probe_mod.PANEL_VERSION and all(cv > 0.3 for cv in got.cv.values())
+    with pytest.raises(ValueError, match="unknown runner"):
+        probe_mod.measure_probe(None, None, Protocol(), runner="gpu")
+
+
+def test_probes_of_different_panels_are_reported_as_not_comparable():
+    from nar_tvm.probe import Probe, describe
+
+    old = Probe(ms={"conv3x3": 3.0}, version=1)
+    new = Probe(ms={"conv3x3": 3.0})
+    assert "not comparable" in describe(new, old) and "panel v1" in describe(new, old)
+    assert "same machine" in describe(new, Probe(ms={"conv3x3": 3.2}))
+    assert "a different machine" in describe(new, Probe(ms={"conv3x3": 3.5}))
+
 
 def _stored_record(job_prefix: str) -> dict:
     from pathlib import Path
