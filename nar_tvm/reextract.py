@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from nar_tvm.dataset import DatasetStore
-from nar_tvm.passes.opgraph import OpGraph
+from nar_tvm.passes.opgraph import FORMAT as GRAPH_FORMAT
 
 # What re-extraction may add to a fused node; everything else must come out as it was stored.
 _ADDED_FIELDS = ("attrs", "fused")
@@ -129,9 +129,22 @@ def _write_shard(path: Path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+# Finished shards, in the output store: a rerun after an interruption skips a shard whose file
+# still has the hash it was written with under the current graph format (a store is hours of
+# extraction; a new format is a reason to extract again).
+MANIFEST = "reextracted.json"
+
+
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def reextract_store(src, dst=None, progress: bool = False) -> Counter:
     """Rewrite the graphs of store `src` into `dst` (same shard files, same record order;
-    other files copied), or in place when `dst` is None. Returns the outcome counts."""
+    other files copied), or in place when `dst` is None. Returns the outcome counts of the
+    shards done in this call; shards finished by an earlier, interrupted call are skipped."""
     src = Path(src)
     store = DatasetStore(src)
     shards = store.shards()
@@ -143,15 +156,23 @@ def reextract_store(src, dst=None, progress: bool = False) -> Counter:
             raise ValueError(f"--out {out} is the store itself; leave it out to rewrite in place")
         out.mkdir(parents=True, exist_ok=True)
         for f in src.iterdir():
-            if f.is_file() and f not in shards:
+            if f.is_file() and f not in shards and f.name != MANIFEST:
                 shutil.copy2(f, out / f.name)
+    manifest_path = out / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     counts: Counter = Counter()
     reextractor = Reextractor()
 
     def log(msg):
         print(msg, file=sys.stderr)
 
-    for shard in shards:
+    for i, shard in enumerate(shards):
+        done = manifest.get(shard.name)
+        if (done and done.get("format") == GRAPH_FORMAT and (out / shard.name).is_file()
+                and _file_hash(out / shard.name) == done["sha256"]):
+            print(f"{shard.name}: re-extracted by an earlier run, skipped", file=sys.stderr)
+            continue
+        print(f"[{i + 1}/{len(shards)}] {shard.name}", file=sys.stderr, flush=True)
         records = []
         for record, outcome in reextract_records(store._read_shard(shard), reextractor, log):
             records.append(record)
@@ -160,6 +181,9 @@ def reextract_store(src, dst=None, progress: bool = False) -> Counter:
                 print(f"{record['job']}: {outcome}", file=sys.stderr)
         # Each shard is replaced whole, once done: an interrupted run leaves every shard valid.
         _write_shard(out / shard.name, records)
+        manifest[shard.name] = {"sha256": _file_hash(out / shard.name), "records": len(records),
+                                "format": GRAPH_FORMAT}
+        manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return counts
 
 

@@ -311,6 +311,8 @@ def test_reextract_rewrites_graphs_and_keeps_measurements(tmp_path):
 
     counts = reextract_store(src, tmp_path / "out")
     assert counts == {"rewritten": 1, "kept": 1, "mismatch": 2}
+    # A rerun (after an interruption) skips the finished shard instead of extracting it again.
+    assert reextract_store(src, tmp_path / "out") == {}
     out = list(DatasetStore(tmp_path / "out").records())
     assert [r["job"] for r in out] == [rec["job"], again["job"], drifted["job"], renamed["job"]]
     assert out[1:] == [again, drifted, renamed]  # left exactly as they were
