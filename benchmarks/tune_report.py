@@ -162,10 +162,11 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:  # noqa: ARG001
+def cmd_report(args) -> int:
     from scipy import stats
 
     rows = [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()] if RUNS.is_file() else []
+    kernels = unit_kernels(args.stores)
     lines = ["# Cost-guided tuning: predicted trial allocation against MetaSchedule's schedulers", "",
              f"Regenerate: `{COMMAND_RUN}` (resumable), then `python benchmarks/tune_report.py report`. "
              "What the figures say and what they do not: `tune_report_notes.md`.", "",
@@ -194,6 +195,14 @@ def cmd_report(args) -> int:  # noqa: ARG001
         gm = float(np.exp(np.mean(np.log(ratios))))
         lines += ["", f"Geometric mean of predicted / metaschedule tuned latency: **{gm:.3f}** over {len(ratios)} "
                       "model(s) (target at the low budget: <= 0.90; at the high budget: <= 1.0).", ""]
+        losses = [line for r in mine if r["runs"]["predicted"]["tuned_ms"] > r["runs"]["metaschedule"]["tuned_ms"]
+                  for line in misjudged(r, kernels.get((r["model"], r["time"]), {}))]
+        if losses:
+            lines += ["Where the predicted allocation lost to MetaSchedule's scheduler: the tasks whose kernels it "
+                      "left slowest relative to MetaSchedule's (one instrumented run of each library).", "",
+                      "| model | task | trials, predicted / metaschedule | share of untuned time, predicted / "
+                      "measured | tuned kernel ms, predicted / metaschedule | ms lost | why |",
+                      "|---|---|---|---|---|---|---|", *losses, ""]
         for a in ALLOCATIONS:
             if len(mine) >= 3:
                 tau = stats.kendalltau([r["predicted_untuned_ms"] for r in mine],
@@ -211,6 +220,46 @@ def cmd_report(args) -> int:  # noqa: ARG001
     REPORT.write_text("\n".join(lines))
     log(f"wrote {REPORT}")
     return 0
+
+
+def unit_kernels(stores) -> dict[tuple[str, str], dict[str, dict]]:
+    """(model, unit time) -> {"untuned" or allocation: kernels_ms}: the per-kernel times each
+    unit stored with its measurements (a unit's records share the unit's time stamp)."""
+    from nar_tvm.dataset import DatasetStore
+
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for store in stores:
+        for rec in DatasetStore(store).records("ok"):
+            tuning = rec["platform"].get("tuning")
+            key = (rec["model"]["spec"], rec["time"])
+            out.setdefault(key, {})["untuned" if tuning is None else tuning["allocation"]] = \
+                rec["measurement"].get("kernels_ms", {})
+    return out
+
+
+def misjudged(row: dict, kernels: dict[str, dict], top: int = 3) -> list[str]:
+    """Where the predicted allocation's library is slower than MetaSchedule's: the tasks that
+    cost it most, with the trials each allocation gave them and what the predictor expected."""
+    if not {"untuned", "predicted", "metaschedule"} <= set(kernels):
+        return []
+    pred_tasks = {t["task"]: t for t in row["runs"]["predicted"]["tasks"]}
+    ms_tasks = {t["task"]: t for t in row["runs"]["metaschedule"]["tasks"]}
+    predicted_total = sum(t.get("predicted_ms", 0.0) for t in pred_tasks.values()) or 1.0
+    untuned_total = sum(kernels["untuned"].get(name, 0.0) for name in pred_tasks) or 1.0
+    loss = {name: kernels["predicted"].get(name, 0.0) - kernels["metaschedule"].get(name, 0.0) for name in pred_tasks}
+    lines = []
+    for name in sorted(loss, key=loss.get, reverse=True)[:top]:
+        if loss[name] <= 0:
+            break
+        given, ms_given = pred_tasks[name]["trials"], ms_tasks.get(name, {}).get("trials", 0)
+        why = ("left untuned by the cut" if given == 0 else
+               "more trials, slower schedule (search variance)" if given >= ms_given else "fewer trials")
+        lines.append(f"| {row['model']} | {name} | {given} / {ms_given} | "
+                     f"{pred_tasks[name].get('predicted_ms', 0.0) / predicted_total:.1%} / "
+                     f"{kernels['untuned'].get(name, 0.0) / untuned_total:.1%} | "
+                     f"{kernels['predicted'].get(name, 0.0):.3f} / {kernels['metaschedule'].get(name, 0.0):.3f} | "
+                     f"+{loss[name]:.3f} | {why} |")
+    return lines
 
 
 def machine_label(row: dict) -> str:
@@ -250,6 +299,8 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report")
+    p.add_argument("--stores", nargs="*", default=sorted(str(d) for d in (HERE / "data").glob("tuned-*")),
+                   help="stores the units wrote their measurements to (default: benchmarks/data/tuned-*)")
     p.set_defaults(func=cmd_report)
     args = parser.parse_args(argv)
     return args.func(args)
