@@ -8,7 +8,8 @@ of the profiler's five repeats) on one core, and reports each one's spread.
 
     taskset -c 1 python benchmarks/probe_noise.py --probes 8
 
-Run it on a quiet machine (nothing else measuring); it takes about 20 s per pair.
+Run it on a quiet machine (nothing else measuring); it takes about 20 s per pair. On a cloud VM
+the figures depend on the host's load at the time: check `top`'s steal time (`st`) alongside.
 """
 from __future__ import annotations
 
