@@ -84,7 +84,7 @@ def random_inputs(mod: tvm.IRModule, seed: int = 0) -> list[np.ndarray]:
     return arrays
 
 
-def _cv(values: list[float]) -> float:
+def coefficient_of_variation(values: list[float]) -> float:
     return statistics.pstdev(values) / statistics.mean(values) if len(values) > 1 else 0.0
 
 
@@ -191,22 +191,26 @@ def measure(mod: tvm.IRModule, spec: PlatformSpec, session: Session, protocol: P
     return time_executable(ex, mod, session, protocol, compile_s, with_kernels)
 
 
+def time_loaded(vm, args, session: Session, protocol: Protocol) -> list[float]:
+    """Milliseconds of each of `protocol`'s repeats of an already loaded VM's `main`, after its warm-up."""
+    for _ in range(protocol.warmup):
+        vm["main"](*args)
+    evaluator = vm.time_evaluator("main", session.dev, number=1, repeat=protocol.repeat,
+                                  min_repeat_ms=protocol.min_repeat_ms)
+    return [float(r) * 1e3 for r in evaluator(*args).results]
+
+
 def time_executable(ex, mod: tvm.IRModule, session: Session, protocol: Protocol, compile_s: float,
                     with_kernels: bool = True) -> dict:
     """Time an already compiled executable (or loaded library) of `mod` with `protocol` in
     this process; the measurement part of a dataset record."""
     vm = session.load(ex)
     args = session.to_device(random_inputs(mod))
-    for _ in range(protocol.warmup):
-        vm["main"](*args)
-    evaluator = vm.time_evaluator("main", session.dev, number=1, repeat=protocol.repeat,
-                                  min_repeat_ms=protocol.min_repeat_ms)
-    result = evaluator(*args)
-    repeats_ms = [float(r) * 1e3 for r in result.results]
+    repeats_ms = time_loaded(vm, args, session, protocol)
     out = {
         "median_ms": statistics.median(repeats_ms),
         "repeats_ms": repeats_ms,
-        "cv": _cv(repeats_ms),
+        "cv": coefficient_of_variation(repeats_ms),
         "compile_s": compile_s,
         "protocol": protocol.to_dict(),
     }

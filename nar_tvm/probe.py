@@ -145,25 +145,28 @@ def measure_probe(spec, session, protocol, names=PANEL, runner: str = "inprocess
     import numpy as np
 
     from .loaders import load_onnx
-    from .measure import RUNNERS, Protocol, build, measure_with_runner, time_executable
+    from .measure import (RUNNERS, Protocol, build, coefficient_of_variation, measure_with_runner, random_inputs,
+                          time_loaded)
 
     if runner not in RUNNERS:
         raise ValueError(f"unknown runner {runner!r}; choose from {RUNNERS}")
     per_round = Protocol(warmup=protocol.warmup, repeat=REPEATS_PER_ROUND, min_repeat_ms=protocol.min_repeat_ms)
-    compiled = {}
+    timers = {}
     for name, data in panel_onnx(names).items():
         mod = load_onnx(data, None, f"probe-{name}").mod
-        compiled[name] = (mod, build(mod, spec))
-    samples: dict[str, list[float]] = {name: [] for name in compiled}
+        ex = build(mod, spec)
+        if runner == "native":
+            timers[name] = lambda ex=ex, mod=mod: measure_with_runner(
+                ex, mod, spec, session, per_round, 0.0, False, cpu_affinity)["repeats_ms"]
+        else:  # loaded (uploaded, for a remote session) once, timed every round
+            vm, args = session.load(ex), session.to_device(random_inputs(mod))
+            timers[name] = lambda vm=vm, args=args: time_loaded(vm, args, session, per_round)
+    samples: dict[str, list[float]] = {name: [] for name in timers}
     for _ in range(rounds):
-        for name, (mod, ex) in compiled.items():
-            if runner == "native":
-                result = measure_with_runner(ex, mod, spec, session, per_round, 0.0, False, cpu_affinity)
-            else:
-                result = time_executable(ex, mod, session, per_round, 0.0, with_kernels=False)
-            samples[name].extend(result["repeats_ms"])
+        for name, timed in timers.items():
+            samples[name].extend(timed())
     ms = {name: round(float(np.percentile(s, PROBE_PERCENTILE)), 6) for name, s in samples.items()}
-    cv = {name: round(float(np.std(s) / np.mean(s)), 6) for name, s in samples.items()}
+    cv = {name: round(coefficient_of_variation(s), 6) for name, s in samples.items()}
     return Probe(ms=ms, time=datetime.now(timezone.utc).isoformat(timespec="seconds"), cv=cv)
 
 

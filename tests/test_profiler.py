@@ -249,17 +249,21 @@ def test_probe_times_the_panel_in_interleaved_rounds_and_ignores_bursts(monkeypa
     monkeypatch.setattr(probe_mod, "panel_onnx", lambda names=probe_mod.PANEL: {n: n for n in names})
     monkeypatch.setattr("nar_tvm.loaders.load_onnx", lambda data, shapes, name: SimpleNamespace(mod=data))
     monkeypatch.setattr(measure, "build", lambda mod, spec, probe=None: mod)
+    monkeypatch.setattr(measure, "random_inputs", lambda mod: [])
+    loads = []
+    session = SimpleNamespace(load=lambda ex: loads.append(ex) or ex, to_device=lambda arrays: arrays)
     calls = []
 
-    def timed(ex, mod, session, protocol, compile_s, with_kernels=True):
+    def timed(mod, args, session, protocol):
         calls.append((mod, protocol.repeat))
         rnd = sum(1 for m, _ in calls if m == mod)
         base = 1.0 + probe_mod.PANEL.index(mod)
         # A neighbour's burst slows the whole of round 2 threefold.
-        return {"repeats_ms": [base * (3.0 if rnd == 2 else 1.0) + 0.01 * i for i in range(protocol.repeat)]}
+        return [base * (3.0 if rnd == 2 else 1.0) + 0.01 * i for i in range(protocol.repeat)]
 
-    monkeypatch.setattr(measure, "time_executable", timed)
-    got = probe_mod.measure_probe(None, None, Protocol(), rounds=4)
+    monkeypatch.setattr(measure, "time_loaded", timed)
+    got = probe_mod.measure_probe(None, session, Protocol(), rounds=4)
+    assert loads == list(probe_mod.PANEL)  # each model loaded once, not once per round
     assert calls == [(n, probe_mod.REPEATS_PER_ROUND) for _ in range(4) for n in probe_mod.PANEL]
     # 12 timings per model, 3 of them in the burst: the 10th percentile is an unburst timing.
     assert list(got.ms.values()) == pytest.approx([1.0 + i + 0.001 for i in range(6)], abs=0.01)
