@@ -4,7 +4,9 @@
 SAME_MACHINE_TOLERANCE; that is only meaningful if one machine's probes agree much more
 closely than that. This script alternates the current probe (panel v2: interleaved rounds,
 10th percentile) with the v1 way of timing the same panel (each model once, in turn, median
-of the profiler's five repeats) on one core, and reports each one's spread.
+of the profiler's five repeats) on one core, and reports each one's spread; and whether the v2
+probes that call themselves steady (round spread within UNSTEADY_ROUND_SPREAD) agree more closely
+than the others.
 
     taskset -c 1 python benchmarks/probe_noise.py --probes 8
 
@@ -54,21 +56,24 @@ def main() -> int:
 
     from nar_tvm.measure import Protocol, Session
     from nar_tvm.platform import PlatformSpec, fingerprint
-    from nar_tvm.probe import PANEL_VERSION, SAME_MACHINE_TOLERANCE, measure_probe
+    from nar_tvm.probe import PANEL_VERSION, SAME_MACHINE_TOLERANCE, UNSTEADY_ROUND_SPREAD, measure_probe
 
     spec = PlatformSpec(threads=1)
     session = Session(spec)
     protocol = Protocol()
-    v1, v2, seconds = [], [], {"v1": 0.0, "v2": 0.0}
+    v1, v2, spreads, seconds = [], [], [], {"v1": 0.0, "v2": 0.0}
     for i in range(args.probes):  # alternated, so drift of the machine hits both alike
         t0 = time.perf_counter()
         v1.append(panel_geomean(v1_probe(spec, session, protocol)))
         t1 = time.perf_counter()
-        v2.append(panel_geomean(measure_probe(spec, session, protocol).ms))
+        probe = measure_probe(spec, session, protocol)
+        v2.append(panel_geomean(probe.ms))
+        spreads.append(probe.round_spread)
         t2 = time.perf_counter()
         seconds["v1"] += t1 - t0
         seconds["v2"] += t2 - t1
-        print(f"{i + 1}/{args.probes}: v1 {v1[-1]:.3f} ms, v2 {v2[-1]:.3f} ms", flush=True)
+        print(f"{i + 1}/{args.probes}: v1 {v1[-1]:.3f} ms, v2 {v2[-1]:.3f} ms "
+              f"(round spread {spreads[-1]:.3f})", flush=True)
 
     fp = fingerprint(spec)
     affinity = sorted(os.sched_getaffinity(0))
@@ -80,7 +85,14 @@ def main() -> int:
              spread_row(f"v1: each model once, median of {protocol.repeat} "
                         f"({seconds['v1'] / args.probes:.1f} s per probe)", v1),
              spread_row(f"v{PANEL_VERSION}: interleaved rounds, 10th percentile "
-                        f"({seconds['v2'] / args.probes:.1f} s per probe)", v2), "",
+                        f"({seconds['v2'] / args.probes:.1f} s per probe)", v2)]
+    steady = [g for g, sp in zip(v2, spreads) if sp <= UNSTEADY_ROUND_SPREAD]
+    if len(steady) >= 2:
+        lines.append(spread_row(f"v{PANEL_VERSION}, only the {len(steady)} probes whose rounds agree within "
+                                f"{UNSTEADY_ROUND_SPREAD:.0%}", steady))
+    lines += ["", f"Round spread of each v{PANEL_VERSION} probe (its slowest round's panel time over its fastest's, "
+              f"minus one; above {UNSTEADY_ROUND_SPREAD:.0%} the probe reports the host unsteady): "
+              + ", ".join(f"{sp:.3f}" for sp in spreads) + ".", "",
              f"`same_machine` tolerance: {SAME_MACHINE_TOLERANCE:.0%} of panel time. Two probes of one machine "
              "differ by about sqrt(2) times the sd above; the tolerance should sit at about two of those.", ""]
     Path(args.out).write_text("\n".join(lines))

@@ -349,6 +349,8 @@ def _print_probes(runs: list[dict]) -> None:
             continue
         ms = ", ".join(f"{k} {v:.2f}" for k, v in run["probe"]["ms"].items())
         verdict = "" if run["same_machine_as_first"] else "  <- another machine"
+        if not run.get("steady", True):
+            verdict += "  (host unsteady during this probe: the comparison is unreliable)"
         print(f"  {run['id']:<10} {run['records']:6d} records  {run['probe'].get('time', '')}  "
               f"x{run['speed_vs_first']:.3f} of the first{verdict}\n      {ms} ms")
 

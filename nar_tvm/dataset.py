@@ -293,6 +293,7 @@ def probe_runs(store: DatasetStore) -> list[dict]:
             first = probe
         run["speed_vs_first"] = speed_ratio(first, probe)
         run["same_machine_as_first"] = same_machine(first, probe)
+        run["steady"] = probe.steady
     out = list(ordered)
     for platform_id, n in sorted(unprobed.items()):
         out.insert(0, {"id": None, "probe": None, "platform_id": platform_id, "records": n})

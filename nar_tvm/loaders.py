@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,10 +129,13 @@ def load_onnx(source, input_shapes: dict[str, list[int]] | None = None, name: st
 
     # Legacy torch exports compute shapes at run time (Shape/Gather/Concat), which
     # TVM's importer rejects; constant-fold them away once the input shapes are fixed.
-    import onnxsim
+    onnxsim = import_onnxsim()
 
     try:
-        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes, check_n=0)
+        # Custom operator schemas from the Python onnx registry: TVM's importer has no converter
+        # for a custom op either, and copying the registry costs ~10 ms per model.
+        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes, check_n=0,
+                                          import_custom_schemas=False)
         if ok:
             model = simplified
     except Exception:  # noqa: BLE001 - the simplifier is an optimisation; TVM gets the original
@@ -147,6 +151,27 @@ def load_onnx(source, input_shapes: dict[str, list[int]] | None = None, name: st
                              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); "
                              f"ops in the model: {', '.join(ops)}") from exc
     return LoadedModel(mod, name or "onnx-model", "onnx", shapes, dtypes)
+
+
+def import_onnxsim():
+    """onnxsim, imported without its optional sympy dependency.
+
+    onnxsim's package imports sympy (half a second, more than the rest of onnxsim once torch is
+    loaded) only to print symbolic shape formulas in its model summaries, which `simplify` never
+    uses; onnxsim treats a missing sympy as a supported configuration. Blocking sympy for the
+    duration of the import keeps a prediction's start-up short; simplified graphs are identical
+    (tests/test_zoo.py), and sympy stays importable for torch afterwards.
+    """
+    if "onnxsim" in sys.modules or "sympy" in sys.modules:
+        import onnxsim
+        return onnxsim
+    sys.modules["sympy"] = None  # makes `import sympy` raise ImportError
+    try:
+        import onnxsim
+    finally:
+        if sys.modules.get("sympy", 0) is None:
+            del sys.modules["sympy"]
+    return onnxsim
 
 
 # ---------------------------------------------------------------------- torch

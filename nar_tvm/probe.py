@@ -16,7 +16,9 @@ first, then times them in interleaved rounds and keeps a low percentile of all t
 burst slows some samples, never the fastest ones, so the same eight-probe test moved by
 3.6%. Against slow drift no probe of seconds helps: two hours later the same guest drifted
 by up to 1.5x within minutes and both kinds of probe moved by 13-14%
-(`benchmarks/probe_noise.py`). A probe identifies a machine only while its host is steady.
+(`benchmarks/probe_noise.py`). A probe identifies a machine only while its host is steady,
+so each probe records how far its own rounds disagreed and reports itself unsteady when they
+disagree by more than a machine comparison tolerates.
 
 The panel is versioned: changing a model or the way it is timed changes `PANEL_VERSION`, and
 probes of different versions are never compared.
@@ -34,6 +36,10 @@ REPEATS_PER_ROUND = 3
 # Noise on a shared machine only ever adds time, so the fastest timings are the stable ones;
 # the 10th percentile rather than the minimum, so that one lucky timing does not decide.
 PROBE_PERCENTILE = 10
+# A probe's rounds take a second or two each. When the fastest timings of its rounds disagree by
+# more than this (panel geometric mean, fastest round against slowest), the host's speed moved
+# during the probe, and a machine comparison made from it cannot be trusted.
+UNSTEADY_ROUND_SPREAD = 0.10
 
 
 def _panel_modules():
@@ -71,12 +77,19 @@ PANEL = ("conv3x3", "depthwise", "dense", "pool", "elementwise", "attention")
 @dataclass
 class Probe:
     """The 10th-percentile ms of each panel model on one machine, core and thread count
-    (`cv`: spread of all its timings, which shows how noisy the machine was)."""
+    (`cv`: spread of all its timings, which shows how noisy the machine was; `round_spread`:
+    how far its rounds disagreed, None for probes that did not record it)."""
 
     ms: dict[str, float]
     version: int = PANEL_VERSION
     time: str = ""
     cv: dict[str, float] = field(default_factory=dict)
+    round_spread: float | None = None
+
+    @property
+    def steady(self) -> bool:
+        """Whether the host held its speed during the probe (unknown counts as steady)."""
+        return self.round_spread is None or self.round_spread <= UNSTEADY_ROUND_SPREAD
 
     @property
     def id(self) -> str:
@@ -85,15 +98,19 @@ class Probe:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "version": self.version, "time": self.time, "ms": dict(self.ms),
-                "cv": dict(self.cv)}
+        out = {"id": self.id, "version": self.version, "time": self.time, "ms": dict(self.ms),
+               "cv": dict(self.cv)}
+        if self.round_spread is not None:
+            out["round_spread"] = self.round_spread
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Probe":
         if not isinstance(d, dict) or not isinstance(d.get("ms"), dict) or not d["ms"]:
             raise ValueError(f"not a machine probe: {str(d)[:80]!r}")
         return cls(ms={k: float(v) for k, v in d["ms"].items()}, version=int(d.get("version", 0)),
-                   time=str(d.get("time", "")), cv={k: float(v) for k, v in d.get("cv", {}).items()})
+                   time=str(d.get("time", "")), cv={k: float(v) for k, v in d.get("cv", {}).items()},
+                   round_spread=None if d.get("round_spread") is None else float(d["round_spread"]))
 
 
 # Two v2 probes of one steady machine differ by about 5% (the 3.6% of one probe, times sqrt 2):
@@ -120,6 +137,17 @@ def per_model_ratios(reference: Probe, other: Probe) -> dict[str, float]:
 def same_machine(reference: Probe, other: Probe, tolerance: float = SAME_MACHINE_TOLERANCE) -> bool:
     """Whether two probes are within the probe's own noise of each other."""
     return abs(math.log(speed_ratio(reference, other))) <= math.log1p(tolerance)
+
+
+def spread_of_rounds(fastest: dict[str, list[float]]) -> float:
+    """How far a probe's rounds disagree: `fastest[model][r]` is the fastest timing of `model` in
+    round r; each round scores the geometric mean over models of that against the model's median
+    round, and the spread is the slowest round's score over the fastest's, minus one."""
+    import numpy as np
+
+    logs = np.array([np.log(np.asarray(t, dtype=float) / np.median(t)) for t in fastest.values()])
+    scores = logs.mean(axis=0)
+    return float(np.exp(scores.max() - scores.min()) - 1.0)
 
 
 def panel_onnx(names=PANEL) -> dict[str, bytes]:
@@ -162,23 +190,34 @@ def measure_probe(spec, session, protocol, names=PANEL, runner: str = "inprocess
             vm, args = session.load(ex), session.to_device(random_inputs(mod))
             timers[name] = lambda vm=vm, args=args: time_loaded(vm, args, session, per_round)
     samples: dict[str, list[float]] = {name: [] for name in timers}
+    fastest: dict[str, list[float]] = {name: [] for name in timers}
     for _ in range(rounds):
         for name, timed in timers.items():
-            samples[name].extend(timed())
+            timings = list(timed())
+            samples[name].extend(timings)
+            fastest[name].append(min(timings))
     ms = {name: round(float(np.percentile(s, PROBE_PERCENTILE)), 6) for name, s in samples.items()}
     cv = {name: round(coefficient_of_variation(s), 6) for name, s in samples.items()}
-    return Probe(ms=ms, time=datetime.now(timezone.utc).isoformat(timespec="seconds"), cv=cv)
+    return Probe(ms=ms, time=datetime.now(timezone.utc).isoformat(timespec="seconds"), cv=cv,
+                 round_spread=round(spread_of_rounds(fastest), 6))
 
 
 def describe(probe: Probe, reference: Probe | None = None) -> str:
     parts = [f"{k} {v:.3f} ms" for k, v in probe.ms.items()]
     line = f"probe {probe.id} (panel v{probe.version}): " + ", ".join(parts)
+    unsteady = [p for p in (probe, reference) if p is not None and not p.steady]
+    for p in unsteady:
+        line += (f"\n  the host was unsteady during probe {p.id}: its rounds differ by {p.round_spread:.0%} "
+                 f"(more than {UNSTEADY_ROUND_SPREAD:.0%}); probe again when the host is quiet "
+                 "(little `st` in top)")
     if reference is not None and reference.version != probe.version:
         line += (f"\n  not comparable with probe {reference.id}: it was measured with panel v{reference.version} "
                  f"(this is v{probe.version}); calibrate again to record a current probe")
     elif reference is not None:
         ratio = speed_ratio(reference, probe)
         verdict = "same machine" if same_machine(reference, probe) else "a different machine"
+        if unsteady:
+            verdict += ", but an unsteady probe makes this verdict unreliable"
         line += f"\n  {ratio:.3f}x the time of probe {reference.id}: {verdict} " \
                 f"(tolerance {SAME_MACHINE_TOLERANCE:.0%})"
     return line

@@ -10,6 +10,7 @@ import io
 import multiprocessing as mp
 import os
 import random
+import sys
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -232,6 +233,12 @@ class Profiler:
         status, result = self.worker.call(("probe",), self.measure_timeout)
         if status != "ok":
             raise RuntimeError(f"the machine speed probe failed: {result}")
+        from .probe import Probe, describe
+
+        if not Probe.from_dict(result).steady:
+            # Measuring goes on (the records are as noisy as the host), but the stored probe may
+            # not recognise this machine later; say so while the user can still wait and rerun.
+            print(describe(Probe.from_dict(result)), file=sys.stderr)
         self.probe = result
         return result
 

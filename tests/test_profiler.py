@@ -240,6 +240,7 @@ def test_probes_tell_machines_of_one_fingerprint_apart(tmp_path):
     assert [(r["id"], r["records"]) for r in runs[1:]] == [(a["id"], 2), (a_again["id"], 1), (b["id"], 1)]
     assert [round(r["speed_vs_first"], 3) for r in runs[1:]] == [1.0, 1.02, 1.16]
     assert [r["same_machine_as_first"] for r in runs[1:]] == [True, True, False]
+    assert all(r["steady"] for r in runs[1:])  # probes that recorded no round spread count as steady
 
 def test_probe_times_the_panel_in_interleaved_rounds_and_ignores_bursts(monkeypatch):
     import nar_tvm.measure as measure
@@ -268,6 +269,9 @@ def test_probe_times_the_panel_in_interleaved_rounds_and_ignores_bursts(monkeypa
     # 12 timings per model, 3 of them in the burst: the 10th percentile is an unburst timing.
     assert list(got.ms.values()) == pytest.approx([1.0 + i + 0.001 for i in range(6)], abs=0.01)
     assert got.version == probe_mod.PANEL_VERSION and all(cv > 0.3 for cv in got.cv.values())
+    # The burst does not move the probe, but it shows: round 2 ran 3x slower than the others.
+    assert got.round_spread == pytest.approx(2.0, abs=0.02) and not got.steady
+    assert probe_mod.Probe.from_dict(got.to_dict()).round_spread == got.round_spread
     with pytest.raises(ValueError, match="unknown runner"):
         probe_mod.measure_probe(None, None, Protocol(), runner="gpu")
 
@@ -280,6 +284,21 @@ def test_probes_of_different_panels_are_reported_as_not_comparable():
     assert "not comparable" in describe(new, old) and "panel v1" in describe(new, old)
     assert "same machine" in describe(new, Probe(ms={"conv3x3": 3.2}))
     assert "a different machine" in describe(new, Probe(ms={"conv3x3": 3.5}))
+    assert "unsteady" not in describe(new, Probe(ms={"conv3x3": 3.2}, round_spread=0.04))
+    shaky = Probe(ms={"conv3x3": 3.2}, round_spread=0.3)
+    assert "unsteady during probe " + shaky.id in describe(new, shaky)
+    assert "same machine, but an unsteady probe makes this verdict unreliable" in describe(new, shaky)
+
+
+def test_round_spread_compares_rounds_not_models():
+    from nar_tvm.probe import spread_of_rounds
+
+    # Models of very different speeds, each steady over its rounds: no spread.
+    assert spread_of_rounds({"a": [1.0, 1.0, 1.0], "b": [50.0, 50.0, 50.0]}) == pytest.approx(0.0)
+    # The whole host 20% slower in one round.
+    assert spread_of_rounds({"a": [1.0, 1.2, 1.0], "b": [50.0, 60.0, 50.0]}) == pytest.approx(0.2)
+    # One model slow in one round counts as its share of the panel's geometric mean.
+    assert spread_of_rounds({"a": [1.0, 1.44, 1.0], "b": [50.0, 50.0, 50.0]}) == pytest.approx(0.2)
 
 
 def _stored_record(job_prefix: str) -> dict:
