@@ -62,7 +62,8 @@ def cached_lofo() -> dict[str, list[dict]]:
 
 def run_lofo(args) -> None:
     from nar_tvm.cost_model import TrainConfig
-    from nar_tvm.cost_model.uncertainty import NOVELTY_QUANTILE, _nearest_l1, op_mix, reference_thresholds
+    from nar_tvm.cost_model.uncertainty import (DESCRIPTOR, NOVELTY_QUANTILE, _nearest_l1, op_mix,
+                                                reference_thresholds)
     from nar_tvm.training import graphs_of, latencies_of, train_on_dataset
 
     _, base = shipped()
@@ -90,7 +91,8 @@ def run_lofo(args) -> None:
         models = [{"job": s.job, "measured_ms": float(y), "predicted_ms": float(p), "unknown_ops": int(unk),
                    "novel": bool(unk > 0 or d > threshold), "distance": float(d)}
                   for s, y, p, unk, d in zip(test, latencies_of(test), pred.latency_ms, pred.unknown_ops, distance)]
-        row = {"family": family, "cpu_s": round(time.process_time() - t0, 1), "best_epoch": history.best_epoch,
+        row = {"family": family, "descriptor": DESCRIPTOR, "cpu_s": round(time.process_time() - t0, 1),
+               "best_epoch": history.best_epoch,
                "val_mape": history.best_val_mape, "threshold": threshold,
                "thresholds": {str(q): t for q, t in thresholds.items()}, "models": models}
         with LOFO_RUNS.open("a") as fh:
@@ -103,24 +105,25 @@ def lofo_rows() -> list[dict]:
     return [json.loads(line) for line in LOFO_RUNS.read_text().splitlines() if line.strip()] if LOFO_RUNS.exists() else []
 
 
-def add_lofo_thresholds() -> None:
-    """Give cached leave-one-family-out rows recorded before the novelty quantile was a choice
-    their thresholds at every candidate quantile: the training graphs and vocabulary of each
-    run are a deterministic function of the data and the split, so no model is retrained
-    (and the distances recomputed here must equal the recorded ones)."""
+def refresh_lofo_novelty() -> None:
+    """Bring cached leave-one-family-out rows to the current novelty check: thresholds at every
+    candidate quantile and distances under the current descriptor (uncertainty.DESCRIPTOR).
+    The training graphs and vocabulary of each run are a deterministic function of the data and
+    the split, so no model is retrained; where the row's descriptor is current, the distances
+    recomputed here must equal the recorded ones."""
     from nar_tvm.cost_model.tokenizer import Tokenizer
-    from nar_tvm.cost_model.uncertainty import _nearest_l1, op_mix, reference_thresholds
+    from nar_tvm.cost_model.uncertainty import DESCRIPTOR, NOVELTY_QUANTILE, _nearest_l1, op_mix, reference_thresholds
     from nar_tvm.dataset import make_split
     from nar_tvm.training import graphs_of
 
     rows = lofo_rows()
-    if all("thresholds" in r for r in rows):
+    if all("thresholds" in r and r.get("descriptor", 1) == DESCRIPTOR for r in rows):
         return
     _, base = shipped()
     samples, _ = training_split(base)
     level = base.provenance["level"]
     for row in rows:
-        if "thresholds" in row:
+        if "thresholds" in row and row.get("descriptor", 1) == DESCRIPTOR:
             continue
         parts = make_split(samples, f"ood:{row['family']}", 0)
         tokenizer = Tokenizer()
@@ -129,12 +132,20 @@ def add_lofo_thresholds() -> None:
         by_job = {s.job: s for s in parts["test"]}
         distance = _nearest_l1(op_mix(graphs_of([by_job[m["job"]] for m in row["models"]], level), tokenizer.vocab),
                                reference)
-        recorded = np.array([m["distance"] for m in row["models"]])
-        if not np.allclose(distance, recorded, atol=1e-5):
-            raise SystemExit(f"{row['family']}: recomputed novelty distances differ from the recorded ones")
+        if row.get("descriptor", 1) == DESCRIPTOR:
+            recorded = np.array([m["distance"] for m in row["models"]])
+            if not np.allclose(distance, recorded, atol=1e-5):
+                raise SystemExit(f"{row['family']}: recomputed novelty distances differ from the recorded ones")
+        else:
+            for m, d in zip(row["models"], distance):
+                unknown = m["unknown_ops"] > 0 if "unknown_ops" in m else (m["novel"] and m["distance"] <= row["threshold"])
+                m.update(distance=float(d), novel=bool(unknown or d > thresholds[NOVELTY_QUANTILE]),
+                         unknown_ops=int(m.get("unknown_ops", int(unknown))))
+            row["threshold"] = thresholds[NOVELTY_QUANTILE]
         row["thresholds"] = {str(q): t for q, t in thresholds.items()}
+        row["descriptor"] = DESCRIPTOR
     LOFO_RUNS.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    log("added novelty thresholds at every candidate quantile to the cached leave-one-family-out rows")
+    log(f"brought the cached leave-one-family-out rows to novelty descriptor {DESCRIPTOR} (no retraining)")
 
 
 def lofo_novel(row: dict, quantile: float) -> np.ndarray:
@@ -190,7 +201,7 @@ def run_intervals(args) -> None:
     unc = fit_uncertainty(base, train_graphs, graphs_of(parts["val"], level), latencies_of(parts["val"]), novel)
     quantile = NOVELTY_QUANTILE
     if lofo:
-        add_lofo_thresholds()
+        refresh_lofo_novelty()
         quantile, covers = choose_novelty_quantile(lofo_rows(), unc.q, unc.q_novel)
         log("leave-one-family-out coverage by novelty quantile: "
             + ", ".join(f"{k}: {v:.3f}" for k, v in covers.items()) + f" -> {quantile}")
@@ -321,7 +332,7 @@ def run_report(args) -> None:
     if lofo and base.uncertainty is not None:
         from nar_tvm.cost_model.uncertainty import conformal_quantile
 
-        add_lofo_thresholds()
+        refresh_lofo_novelty()
         rows = {r["family"]: r for r in lofo_rows()}
         per_family = {}
         for fam, models in sorted(lofo.items()):

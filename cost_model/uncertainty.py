@@ -12,7 +12,11 @@ neighbour. After calibration on a new machine, the shots' leave-one-out residual
 
 The novelty descriptor is each graph's op-type mix (share of nodes that run each op name
 of the vocabulary), compared in L1 distance: cheap, needs only the graph, and it separates
-families (a network with SiLU epilogues on every kernel has a visibly different mix).
+families (a network with SiLU epilogues on every kernel has a visibly different mix). An op
+name hides what kind of convolution a node runs, and a grouped convolution (ResNeXt's) costs
+per FLOP unlike both the dense and the depthwise ones the zoo has, so descriptor 2 adds the
+share of nodes running a depthwise and a grouped convolution (from the node's groups and input
+channels; graphs without operator attributes count as dense).
 """
 from __future__ import annotations
 
@@ -46,13 +50,38 @@ def conformal_quantile(abs_log_residuals: Sequence[float], coverage: float = COV
     return float(r[k - 1])
 
 
-def op_mix(graphs: Sequence[OpGraph], vocab: Vocabulary) -> np.ndarray:
-    """[G, V] share of each graph's nodes that run each vocabulary op name (unknown: slot 0)."""
-    out = np.zeros((len(graphs), len(vocab)), dtype=np.float32)
+# 1: op-type mix; 2: op-type mix and the shares of depthwise and grouped convolutions.
+DESCRIPTOR = 2
+CONV_KINDS = ("depthwise", "grouped")
+
+
+def conv_kind(node) -> str | None:
+    """The kind of convolution a node runs ("dense", "depthwise" or "grouped"), None if none."""
+    if not any("conv" in name for name in (node.op, *node.ops)):
+        return None
+    groups = node.attrs.get("groups")
+    if not isinstance(groups, int) or groups <= 1 or not node.inputs:
+        return "dense"
+    layout = node.attrs.get("data_layout") or "NCHW"
+    shape = node.inputs[0].shape
+    channels = shape[layout.index("C")] if "C" in layout and len(shape) == len(layout) else None
+    return "depthwise" if groups == channels else "grouped"
+
+
+def op_mix(graphs: Sequence[OpGraph], vocab: Vocabulary, descriptor: int = DESCRIPTOR) -> np.ndarray:
+    """[G, V (+ 2)] share of each graph's nodes that run each vocabulary op name (unknown: slot 0),
+    then, for descriptor 2, the shares running a depthwise and a grouped convolution."""
+    if descriptor not in (1, 2):
+        raise ValueError(f"unknown novelty descriptor {descriptor}; this code knows 1 and 2")
+    extra = len(CONV_KINDS) if descriptor == 2 else 0
+    out = np.zeros((len(graphs), len(vocab) + extra), dtype=np.float32)
     for g, graph in enumerate(graphs):
         for node in graph.nodes:
             for name in set(node.ops or [node.op]) | {node.op}:
                 out[g, vocab.lookup(name)] += 1.0
+            kind = conv_kind(node) if extra else None
+            if kind in CONV_KINDS:
+                out[g, len(vocab) + CONV_KINDS.index(kind)] += 1.0
         out[g] /= max(graph.num_nodes, 1)
     return out
 
@@ -71,19 +100,22 @@ class Uncertainty:
     reference: np.ndarray  # [R, V] op mixes of training graphs
     threshold: float  # nearest-reference L1 distance above which a graph is novel
     source: str = ""
+    descriptor: int = DESCRIPTOR  # what `reference` holds (op_mix's descriptor)
 
     def to_state(self) -> dict:
         return {"q": self.q, "q_novel": self.q_novel, "threshold": self.threshold, "source": self.source,
-                "coverage": COVERAGE, "reference": [[round(float(v), 5) for v in row] for row in self.reference]}
+                "coverage": COVERAGE, "descriptor": self.descriptor,
+                "reference": [[round(float(v), 5) for v in row] for row in self.reference]}
 
     @classmethod
     def from_state(cls, state: dict) -> "Uncertainty":
+        # States written before the descriptor was versioned hold plain op mixes.
         return cls(float(state["q"]), None if state.get("q_novel") is None else float(state["q_novel"]),
                    np.asarray(state["reference"], dtype=np.float32), float(state["threshold"]),
-                   state.get("source", ""))
+                   state.get("source", ""), int(state.get("descriptor", 1)))
 
     def novelty(self, graphs: Sequence[OpGraph], vocab: Vocabulary) -> np.ndarray:
-        return _nearest_l1(op_mix(graphs, vocab), self.reference)
+        return _nearest_l1(op_mix(graphs, vocab, self.descriptor), self.reference)
 
     def half_widths(self, novel: np.ndarray) -> np.ndarray:
         wide = self.q if self.q_novel is None else max(self.q_novel, self.q)

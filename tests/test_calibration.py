@@ -132,6 +132,44 @@ def test_novelty_threshold_grows_with_its_quantile(graphs):
         assert threshold == thresholds[q] and np.array_equal(again, mixes)
 
 
+def _conv_graph(groups_per_layer):
+    """A chain of fused conv kernels on 16-channel NCHW maps, one per `groups` value."""
+    nodes = []
+    for groups in groups_per_layer:
+        spec = TensorSpec([1, 16, 8, 8])
+        nodes.append(OpNode(op="kernel:conv2d", attrs={"groups": groups, "data_layout": "NCHW"}, inputs=[spec],
+                            outputs=[spec], weights=[TensorSpec([16, 16 // groups, 3, 3])],
+                            ops=["conv2d", "relu"]))
+    return OpGraph(nodes=nodes, edges=[(i, i + 1) for i in range(len(nodes) - 1)], level="fused",
+                   inputs=[TensorSpec([1, 16, 8, 8])])
+
+
+def test_novelty_tells_grouped_from_dense_and_depthwise_convolutions():
+    from nar_tvm.cost_model.tokenizer import Vocabulary
+    from nar_tvm.cost_model.uncertainty import conv_kind
+
+    dense, depthwise, grouped = _conv_graph([1, 1]), _conv_graph([1, 16]), _conv_graph([1, 4])
+    assert [conv_kind(n) for n in grouped.nodes] == ["dense", "grouped"]
+    assert conv_kind(depthwise.nodes[1]) == "depthwise"
+    assert conv_kind(OpNode(op="kernel:add", ops=["add"])) is None
+    vocab = Vocabulary.fit([dense])
+    # The op names are the same in all three; only descriptor 2 sees the kind of convolution.
+    assert np.array_equal(op_mix([dense], vocab, 1), op_mix([grouped], vocab, 1))
+    mixes = op_mix([dense, depthwise, grouped], vocab)
+    assert mixes.shape == (3, len(vocab) + 2)
+    assert mixes[:, -2:].tolist() == [[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]]
+    # A checkpoint whose interval fit predates the descriptor keeps computing plain op mixes.
+    old = Uncertainty(0.1, None, op_mix([dense], vocab, 1), 0.1)
+    state = old.to_state()
+    del state["descriptor"]
+    restored = Uncertainty.from_state(state)
+    assert restored.descriptor == 1 and restored.novelty([grouped], vocab).tolist() == [0.0]
+    current = Uncertainty(0.1, None, op_mix([dense], vocab), 0.1)
+    assert current.novelty([grouped], vocab).tolist() == [pytest.approx(0.5)]
+    with pytest.raises(ValueError, match="descriptor"):
+        op_mix([dense], vocab, 3)
+
+
 def test_calibrate_measures_here_and_the_commands_pick_the_calibration_up(tmp_path, monkeypatch):
     from nar_tvm import calibrate as cal
     from nar_tvm.api import DEFAULT_CHECKPOINT, load_predictor
