@@ -33,6 +33,40 @@ def extract(model, level: str = "op", input_shapes: dict | None = None, example_
     return graph
 
 
+def _extract_job(job) -> OpGraph:
+    model, level, input_shapes = job
+    return extract(model, level, input_shapes)
+
+
+def extract_many(models, level: str = "op", input_shapes: dict | None = None, jobs: int = 1) -> list[OpGraph]:
+    """OpGraphs of many ONNX paths or `zoo:FAMILY:SEED` specs, in `jobs` worker processes.
+
+    Extraction is single-threaded Python and TVM work, so a batch spreads over cores. Each
+    worker is a fresh process (spawned: forking a process that holds torch and TVM is not
+    safe) that imports TVM once (a few seconds of CPU) and keeps its own legalization cache;
+    it pays off for batches of tens of models and more. It shortens the wait, not the CPU
+    time per model. Results come back in the order of `models`; the first model that fails
+    raises its own error.
+    """
+    models = list(models)
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if jobs == 1 or len(models) < 2:
+        return [extract(m, level, input_shapes) for m in models]
+    odd = [m for m in models if not isinstance(m, (str, Path))]
+    if odd:
+        raise ValueError(f"extracting in several processes takes ONNX paths and zoo: specs; got {type(odd[0]).__name__}")
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(jobs, len(models))
+    # Contiguous chunks: neighbouring models of a batch often share operator signatures,
+    # which a worker's legalization cache then lowers once.
+    chunk = max(1, len(models) // (4 * workers))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_extract_job, [(str(m), level, input_shapes) for m in models], chunksize=chunk))
+
+
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"
 # One predictor trained on every candidate pipeline's profiles: `compile --select`'s default.
 PIPELINES_CHECKPOINT = Path(__file__).parent / "checkpoints" / "pipelines.pt"

@@ -124,7 +124,7 @@ def _warn_about(predictor, consequence: str) -> None:
 
 # ------------------------------------------------------------------- predict
 def cmd_predict(args) -> int:
-    from .api import extract, load_predictor, predict
+    from .api import extract_many, load_predictor, predict
     from .loaders import parse_input_shapes
 
     _check_zoo_specs(args.models)
@@ -134,7 +134,7 @@ def cmd_predict(args) -> int:
         raise CLIError(f"the checkpoint was trained on {level!r} graphs; --level {args.level} does not apply")
     _warn_about(predictor, "predictions may not transfer")
     shapes = parse_input_shapes(args.input_shape)
-    graphs = [extract(model, level=level, input_shapes=shapes) for model in args.models]
+    graphs = extract_many(args.models, level, shapes, args.jobs)
     preds = predict(graphs, predictor=predictor)
     if args.json:
         _print_json([p.__dict__ for p in preds])
@@ -342,17 +342,26 @@ def _print_probes(runs: list[dict]) -> None:
     if not runs:
         return
     print("machine speed probes (one per profiling run):")
+    earlier = False
     for run in runs:
         if run["id"] is None:
             print(f"  {'(none)':<10} {run['records']:6d} records of platform {run['platform_id']} "
                   "measured before probes were recorded")
             continue
         ms = ", ".join(f"{k} {v:.2f}" for k, v in run["probe"]["ms"].items())
-        verdict = "" if run["same_machine_as_first"] else "  <- another machine"
+        if run["compared_with"] != run["id"]:
+            verdict = f"x{run['speed_vs_first']:.3f} of {run['compared_with']}"
+            verdict += "" if run["same_machine_as_first"] else "  <- another machine"
+        elif earlier:  # probes of an older panel cannot be compared with it
+            verdict = f"first probe of panel v{run['panel_version']}; not comparable with the ones above"
+        else:
+            verdict = "the first"
         if not run.get("steady", True):
-            verdict += "  (host unsteady during this probe: the comparison is unreliable)"
+            compared = run["compared_with"] != run["id"]
+            verdict += f"  (host unsteady during this probe{': the comparison is unreliable' if compared else ''})"
+        earlier = True
         print(f"  {run['id']:<10} {run['records']:6d} records  {run['probe'].get('time', '')}  "
-              f"x{run['speed_vs_first']:.3f} of the first{verdict}\n      {ms} ms")
+              f"{verdict}\n      {ms} ms")
 
 
 def cmd_dataset(args) -> int:
@@ -419,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict latency with a trained checkpoint")
     _add_model_args(p)
     p.add_argument("--checkpoint", help="trained checkpoint (default: the one shipped with nar-tvm)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes that load and extract the models (default 1); each costs a few "
+                        "seconds of start-up, so use it for tens of models and more")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="compile and measure models here, and compare with predictions")

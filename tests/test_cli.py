@@ -87,6 +87,19 @@ def test_predict_batch_and_unknown_ops(capsys, models, checkpoint):
     assert "4 nodes of op types unseen in training" in out and "relax.erf" in out
 
 
+def test_predict_in_worker_processes_gives_the_same_predictions(capsys, models, checkpoint):
+    files = [models["small"], models["gelu"], models["small"]]
+    code, out, _ = run(capsys, "predict", *files, "--checkpoint", checkpoint, "--json")
+    one = json.loads(out)
+    code, out, _ = run(capsys, "predict", *files, "--checkpoint", checkpoint, "--json", "--jobs", "2")
+    assert code == 0 and json.loads(out) == one
+    # A worker's error reaches the user as the same one line.
+    code, _, err = run(capsys, "predict", models["small"], models["big"], "--checkpoint", checkpoint, "--jobs", "2")
+    assert code == 2 and "dynamic shape" in err and "--input-shape x=N,3,16,16" in err
+    code, _, err = run(capsys, "predict", models["small"], "--checkpoint", checkpoint, "--jobs", "0")
+    assert code == 2 and "jobs must be at least 1" in err
+
+
 def test_predict_errors_are_clear(capsys, models, checkpoint, tmp_path, monkeypatch):
     import nar_tvm.api
 

@@ -358,3 +358,23 @@ def test_reextract_rewrites_graphs_and_keeps_measurements(tmp_path):
     assert stem.attrs["strides"] == [4, 4] and stem.attrs["padding"] == [2, 2, 2, 2]
     assert [f.op for f in stem.fused] == ["conv2d", "add", "relu"] and stem.fused[0].inputs[1].shape == [48, 3, 11, 11]
     assert fused.nodes[1].attrs["pool_size"] == [3, 3] and old.nodes[1].attrs == {}
+
+
+def test_dataset_stats_prints_probes_of_a_new_panel_as_not_comparable(tmp_path, capsys):
+    from nar_tvm.cli import _print_probes
+    from nar_tvm.probe import PANEL, Probe
+
+    store = DatasetStore(tmp_path / "d")
+    probes = [Probe(ms={n: 1.0 for n in PANEL}, version=1, time="2026-01-01"),
+              Probe(ms={n: 1.3 for n in PANEL}, time="2026-01-02", round_spread=0.2),
+              Probe(ms={n: 1.31 for n in PANEL}, time="2026-01-03", round_spread=0.03)]
+    for i, probe in enumerate(probes):
+        rec = _fake(f"m{i}", "f", 5.0)
+        rec["probe"] = probe.to_dict()
+        store.append(rec)
+    _print_probes(stats(tmp_path / "d")["probes"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].endswith("the first")
+    assert lines[3].endswith("first probe of panel v2; not comparable with the ones above  "
+                             "(host unsteady during this probe)")
+    assert lines[5].endswith(f"x1.008 of {probes[1].id}")
