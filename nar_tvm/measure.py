@@ -146,18 +146,28 @@ def input_specs(mod: tvm.IRModule) -> list[tuple[list[int], str]]:
     return [([int(d) for d in p.ty.shape.values], str(p.ty.dtype)) for p in mod["main"].params]
 
 
-def measure_with_runner(ex, mod: tvm.IRModule, spec: PlatformSpec, session: Session, protocol: Protocol,
-                        compile_s: float, with_kernels: bool = True, cpu_affinity=None) -> dict:
-    """Time a compiled executable with the native runner (nar_tvm.native) in its own process."""
-    from .native import measure_native
-
+def require_local_cpu(spec: PlatformSpec, session: Session) -> None:
     if session.remote is not None or spec.device != "cpu":
         raise ValueError("the native runner measures on this machine's CPU; for a device, copy the runner "
                          "and the exported library there (native/README.md) or use the in-process runner")
+
+
+def time_exported(library_path: str, mod: tvm.IRModule, spec: PlatformSpec, protocol: Protocol,
+                  cpu_affinity=None) -> dict:
+    """The native runner's timing of an exported library of `mod` (median_ms, repeats_ms, cv, number)."""
+    from .native import measure_native
+
+    return measure_native(library_path, input_specs(mod), protocol, threads=spec.threads, cpu_affinity=cpu_affinity)
+
+
+def measure_with_runner(ex, mod: tvm.IRModule, spec: PlatformSpec, session: Session, protocol: Protocol,
+                        compile_s: float, with_kernels: bool = True, cpu_affinity=None) -> dict:
+    """Time a compiled executable with the native runner (nar_tvm.native) in its own process."""
+    require_local_cpu(spec, session)
     with tempfile.TemporaryDirectory(prefix="nar-tvm-") as tmp:
         path = os.path.join(tmp, "model.so")
         ex.export_library(path)
-        res = measure_native(path, input_specs(mod), protocol, threads=spec.threads, cpu_affinity=cpu_affinity)
+        res = time_exported(path, mod, spec, protocol, cpu_affinity)
     out = {
         "median_ms": float(res["median_ms"]),
         "repeats_ms": [float(r) for r in res["repeats_ms"]],

@@ -28,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import tempfile
 from dataclasses import dataclass, field
 
 PANEL_VERSION = 2
@@ -173,22 +175,36 @@ def measure_probe(spec, session, protocol, names=PANEL, runner: str = "inprocess
     import numpy as np
 
     from .loaders import load_onnx
-    from .measure import (RUNNERS, Protocol, build, coefficient_of_variation, measure_with_runner, random_inputs,
-                          time_loaded)
+    from .measure import (RUNNERS, Protocol, build, coefficient_of_variation, random_inputs, require_local_cpu,
+                          time_exported, time_loaded)
 
     if runner not in RUNNERS:
         raise ValueError(f"unknown runner {runner!r}; choose from {RUNNERS}")
+    if runner == "native":
+        require_local_cpu(spec, session)
     per_round = Protocol(warmup=protocol.warmup, repeat=REPEATS_PER_ROUND, min_repeat_ms=protocol.min_repeat_ms)
-    timers = {}
-    for name, data in panel_onnx(names).items():
-        mod = load_onnx(data, None, f"probe-{name}").mod
-        ex = build(mod, spec)
-        if runner == "native":
-            timers[name] = lambda ex=ex, mod=mod: measure_with_runner(
-                ex, mod, spec, session, per_round, 0.0, False, cpu_affinity)["repeats_ms"]
-        else:  # loaded (uploaded, for a remote session) once, timed every round
-            vm, args = session.load(ex), session.to_device(random_inputs(mod))
-            timers[name] = lambda vm=vm, args=args: time_loaded(vm, args, session, per_round)
+    with tempfile.TemporaryDirectory(prefix="nar-tvm-probe-") as libraries:
+        timers = {}
+        for name, data in panel_onnx(names).items():
+            mod = load_onnx(data, None, f"probe-{name}").mod
+            ex = build(mod, spec)
+            if runner == "native":  # exported once, timed by the runner every round
+                path = os.path.join(libraries, f"{name}.so")
+                ex.export_library(path)
+                timers[name] = lambda path=path, mod=mod: time_exported(
+                    path, mod, spec, per_round, cpu_affinity)["repeats_ms"]
+            else:  # loaded (uploaded, for a remote session) once, timed every round
+                vm, args = session.load(ex), session.to_device(random_inputs(mod))
+                timers[name] = lambda vm=vm, args=args: time_loaded(vm, args, session, per_round)
+        samples, fastest = _time_in_rounds(timers, rounds)
+    ms = {name: round(float(np.percentile(s, PROBE_PERCENTILE)), 6) for name, s in samples.items()}
+    cv = {name: round(coefficient_of_variation(s), 6) for name, s in samples.items()}
+    return Probe(ms=ms, time=datetime.now(timezone.utc).isoformat(timespec="seconds"), cv=cv,
+                 round_spread=round(spread_of_rounds(fastest), 6))
+
+
+def _time_in_rounds(timers: dict, rounds: int) -> tuple[dict, dict]:
+    """Every timing of each panel model, and its fastest per round, over interleaved rounds."""
     samples: dict[str, list[float]] = {name: [] for name in timers}
     fastest: dict[str, list[float]] = {name: [] for name in timers}
     for _ in range(rounds):
@@ -196,10 +212,7 @@ def measure_probe(spec, session, protocol, names=PANEL, runner: str = "inprocess
             timings = list(timed())
             samples[name].extend(timings)
             fastest[name].append(min(timings))
-    ms = {name: round(float(np.percentile(s, PROBE_PERCENTILE)), 6) for name, s in samples.items()}
-    cv = {name: round(coefficient_of_variation(s), 6) for name, s in samples.items()}
-    return Probe(ms=ms, time=datetime.now(timezone.utc).isoformat(timespec="seconds"), cv=cv,
-                 round_spread=round(spread_of_rounds(fastest), 6))
+    return samples, fastest
 
 
 def describe(probe: Probe, reference: Probe | None = None) -> str:
