@@ -311,6 +311,38 @@ def unseen_family_rows(base, store: Path, trained_on: set) -> list[dict]:
     return rows
 
 
+def unseen_error_by_kind(base, store: Path, trained_on: set) -> list[dict]:
+    """Where the error on unseen families sits: measured against predicted kernel time, pooled
+    by kernel kind per family, after scaling every prediction by this machine's median
+    measured / predicted ratio on its panel models of known families (so that what is left
+    is the model's error, not the machine's)."""
+    from nar_tvm.compare import error_by_kernel_kind, predicted_kernel_ms
+    from nar_tvm.dataset import load_samples
+    from nar_tvm.training import graphs_of, latencies_of
+
+    if not base.predicts_kernels:
+        return []
+    level = base.provenance["level"]
+    panel_store = DATA / store.name.replace("unseen-families-", "panel-")
+    if not panel_store.exists():
+        return []
+    panel = [s for s in load_samples(panel_store, None, "min") if s.job.split("@")[0] not in trained_on]
+    scale = float(np.median(latencies_of(panel) / base.predict(graphs_of(panel, level)).latency_ms))
+    rows = []
+    unseen = load_samples(store, None, "min")
+    for family in sorted({s.family for s in unseen}):
+        members = [s for s in unseen if s.family == family]
+        cases = [(g, s.record["measurement"].get("kernels_ms") or {}, predicted_kernel_ms(base, g))
+                 for s, g in zip(members, graphs_of(members, level))]
+        kinds = error_by_kernel_kind(cases, scale)
+        total_error = sum(abs(k["predicted_ms"] - k["measured_ms"]) for k in kinds.values()) or 1.0
+        for kind, k in sorted(kinds.items(), key=lambda kv: -abs(kv[1]["predicted_ms"] - kv[1]["measured_ms"])):
+            rows.append({"family": family, "kind": kind, "models": len(members), "scale": scale, **k,
+                         "error_share": abs(k["predicted_ms"] - k["measured_ms"]) / total_error})
+    log(f"unseen families {store.name}: kernel error by kind, machine scale {scale:.3f}")
+    return rows
+
+
 def run_report(args) -> None:
     from nar_tvm.dataset import DatasetStore, load_samples, noise_floor, platforms
     from nar_tvm.training import graphs_of, latencies_of
@@ -354,6 +386,7 @@ def run_report(args) -> None:
 
     for store in sorted(DATA.glob("unseen-families-*")):
         out["unseen_families"] += unseen_family_rows(base, store, trained_on)
+        out["unseen_error_by_kind"] = out.get("unseen_error_by_kind", []) + unseen_error_by_kind(base, store, trained_on)
     for store in sorted(DATA.glob("panel-*")):
         ids = platforms(store)
         floor = noise_floor(DatasetStore(store))
@@ -402,6 +435,19 @@ def write_markdown(out: dict) -> None:
             lines.append(f"| {r['model']} | {r['variant']} | {r['measured_ms']:.2f} | {r['predicted_ms']:.2f} | "
                          f"{r['low_ms']:.2f} .. {r['high_ms']:.2f} | {'yes' if r['novel'] else 'no'} | "
                          f"{'yes' if r['inside'] else 'no'} |")
+    if out.get("unseen_error_by_kind"):
+        rows = out["unseen_error_by_kind"]
+        lines += ["", "Where their error sits: kernel time measured against predicted, pooled by kernel kind (anchor op, "
+                  "convolution kind, costly element-wise functions fused in), predictions scaled by this machine's "
+                  f"median measured / predicted ratio on its panel of known families (x{rows[0]['scale']:.3f}); "
+                  "the three kinds with the largest error per family:", "",
+                  "| family | kernel kind | kernels | measured ms | predicted ms | predicted / measured | "
+                  "share of the family's kernel error |", "|---|---|---|---|---|---|---|"]
+        for family in sorted({r["family"] for r in rows}):
+            for r in [r for r in rows if r["family"] == family][:3]:
+                lines.append(f"| {family} | {r['kind']} | {r['kernels']} | {r['measured_ms']:.1f} | "
+                             f"{r['predicted_ms']:.1f} | {r['predicted_ms'] / r['measured_ms']:.2f} | "
+                             f"{r['error_share']:.0%} |")
     for key, title in (("cross_machine", "Another machine (held-out panel measured there)"),
                        ("cross_platform", "Another platform of the same machine (models of the test split)")):
         if not out[key]:

@@ -91,6 +91,42 @@ def predicted_kernel_ms(predictor, graph: OpGraph) -> dict[str, float]:
     return totals
 
 
+# Element-wise functions that cost far more per element than an add (a libm call each).
+COSTLY_ELEMENTWISE = ("erf", "exp", "sigmoid", "tanh", "softmax", "log", "pow")
+
+
+def kernel_kind(node) -> str:
+    """What a fused kernel does, coarsely enough to pool kernels across models: its anchor op,
+    the kind of convolution, and the costly element-wise functions fused into it."""
+    from nar_tvm.cost_model.uncertainty import conv_kind
+
+    kind = node.op.removeprefix("kernel:").removeprefix("tir_")
+    conv = conv_kind(node)
+    if conv not in (None, "dense"):
+        kind += f" ({conv})"
+    names = {name.removeprefix("tir_") for name in node.ops}
+    return kind + "".join(f" + {f}" for f in COSTLY_ELEMENTWISE if f in names and f != kind)
+
+
+def error_by_kernel_kind(cases, scale: float = 1.0) -> dict[str, dict]:
+    """Measured and predicted kernel time pooled by `kernel_kind`, over `cases` of (graph,
+    measured ms per kernel name, predicted ms per kernel name); predictions times `scale`.
+    Shows which kinds of kernel carry a family's error."""
+    out: dict[str, dict] = {}
+    for graph, measured, predicted in cases:
+        kinds = {}
+        for node in graph.nodes:
+            if node.kernel is not None:
+                kinds.setdefault(node.kernel, kernel_kind(node))
+        for kernel, kind in kinds.items():
+            if kernel in measured and kernel in predicted:
+                row = out.setdefault(kind, {"kernels": 0, "measured_ms": 0.0, "predicted_ms": 0.0})
+                row["kernels"] += 1
+                row["measured_ms"] += float(measured[kernel])
+                row["predicted_ms"] += scale * float(predicted[kernel])
+    return out
+
+
 def summary(results: list[Comparison]) -> dict:
     from nar_tvm.cost_model import regression_report
 

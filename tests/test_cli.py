@@ -162,6 +162,32 @@ def test_predicted_kernel_times_are_summed_per_kernel_name(checkpoint):
         whole_graph.predict_kernels(g)
 
 
+def test_kernel_error_is_pooled_by_kernel_kind():
+    from nar_tvm.compare import error_by_kernel_kind, kernel_kind
+    from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
+
+    x = TensorSpec([1, 16, 8, 8])
+
+    def node(kernel, ops, groups=None):
+        attrs = {} if groups is None else {"groups": groups, "data_layout": "NCHW"}
+        return OpNode(op=f"kernel:{ops[0]}", attrs=attrs, inputs=[x], outputs=[x], ops=ops, kernel=kernel)
+
+    graph = OpGraph(nodes=[node("fused_conv2d", ["conv2d", "add", "relu"], groups=1),
+                           node("fused_conv2d1", ["conv2d", "add"], groups=4),
+                           node("fused_matmul_erf", ["matmul", "divide", "erf", "multiply"]),
+                           node("fused_conv2d", ["conv2d", "add", "relu"], groups=1),  # the same kernel again
+                           node("sigmoid", ["tir_sigmoid"])],
+                    edges=[(i, i + 1) for i in range(4)], level="fused", inputs=[x])
+    assert [kernel_kind(n) for n in graph.nodes] == ["conv2d", "conv2d (grouped)", "matmul + erf", "conv2d",
+                                                     "sigmoid"]
+    measured = {"fused_conv2d": 4.0, "fused_conv2d1": 2.0, "fused_matmul_erf": 3.0, "sigmoid": 1.0}
+    predicted = {"fused_conv2d": 2.0, "fused_conv2d1": 1.5, "fused_matmul_erf": 1.0}  # no prediction for sigmoid
+    pooled = error_by_kernel_kind([(graph, measured, predicted), (graph, measured, predicted)], scale=2.0)
+    assert pooled == {"conv2d": {"kernels": 2, "measured_ms": 8.0, "predicted_ms": 8.0},
+                      "conv2d (grouped)": {"kernels": 2, "measured_ms": 4.0, "predicted_ms": 6.0},
+                      "matmul + erf": {"kernels": 2, "measured_ms": 6.0, "predicted_ms": 4.0}}
+
+
 def _synthetic_dataset(root):
     """Synthetic graphs with made-up latencies: exercises train/evaluate, claims nothing."""
     rng = np.random.default_rng(0)
