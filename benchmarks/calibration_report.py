@@ -138,7 +138,7 @@ def refresh_lofo_novelty() -> None:
                 raise SystemExit(f"{row['family']}: recomputed novelty distances differ from the recorded ones")
         else:
             for m, d in zip(row["models"], distance):
-                unknown = m["unknown_ops"] > 0 if "unknown_ops" in m else (m["novel"] and m["distance"] <= row["threshold"])
+                unknown = flagged_for_unknown_ops(m, row)
                 m.update(distance=float(d), novel=bool(unknown or d > thresholds[NOVELTY_QUANTILE]),
                          unknown_ops=int(m.get("unknown_ops", int(unknown))))
             row["threshold"] = thresholds[NOVELTY_QUANTILE]
@@ -148,16 +148,19 @@ def refresh_lofo_novelty() -> None:
     log(f"brought the cached leave-one-family-out rows to novelty descriptor {DESCRIPTOR} (no retraining)")
 
 
+def flagged_for_unknown_ops(model: dict, row: dict) -> bool:
+    """Whether a held-out model of a leave-one-family-out row has op types unseen in training.
+    Rows recorded before unknown-op counts were kept: a model flagged while nearer than the
+    run's own threshold was flagged for unknown ops."""
+    if "unknown_ops" in model:
+        return model["unknown_ops"] > 0
+    return model["novel"] and model["distance"] <= row["threshold"]
+
+
 def lofo_novel(row: dict, quantile: float) -> np.ndarray:
     """Whether each held-out model of a leave-one-family-out row is flagged at `quantile`."""
     threshold = row["thresholds"][str(quantile)]
-    out = []
-    for m in row["models"]:
-        # Rows recorded before unknown-op counts were kept: a model flagged while nearer than
-        # the run's own threshold was flagged for unknown ops.
-        unknown = m["unknown_ops"] > 0 if "unknown_ops" in m else (m["novel"] and m["distance"] <= row["threshold"])
-        out.append(unknown or m["distance"] > threshold)
-    return np.array(out)
+    return np.array([flagged_for_unknown_ops(m, row) or m["distance"] > threshold for m in row["models"]])
 
 
 def lofo_coverage(rows: list[dict], quantile: float, q: float, q_novel: float) -> tuple[float, int]:
@@ -271,24 +274,27 @@ def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int =
     return rows
 
 
-def unseen_family_rows(base, store: Path, trained_on: set) -> list[dict]:
+def known_family_panel(store: Path, trained_on: set, platform_id: str | None = None) -> list:
+    """The models of a panel store that the predictor did not train on."""
+    from nar_tvm.dataset import load_samples
+
+    return [s for s in load_samples(store, platform_id, "min") if s.job.split("@")[0] not in trained_on]
+
+
+def unseen_family_rows(base, store_name: str, unseen: list, panel: list | None) -> list[dict]:
     """Models of families outside the training data, measured on a machine that has a panel:
     is each flagged, and does its interval (after a 10-shot calibration on that machine's panel
     of known families, seeded) contain its measured latency?"""
     from nar_tvm.cost_model import LatencyPredictor, calibration
     from nar_tvm.cost_model.uncertainty import conformal_quantile
-    from nar_tvm.dataset import load_samples
     from nar_tvm.training import graphs_of, latencies_of
 
     level = base.provenance["level"]
-    panel_store = DATA / store.name.replace("unseen-families-", "panel-")
-    unseen = load_samples(store, None, "min")
     graphs, measured = graphs_of(unseen, level), latencies_of(unseen)
     res = base.predict(graphs)
     rows = []
     variants = [("uncalibrated", None)]
-    if panel_store.exists():
-        panel = [s for s in load_samples(panel_store, None, "min") if s.job.split("@")[0] not in trained_on]
+    if panel:
         shots = np.random.default_rng(0).permutation(len(panel))[:10]
         fit = calibration.fit(base, graphs_of([panel[i] for i in shots], level), latencies_of(panel)[shots])
         variants.append((f"calibrated on 10 panel models ({fit.method})", fit))
@@ -302,34 +308,28 @@ def unseen_family_rows(base, store: Path, trained_on: set) -> list[dict]:
                 pred = np.exp(calibration.apply(fit.method, fit.params, calibration.features(base, graphs)))
             q = np.maximum(base.uncertainty.half_widths(res.novel), conformal_quantile(fit.loo_log_residuals))
         for s, p, qq, y, novel in zip(unseen, pred, q, measured, res.novel):
-            rows.append({"store": store.name, "variant": label, "model": s.name, "family": s.family,
+            rows.append({"store": store_name, "variant": label, "model": s.name, "family": s.family,
                          "measured_ms": float(y), "predicted_ms": float(p), "low_ms": float(p * np.exp(-qq)),
                          "high_ms": float(p * np.exp(qq)), "novel": bool(novel),
                          "inside": bool(p * np.exp(-qq) <= y <= p * np.exp(qq))})
-    log(f"unseen families {store.name}: " + ", ".join(
+    log(f"unseen families {store_name}: " + ", ".join(
         f"{v}: {np.mean([r['inside'] for r in rows if r['variant'] == v]):.0%} inside" for v, _ in variants))
     return rows
 
 
-def unseen_error_by_kind(base, store: Path, trained_on: set) -> list[dict]:
+def unseen_error_by_kind(base, store_name: str, unseen: list, panel: list | None) -> list[dict]:
     """Where the error on unseen families sits: measured against predicted kernel time, pooled
     by kernel kind per family, after scaling every prediction by this machine's median
     measured / predicted ratio on its panel models of known families (so that what is left
     is the model's error, not the machine's)."""
     from nar_tvm.compare import error_by_kernel_kind, predicted_kernel_ms
-    from nar_tvm.dataset import load_samples
     from nar_tvm.training import graphs_of, latencies_of
 
-    if not base.predicts_kernels:
+    if not base.predicts_kernels or not panel:
         return []
     level = base.provenance["level"]
-    panel_store = DATA / store.name.replace("unseen-families-", "panel-")
-    if not panel_store.exists():
-        return []
-    panel = [s for s in load_samples(panel_store, None, "min") if s.job.split("@")[0] not in trained_on]
     scale = float(np.median(latencies_of(panel) / base.predict(graphs_of(panel, level)).latency_ms))
     rows = []
-    unseen = load_samples(store, None, "min")
     for family in sorted({s.family for s in unseen}):
         members = [s for s in unseen if s.family == family]
         cases = [(g, s.record["measurement"].get("kernels_ms") or {}, predicted_kernel_ms(base, g))
@@ -339,7 +339,7 @@ def unseen_error_by_kind(base, store: Path, trained_on: set) -> list[dict]:
         for kind, k in sorted(kinds.items(), key=lambda kv: -abs(kv[1]["predicted_ms"] - kv[1]["measured_ms"])):
             rows.append({"family": family, "kind": kind, "models": len(members), "scale": scale, **k,
                          "error_share": abs(k["predicted_ms"] - k["measured_ms"]) / total_error})
-    log(f"unseen families {store.name}: kernel error by kind, machine scale {scale:.3f}")
+    log(f"unseen families {store_name}: kernel error by kind, machine scale {scale:.3f}")
     return rows
 
 
@@ -352,7 +352,8 @@ def run_report(args) -> None:
     trained_on = {s.job.split("@")[0] for s in parts["train"] + parts["val"]}
     level = base.provenance["level"]
     out = {"checkpoint": str(path.relative_to(REPO)), "uncertainty_source": (base.provenance.get("uncertainty") or {}).get("source"),
-           "cross_machine": [], "cross_platform": [], "coverage": {}, "unseen_families": []}
+           "cross_machine": [], "cross_platform": [], "coverage": {}, "unseen_families": [],
+           "unseen_error_by_kind": []}
 
     # In-domain coverage on the test split (never used to fit anything).
     test = parts["test"]
@@ -385,13 +386,16 @@ def run_report(args) -> None:
             "families": per_family}
 
     for store in sorted(DATA.glob("unseen-families-*")):
-        out["unseen_families"] += unseen_family_rows(base, store, trained_on)
-        out["unseen_error_by_kind"] = out.get("unseen_error_by_kind", []) + unseen_error_by_kind(base, store, trained_on)
+        unseen = load_samples(store, None, "min")
+        panel_store = DATA / store.name.replace("unseen-families-", "panel-")
+        panel = known_family_panel(panel_store, trained_on) if panel_store.exists() else None
+        out["unseen_families"] += unseen_family_rows(base, store.name, unseen, panel)
+        out["unseen_error_by_kind"] += unseen_error_by_kind(base, store.name, unseen, panel)
     for store in sorted(DATA.glob("panel-*")):
         ids = platforms(store)
         floor = noise_floor(DatasetStore(store))
         for pid in ids:
-            panel = [s for s in load_samples(store, pid, "min") if s.job.split("@")[0] not in trained_on]
+            panel = known_family_panel(store, trained_on, pid)
             log(f"cross-machine: {store.name} ({len(panel)} models, re-measurement floor "
                 f"{None if floor is None else round(floor['mape'], 4)})")
             rows = transfer_rows(base, panel, store.name, floor)

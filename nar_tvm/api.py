@@ -33,11 +33,6 @@ def extract(model, level: str = "op", input_shapes: dict | None = None, example_
     return graph
 
 
-def _extract_job(job) -> OpGraph:
-    model, level, input_shapes = job
-    return extract(model, level, input_shapes)
-
-
 def extract_many(models, level: str = "op", input_shapes: dict | None = None, jobs: int = 1) -> list[OpGraph]:
     """OpGraphs of many ONNX paths or `zoo:FAMILY:SEED` specs, in `jobs` worker processes.
 
@@ -58,13 +53,14 @@ def extract_many(models, level: str = "op", input_shapes: dict | None = None, jo
         raise ValueError(f"extracting in several processes takes ONNX paths and zoo: specs; got {type(odd[0]).__name__}")
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from itertools import repeat
 
     workers = min(jobs, len(models))
     # Contiguous chunks: neighbouring models of a batch often share operator signatures,
     # which a worker's legalization cache then lowers once.
     chunk = max(1, len(models) // (4 * workers))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_extract_job, [(str(m), level, input_shapes) for m in models], chunksize=chunk))
+        return list(pool.map(extract, map(str, models), repeat(level), repeat(input_shapes), chunksize=chunk))
 
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"

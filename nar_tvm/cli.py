@@ -349,15 +349,15 @@ def _print_probes(runs: list[dict]) -> None:
                   "measured before probes were recorded")
             continue
         ms = ", ".join(f"{k} {v:.2f}" for k, v in run["probe"]["ms"].items())
-        if run["compared_with"] != run["id"]:
+        compared = run["compared_with"] != run["id"]
+        if compared:
             verdict = f"x{run['speed_vs_first']:.3f} of {run['compared_with']}"
             verdict += "" if run["same_machine_as_first"] else "  <- another machine"
         elif earlier:  # probes of an older panel cannot be compared with it
-            verdict = f"first probe of panel v{run['panel_version']}; not comparable with the ones above"
+            verdict = f"first probe of panel v{run['probe']['version']}; not comparable with the ones above"
         else:
             verdict = "the first"
         if not run.get("steady", True):
-            compared = run["compared_with"] != run["id"]
             verdict += f"  (host unsteady during this probe{': the comparison is unreliable' if compared else ''})"
         earlier = True
         print(f"  {run['id']:<10} {run['records']:6d} records  {run['probe'].get('time', '')}  "

@@ -293,7 +293,6 @@ def probe_runs(store: DatasetStore) -> list[dict]:
             first = probe
         run["speed_vs_first"] = speed_ratio(first, probe)
         run["compared_with"] = first.id
-        run["panel_version"] = probe.version
         run["same_machine_as_first"] = same_machine(first, probe)
         run["steady"] = probe.steady
     out = list(ordered)

@@ -235,10 +235,11 @@ class Profiler:
             raise RuntimeError(f"the machine speed probe failed: {result}")
         from .probe import Probe, describe
 
-        if not Probe.from_dict(result).steady:
+        probe = Probe.from_dict(result)
+        if not probe.steady:
             # Measuring goes on (the records are as noisy as the host), but the stored probe may
             # not recognise this machine later; say so while the user can still wait and rerun.
-            print(describe(Probe.from_dict(result)), file=sys.stderr)
+            print(describe(probe), file=sys.stderr)
         self.probe = result
         return result
 

@@ -303,25 +303,11 @@ def _arg_specs(arg, where: str) -> list[TensorSpec]:
     return tensor_specs(ty, where) if ty is not None else []
 
 
-# The legalization cache hands the same PrimFunc objects to every model that meets a signature
-# again, so a batch counts each one's FLOPs once. Keyed by object (its hash is its address; the
-# entry keeps it alive, so no other PrimFunc can take that address); bounded like a cache.
-_FLOPS_BY_PRIMFUNC: dict[int, tuple] = {}
-_FLOPS_CACHE_SIZE = 100_000
-
-
 def _tir_flops(prim) -> int:
-    hit = _FLOPS_BY_PRIMFUNC.get(hash(prim))
-    if hit is not None and hit[0].same_as(prim):
-        return hit[1]
     try:
-        flops = int(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": prim})))
+        return int(tvm.s_tir.analysis.estimate_tir_flops(tvm.IRModule({"main": prim})))
     except Exception:  # noqa: BLE001 - opaque/extern kernels have no countable loop nest
-        flops = 0
-    if len(_FLOPS_BY_PRIMFUNC) >= _FLOPS_CACHE_SIZE:
-        _FLOPS_BY_PRIMFUNC.clear()
-    _FLOPS_BY_PRIMFUNC[hash(prim)] = (prim, flops)
-    return flops
+        return 0
 
 
 def _calls(mod: tvm.IRModule, func_name: str):
