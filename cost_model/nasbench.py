@@ -744,6 +744,36 @@ class FewShotLatencyModel:
         cov += 1e-2 * np.trace(cov) / len(mean) * np.eye(len(mean)) + 1e-12 * np.eye(len(mean))
         return mean, np.linalg.cholesky(cov)
 
+    def design_shots(self, cells: Sequence[str], shots: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Which `shots` of `cells` to measure on a new device (sorted row indices), and the rest.
+
+        `adapt_prior` fits the device by linear regression on the architecture codes in the
+        prior's whitened coordinates, so the measurements that pin its embedding down best are
+        those whose codes span those coordinates: a greedy D-optimal design, each step adding the
+        cell of highest leverage given the cells already chosen (intercept included). A random
+        sample bunches where most architectures are and leaves directions in which devices differ
+        unmeasured. No target measurement is used; `seed` picks the first cell.
+        Cost: `shots` passes over the cells' codes (a second for all of NAS-Bench-201).
+        """
+        n = len(cells)
+        if not 0 < shots < n:
+            raise NasBenchDataError(f"{shots} shots out of {n} rows leaves nothing to learn from or to test on")
+        z = self.codes(cells)
+        _, root = self.device_prior()
+        x = np.hstack([np.ones((n, 1)), (z - z.mean(axis=0)) @ root])
+        chosen = [int(np.random.default_rng(seed).integers(n))]
+        # The small ridge keeps the information matrix invertible while fewer cells than
+        # dimensions are chosen.
+        information = 1e-3 * np.eye(x.shape[1]) + np.outer(x[chosen[0]], x[chosen[0]])
+        for _ in range(shots - 1):
+            leverage = np.einsum("ij,jk,ik->i", x, np.linalg.inv(information), x)
+            leverage[chosen] = -np.inf
+            pick = int(np.argmax(leverage))
+            chosen.append(pick)
+            information += np.outer(x[pick], x[pick])
+        learn = np.sort(chosen)
+        return learn, np.setdiff1d(np.arange(n), learn)
+
     def adapt(self, cells: Sequence[str], y_ms, mixes: Sequence[float] | None = None) -> DeviceHead:
         """Fit a new device from its shots: the pretrained prior's embedding (`adapt_prior`),
         the shots-only `OpCostModel`, and the weight between them (from `mixes`, default
@@ -809,10 +839,14 @@ class FewShotLatencyModel:
         return np.exp(log_ms)
 
 
-def shots_split(n: int, shots: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`shots` rows of a seeded permutation to learn from, every other row to test on."""
+def _check_shots(n: int, shots: int) -> None:
     if not 0 < shots < n:
         raise NasBenchDataError(f"{shots} shots out of {n} rows leaves nothing to learn from or to test on")
+
+
+def shots_split(n: int, shots: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`shots` rows of a seeded permutation to learn from, every other row to test on."""
+    _check_shots(n, shots)
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[:shots]), np.sort(perm[shots:])
 

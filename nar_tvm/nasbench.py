@@ -106,6 +106,10 @@ def cmd_nasbench_latency(args) -> int:
     target = load_table(args.latency_csv, [args.device], cells_from=cells_csv)
     y = target.column(args.device)
     n_learn = args.train_size if args.train_size is not None else (args.shots or 10)
+    if args.train_size is not None and args.shot_choice == "design":
+        raise NasBenchDataError("--shot-choice design needs a pretrained model's codes (--shots); "
+                                "--train-size samples its rows at random")
+    designed = args.train_size is None and args.shot_choice != "random"
 
     model = None
     if args.train_size is None:
@@ -129,7 +133,10 @@ def cmd_nasbench_latency(args) -> int:
 
     results = []
     for seed in args.seeds:
-        learn, test = shots_split(len(target), n_learn, seed)
+        if designed:
+            learn, test = model.design_shots(target.cells, n_learn, seed)
+        else:
+            learn, test = shots_split(len(target), n_learn, seed)
         learn_cells = [target.cells[i] for i in learn]
         test_cells = [target.cells[i] for i in test]
         if model is None:
@@ -138,8 +145,8 @@ def cmd_nasbench_latency(args) -> int:
         else:
             head = model.adapt(learn_cells, y[learn])
             pred = model.predict(head, test_cells)
-            how = (f"adapted with {n_learn} shots (pretrained weight {head.mix:g} against the shots' "
-                   "op-cost model, by leave-one-out)")
+            how = (f"adapted with {n_learn} {'designed' if designed else 'random'} shots (pretrained weight "
+                   f"{head.mix:g} against the shots' op-cost model, by leave-one-out)")
         m = latency_metrics(pred, y[test])
         results.append(m)
         print(f"seed {seed}: {args.device} {how}, tested on the other {len(test)}: MAPE {100 * m['mape']:.2f}%  "
@@ -208,6 +215,10 @@ def add_nasbench_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--device", required=True, help="target device column, e.g. gold_6226_ms")
     a.add_argument("--shots", type=int, help="adapt a multi-device model with this many target "
                                              "measurements (default 10 when --train-size is not given)")
+    a.add_argument("--shot-choice", choices=("design", "random"),
+                   help="which target rows --shots measures: 'design' (default) picks the ones whose "
+                        "architecture codes best pin down a new device (D-optimal, no target data used), "
+                        "'random' a seeded sample; --train-size always samples at random")
     a.add_argument("--train-size", type=int, help="train from scratch on this many target measurements instead")
     a.add_argument("--pretrain-csv", help="CSV of the pretraining devices (default: --latency-csv)")
     a.add_argument("--pretrain-columns", nargs="+", help="pretraining device columns (default: every "

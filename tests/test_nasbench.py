@@ -202,6 +202,36 @@ def test_few_shot_adaptation_on_synthetic_devices(tmp_path):
     assert m["spearman"] > 0.8 and m["mape"] < 0.15, m
 
 
+def test_designed_shots_span_the_codes_greedily(tmp_path):
+    cells, lat, names = synthetic_latency_table(tmp_path)
+    model = nb.FewShotLatencyModel.pretrain(cells, lat[:, :-1], names[:-1], nb.LatencyConfig(pretrain_steps=200), seed=0)
+    learn, test = model.design_shots(cells, 10, seed=3)
+    assert len(learn) == 10 and sorted(np.concatenate([learn, test]).tolist()) == list(range(len(cells)))
+    assert learn.tolist() == sorted(learn.tolist())
+    assert model.design_shots(cells, 10, seed=3)[0].tolist() == learn.tolist()
+
+    # Against the plain formula: each greedy step takes the row that most increases the
+    # determinant of the information matrix of [1, whitened code].
+    z = model.codes(cells)
+    x = np.hstack([np.ones((len(cells), 1)), (z - z.mean(axis=0)) @ model.device_prior()[1]])
+    first = int(np.random.default_rng(3).integers(len(cells)))
+    info = 1e-3 * np.eye(x.shape[1]) + np.outer(x[first], x[first])
+    dets = [np.linalg.slogdet(info + np.outer(row, row))[1] if i != first else -np.inf for i, row in enumerate(x)]
+    second = int(np.argmax(dets))
+    assert {first, second} <= set(learn.tolist())
+
+    def logdet(rows):
+        return np.linalg.slogdet(1e-3 * np.eye(x.shape[1]) + x[rows].T @ x[rows])[1]
+    random_logdets = [logdet(nb.shots_split(len(cells), 10, seed)[0]) for seed in range(20)]
+    assert logdet(learn) > max(random_logdets)
+
+    head = model.adapt([cells[i] for i in learn], lat[learn, -1])
+    m = nb.latency_metrics(model.predict(head, [cells[i] for i in test]), lat[test, -1])
+    assert m["spearman"] > 0.8 and m["mape"] < 0.15, m
+    with pytest.raises(nb.NasBenchDataError, match="leaves nothing"):
+        model.design_shots(cells[:5], 5)
+
+
 def test_op_cost_model_recovers_additive_costs_and_adapt_falls_back_on_it(tmp_path):
     cells, lat, names = synthetic_latency_table(tmp_path)
     counts = nb.op_counts(cells)
@@ -238,7 +268,12 @@ def test_latency_from_scratch_and_cli(tmp_path, capsys):
                               "--pretrain-steps", "50"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "MAPE" in out and "Acc(10%)" in out and "Spearman" in out
+    assert "MAPE" in out and "Acc(10%)" in out and "Spearman" in out and "10 designed shots" in out
+    args = parser.parse_args(["nasbench", "latency", "--latency-csv", str(tmp_path / "lat.csv"),
+                              "--device", "dev4_ms", "--train-size", "20", "--shot-choice", "design",
+                              "--cells-csv", str(tmp_path / "cells.csv")])
+    assert args.func(args) == 2
+    assert "--shot-choice design" in capsys.readouterr().err
     args = parser.parse_args(["nasbench", "latency", "--latency-csv", str(tmp_path / "lat.csv"),
                               "--device", "gpu_ms", "--cells-csv", str(tmp_path / "cells.csv")])
     assert args.func(args) == 2
