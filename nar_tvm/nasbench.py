@@ -92,45 +92,95 @@ def cmd_nasbench_accuracy(args) -> int:
     return 0
 
 
-def cmd_nasbench_latency(args) -> int:
+def _pretrained_latency_model(args, cells_csv: str, target_device: str | None, target_csv: str | None, seed: int):
+    """The multi-device model `--shots` adapts: pretrained on `--pretrain-columns` of
+    `--pretrain-csv` (default: every device column of the target's CSV but the target, or of
+    the shipped table when that CSV has no other device)."""
     import numpy as np
 
-    from .cost_model.nasbench import (FewShotLatencyModel, LatencyConfig, NasBenchDataError, latency_metrics,
-                                      load_table, shots_split, train_latency_predictor)
+    from .cost_model.nasbench import FewShotLatencyModel, LatencyConfig, NasBenchDataError, load_table
+
+    pre_path = args.pretrain_csv or target_csv or _data_path(None, DEFAULT_LATENCY_CSV)
+    columns = args.pretrain_columns
+    if columns is None:
+        columns = [c for c in load_table(pre_path, cells_from=cells_csv).device_columns() if c != target_device]
+        if not columns and args.pretrain_csv is None:
+            pre_path = _data_path(None, DEFAULT_LATENCY_CSV)
+            columns = [c for c in load_table(pre_path, cells_from=cells_csv).device_columns() if c != target_device]
+    # The target device must stay unseen however the pretraining columns were named.
+    if (target_device in columns and target_csv is not None
+            and Path(pre_path).resolve() == Path(target_csv).resolve()):
+        raise NasBenchDataError(f"--pretrain-columns includes the target device {target_device!r}")
+    if not columns:
+        raise NasBenchDataError(f"{pre_path}: no pretraining device columns (<device>_ms)"
+                                + (f" besides {target_device!r}" if target_device else ""))
+    pre = load_table(pre_path, columns, cells_from=cells_csv)
+    print(f"pretraining on {len(columns)} device(s) x {len(pre)} architectures from {pre_path}", file=sys.stderr)
+    return FewShotLatencyModel.pretrain(pre.cells, np.stack([pre.column(c) for c in columns], axis=1), columns,
+                                        LatencyConfig(pretrain_steps=args.pretrain_steps), seed=seed)
+
+
+def _write_cells_csv(path: str, header: list[str], rows) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def cmd_nasbench_shots(args) -> int:
+    """Which architectures to measure first on a new device: `design_shots` over every cell."""
+    from .cost_model.nasbench import load_table
+
+    cells_csv = _data_path(args.cells_csv, DEFAULT_ACCURACY_CSV)
+    table = load_table(cells_csv, [])
+    model = _pretrained_latency_model(args, cells_csv, None, None, args.seed)
+    learn, _ = model.design_shots(table.cells, args.shots, args.seed)
+    rows = [(int(table.arch_index[i]), table.cells[i]) for i in learn]
+    if args.out:
+        _write_cells_csv(args.out, ["arch_index", "cell"], rows)
+        print(f"wrote the {len(rows)} architectures to measure to {args.out}", file=sys.stderr)
+    for arch, cell in rows:
+        print(f"{arch}\t{cell}")
+    return 0
+
+
+def cmd_nasbench_latency(args) -> int:
+    from .cost_model.nasbench import (NasBenchDataError, latency_metrics, load_table, shots_split,
+                                      train_latency_predictor)
 
     if args.shots is not None and args.train_size is not None:
         raise NasBenchDataError("give --shots (adapt a pretrained model) or --train-size (train from "
                                 "scratch on the target device), not both")
+    if args.predict_out and (args.shots is not None or args.train_size is not None):
+        raise NasBenchDataError("--predict-out learns from every measured row of the device; --shots and "
+                                "--train-size pick rows to test against, so they do not go with it")
+    if args.train_size is not None and args.shot_choice == "design":
+        raise NasBenchDataError("--shot-choice design needs a pretrained model's codes (--shots); "
+                                "--train-size samples its rows at random")
     cells_csv = _data_path(args.cells_csv, DEFAULT_ACCURACY_CSV)
     args.latency_csv = _data_path(args.latency_csv, DEFAULT_LATENCY_CSV)
     target = load_table(args.latency_csv, [args.device], cells_from=cells_csv)
     y = target.column(args.device)
-    n_learn = args.train_size if args.train_size is not None else (args.shots or 10)
-    if args.train_size is not None and args.shot_choice == "design":
-        raise NasBenchDataError("--shot-choice design needs a pretrained model's codes (--shots); "
-                                "--train-size samples its rows at random")
-    designed = args.train_size is None and args.shot_choice != "random"
-
     model = None
     if args.train_size is None:
-        pre_path = args.pretrain_csv or args.latency_csv
-        columns = args.pretrain_columns
-        if columns is None:
-            header_table = load_table(pre_path, cells_from=cells_csv)
-            columns = [c for c in header_table.device_columns() if c != args.device]
-        # The target device must stay unseen however the pretraining columns were named.
-        if args.device in columns and Path(pre_path).resolve() == Path(args.latency_csv).resolve():
-            raise NasBenchDataError(f"--pretrain-columns includes the target device {args.device!r}")
-        if not columns:
-            raise NasBenchDataError(f"{pre_path}: no pretraining device columns (<device>_ms) besides "
-                                    f"{args.device!r}")
-        pre = load_table(pre_path, columns, cells_from=cells_csv)
-        print(f"pretraining on {len(columns)} device(s) x {len(pre)} architectures from {pre_path}",
-              file=sys.stderr)
-        model = FewShotLatencyModel.pretrain(pre.cells, np.stack([pre.column(c) for c in columns], axis=1),
-                                             columns, LatencyConfig(pretrain_steps=args.pretrain_steps),
-                                             seed=args.seeds[0])
+        model = _pretrained_latency_model(args, cells_csv, args.device, args.latency_csv, args.seeds[0])
 
+    if args.predict_out:
+        # Every measured row teaches; every architecture of the cells table is predicted.
+        everything = load_table(cells_csv, [])
+        head = model.adapt(target.cells, y)
+        pred = model.predict(head, everything.cells)
+        how = (f"adapted with its {len(y)} measured rows (pretrained weight {head.mix:g} against the "
+               "op-cost model, by leave-one-out)")
+        _write_cells_csv(args.predict_out, ["arch_index", "cell", f"predicted_{args.device}"],
+                         [(int(a), c, f"{p:.6g}") for a, c, p in zip(everything.arch_index, everything.cells, pred)])
+        print(f"{args.device} {how}: wrote {len(pred)} predictions to {args.predict_out}")
+        return 0
+
+    n_learn = args.train_size if args.train_size is not None else (args.shots or 10)
+    designed = model is not None and args.shot_choice != "random"
     results = []
     for seed in args.seeds:
         if designed:
@@ -166,6 +216,8 @@ def cmd_nasbench(args) -> int:
     try:
         if args.action == "latency":
             return cmd_nasbench_latency(args)
+        if args.action == "shots":
+            return cmd_nasbench_shots(args)
         return cmd_nasbench_accuracy(args)
     except (NasBenchDataError, CheckpointError) as exc:
         print(f"nar-tvm nasbench {args.action}: error: {exc}", file=sys.stderr)
@@ -182,9 +234,22 @@ def add_nasbench_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _add_pretraining_arguments(a: argparse.ArgumentParser) -> None:
+    from .cost_model.nasbench import LatencyConfig
+
+    a.add_argument("--pretrain-csv", help="CSV of the pretraining devices (default: --latency-csv, or the "
+                                          "shipped table when it has no other device)")
+    a.add_argument("--pretrain-columns", nargs="+", help="pretraining device columns (default: every "
+                                                         "<device>_ms column except the target)")
+    a.add_argument("--pretrain-steps", type=int, default=LatencyConfig.pretrain_steps,
+                   help=f"optimiser steps of the multi-device pretraining (default {LatencyConfig.pretrain_steps})")
+    a.add_argument("--cells-csv", help="table with arch_index and cell, for CSVs without a cell column "
+                                       "(default: the shipped NAS-Bench-201 table)")
+
+
 def add_nasbench_arguments(p: argparse.ArgumentParser) -> None:
     """The `nasbench` actions and their options; imports the learning side for its defaults."""
-    from .cost_model.nasbench import ACCURACY_EVAL_LABEL, ACCURACY_LABEL, FUSIONS, AccuracyConfig, LatencyConfig
+    from .cost_model.nasbench import ACCURACY_EVAL_LABEL, ACCURACY_LABEL, FUSIONS, AccuracyConfig
 
     actions = p.add_subparsers(dest="action", required=True)
     for action, text in (("train", "train accuracy predictors with the seeded-permutation protocol"),
@@ -220,12 +285,16 @@ def add_nasbench_arguments(p: argparse.ArgumentParser) -> None:
                         "architecture codes best pin down a new device (D-optimal, no target data used), "
                         "'random' a seeded sample; --train-size always samples at random")
     a.add_argument("--train-size", type=int, help="train from scratch on this many target measurements instead")
-    a.add_argument("--pretrain-csv", help="CSV of the pretraining devices (default: --latency-csv)")
-    a.add_argument("--pretrain-columns", nargs="+", help="pretraining device columns (default: every "
-                                                         "<device>_ms column except the target)")
-    a.add_argument("--pretrain-steps", type=int, default=LatencyConfig.pretrain_steps,
-                   help=f"optimiser steps of the multi-device pretraining (default {LatencyConfig.pretrain_steps})")
-    a.add_argument("--cells-csv", help="table with arch_index and cell, for CSVs without a cell column "
-                                       "(default: the shipped NAS-Bench-201 table)")
+    a.add_argument("--predict-out", help="instead of testing: learn from every measured row of --device "
+                                         "(e.g. the architectures `nasbench shots` listed) and write a "
+                                         "prediction for every architecture of --cells-csv to this CSV")
+    _add_pretraining_arguments(a)
     a.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the shot/training sample")
+    a.set_defaults(func=cmd_nasbench)
+
+    a = actions.add_parser("shots", help="which architectures to measure first on a new device")
+    a.add_argument("--shots", type=int, default=10, help="how many (default 10)")
+    a.add_argument("--out", help="also write them (arch_index, cell) to this CSV")
+    _add_pretraining_arguments(a)
+    a.add_argument("--seed", type=int, default=0, help="seed of the pretraining and of the first pick")
     a.set_defaults(func=cmd_nasbench)

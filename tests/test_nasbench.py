@@ -280,6 +280,55 @@ def test_latency_from_scratch_and_cli(tmp_path, capsys):
     assert "gpu_ms" in capsys.readouterr().err
 
 
+def test_new_device_workflow_shots_then_predict_every_cell(tmp_path, capsys, monkeypatch):
+    """`nasbench shots` lists what to measure; `latency --predict-out` learns from those rows only."""
+    import argparse
+    import gzip
+
+    from nar_tvm.cost_model import nb201_space
+
+    cells, lat, names = synthetic_latency_table(tmp_path, n=300)
+    parser = argparse.ArgumentParser()
+    cli_nasbench.add_nasbench_parser(parser.add_subparsers(dest="command"))
+    pretraining = ["--pretrain-csv", str(tmp_path / "lat.csv"), "--pretrain-columns", *names[:-1],
+                   "--cells-csv", str(tmp_path / "cells.csv"), "--pretrain-steps", "50"]
+    args = parser.parse_args(["nasbench", "shots", "--shots", "6", "--out", str(tmp_path / "shots.csv"), *pretraining])
+    assert args.func(args) == 0
+    listed = nb.load_table(tmp_path / "shots.csv", [])
+    model = nb.FewShotLatencyModel.pretrain(cells, lat[:, :-1], names[:-1], nb.LatencyConfig(pretrain_steps=50), seed=0)
+    expected = model.design_shots(cells, 6, seed=0)[0]
+    assert listed.arch_index.tolist() == expected.tolist() and listed.cells == [cells[i] for i in expected]
+    assert capsys.readouterr().out.splitlines()[0] == f"{expected[0]}\t{cells[expected[0]]}"
+
+    # The new device's own CSV holds only the measured architectures.
+    write_csv(tmp_path / "mine.csv", ["arch_index", "new_ms"], [[i, lat[i, -1]] for i in expected])
+    args = parser.parse_args(["nasbench", "latency", "--device", "new_ms", "--latency-csv", str(tmp_path / "mine.csv"),
+                              "--predict-out", str(tmp_path / "pred.csv"), *pretraining])
+    assert args.func(args) == 0
+    assert "its 6 measured rows" in capsys.readouterr().out
+    pred = nb.load_table(tmp_path / "pred.csv", ["predicted_new_ms"])
+    assert pred.arch_index.tolist() == list(range(len(cells))) and pred.cells == cells
+    head = model.adapt([cells[i] for i in expected], lat[expected, -1])
+    assert pred.column("predicted_new_ms") == pytest.approx(model.predict(head, cells), rel=1e-5)
+
+    # Without --pretrain-csv, a CSV holding only the new device pretrains on the shipped table.
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    with gzip.open(shipped / "latency.csv.gz", "wt", newline="") as f:
+        csv.writer(f).writerows([["arch_index", *names[:3]], *[[i, *row[:3]] for i, row in enumerate(lat)]])
+    monkeypatch.setattr(nb201_space, "DEFAULT_DATA_DIR", shipped)
+    args = parser.parse_args(["nasbench", "latency", "--device", "new_ms", "--latency-csv", str(tmp_path / "mine.csv"),
+                              "--cells-csv", str(tmp_path / "cells.csv"), "--pretrain-steps", "20",
+                              "--predict-out", str(tmp_path / "pred2.csv")])
+    assert args.func(args) == 0
+    assert f"3 device(s) x 300 architectures from {shipped / 'latency.csv.gz'}" in capsys.readouterr().err
+
+    args = parser.parse_args(["nasbench", "latency", "--device", "new_ms", "--latency-csv", str(tmp_path / "mine.csv"),
+                              "--shots", "4", "--predict-out", str(tmp_path / "pred.csv"), *pretraining])
+    assert args.func(args) == 2
+    assert "--predict-out learns from every measured row" in capsys.readouterr().err
+
+
 def test_device_selection():
     true = np.array([[1.0, 2.0], [3.0, 1.0], [2.0, 2.5]])
     pred = np.array([[1.0, 1.5], [2.0, 1.0], [3.0, 2.0]])  # last one wrong: picks 2.5 over 2.0
