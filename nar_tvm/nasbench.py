@@ -100,13 +100,12 @@ def _pretrained_latency_model(args, cells_csv: str, target_device: str | None, t
 
     from .cost_model.nasbench import FewShotLatencyModel, LatencyConfig, NasBenchDataError, load_table
 
-    pre_path = args.pretrain_csv or target_csv or _data_path(None, DEFAULT_LATENCY_CSV)
-    columns = args.pretrain_columns
-    if columns is None:
-        columns = [c for c in load_table(pre_path, cells_from=cells_csv).device_columns() if c != target_device]
-        if not columns and args.pretrain_csv is None:
-            pre_path = _data_path(None, DEFAULT_LATENCY_CSV)
-            columns = [c for c in load_table(pre_path, cells_from=cells_csv).device_columns() if c != target_device]
+    sources = [args.pretrain_csv] if args.pretrain_csv else [target_csv, _data_path(None, DEFAULT_LATENCY_CSV)]
+    for pre_path in [p for p in sources if p is not None]:
+        columns = args.pretrain_columns or [c for c in load_table(pre_path, cells_from=cells_csv).device_columns()
+                                            if c != target_device]
+        if columns:
+            break
     # The target device must stay unseen however the pretraining columns were named.
     if (target_device in columns and target_csv is not None
             and Path(pre_path).resolve() == Path(target_csv).resolve()):
