@@ -60,6 +60,8 @@ CHECKPOINT_FORMAT = "nar-tvm.nasbench201-predictor"
 # Version 2: the network is a CellEnsemble (fusion and member count stored); version 1
 # checkpoints (one plain NARFormerV2) still load, as a one-member ensemble.
 CHECKPOINT_VERSION = 2
+FEWSHOT_FORMAT = "nar-tvm.nasbench201-fewshot-latency"
+FEWSHOT_VERSION = 1
 
 
 class NasBenchDataError(ValueError):
@@ -722,6 +724,37 @@ class FewShotLatencyModel:
                  epochs=epochs, batch_size=batch_size, lr=cfg.lr,
                  weight_decay=cfg.weight_decay, seed=seed)
         return cls(tokenizer, model, list(devices), mean, std, cfg)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """The pretrained model, so that the shots designed with it and the adaptation to
+        them use the same codes (a design is specific to the model it was made for)."""
+        payload = {
+            "format": FEWSHOT_FORMAT, "version": FEWSHOT_VERSION,
+            "model_config": asdict(self.model.encoder.cfg), "tokenizer": asdict(self.tokenizer.config),
+            "rank": self.cfg.rank, "ridge_grid": list(self.cfg.ridge_grid), "shot_mixes": list(self.cfg.shot_mixes),
+            "pretrain_steps": self.cfg.pretrain_steps, "devices": list(self.devices),
+            "log_mean": self.log_mean.tolist(), "log_std": self.log_std.tolist(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+        }
+        return write_payload(payload, path, ("model_config", "tokenizer", "devices", "log_mean", "log_std"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "FewShotLatencyModel":
+        path = Path(path)
+        payload = read_payload(path, FEWSHOT_FORMAT, (FEWSHOT_VERSION,))
+        try:
+            model_cfg = make_config("nar-former-v2", payload["model_config"])
+            tokenizer = CellTokenizer(CellTokenizerConfig(**payload["tokenizer"]))
+            cfg = LatencyConfig(model=model_cfg, tokenizer=tokenizer.config, rank=int(payload["rank"]),
+                                pretrain_steps=int(payload["pretrain_steps"]),
+                                ridge_grid=tuple(payload["ridge_grid"]), shot_mixes=tuple(payload["shot_mixes"]))
+            model = MultiDeviceModel(model_cfg, len(payload["devices"]), cfg.rank)
+            model.load_state_dict(payload["state_dict"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: config and weights do not fit together: {exc}") from exc
+        model.eval()
+        return cls(tokenizer, model, list(payload["devices"]), np.asarray(payload["log_mean"]),
+                   np.asarray(payload["log_std"]), cfg)
 
     def codes(self, cells: Sequence[str]) -> np.ndarray:
         missing = [c for c in dict.fromkeys(cells) if c not in self._codes]

@@ -93,12 +93,22 @@ def cmd_nasbench_accuracy(args) -> int:
 
 
 def _pretrained_latency_model(args, cells_csv: str, target_device: str | None, target_csv: str | None, seed: int):
-    """The multi-device model `--shots` adapts: pretrained on `--pretrain-columns` of
-    `--pretrain-csv` (default: every device column of the target's CSV but the target, or of
-    the shipped table when that CSV has no other device)."""
+    """The multi-device model `--shots` adapts: `--pretrained`, or pretrained here on
+    `--pretrain-columns` of `--pretrain-csv` (default: every device column of the target's CSV
+    but the target, or of the shipped table when that CSV has no other device)."""
     import numpy as np
 
     from .cost_model.nasbench import FewShotLatencyModel, LatencyConfig, NasBenchDataError, load_table
+
+    if args.pretrained:
+        if args.pretrain_csv or args.pretrain_columns:
+            raise NasBenchDataError("--pretrained is a model already pretrained; --pretrain-csv and "
+                                    "--pretrain-columns would pretrain another")
+        model = FewShotLatencyModel.load(args.pretrained)
+        if target_device in model.devices:
+            raise NasBenchDataError(f"{args.pretrained}: pretrained on the target device {target_device!r}")
+        print(f"pretrained model {args.pretrained}: {len(model.devices)} device(s)", file=sys.stderr)
+        return model
 
     sources = [args.pretrain_csv] if args.pretrain_csv else [target_csv, _data_path(None, DEFAULT_LATENCY_CSV)]
     for pre_path in [p for p in sources if p is not None]:
@@ -136,6 +146,11 @@ def cmd_nasbench_shots(args) -> int:
     table = load_table(cells_csv, [])
     model = _pretrained_latency_model(args, cells_csv, None, None, args.seed)
     learn, _ = model.design_shots(table.cells, args.shots, args.seed)
+    if args.save_pretrained:
+        model.save(args.save_pretrained)
+        print(f"saved the pretrained model to {args.save_pretrained}: adapt with the same one "
+              f"(nasbench latency --pretrained {args.save_pretrained}), the shots were designed for it",
+              file=sys.stderr)
     rows = [(int(table.arch_index[i]), table.cells[i]) for i in learn]
     if args.out:
         _write_cells_csv(args.out, ["arch_index", "cell"], rows)
@@ -236,6 +251,8 @@ def add_nasbench_parser(subparsers) -> argparse.ArgumentParser:
 def _add_pretraining_arguments(a: argparse.ArgumentParser) -> None:
     from .cost_model.nasbench import LatencyConfig
 
+    a.add_argument("--pretrained", help="a model saved by `nasbench shots --save-pretrained` instead of "
+                                        "pretraining here")
     a.add_argument("--pretrain-csv", help="CSV of the pretraining devices (default: --latency-csv, or the "
                                           "shipped table when it has no other device)")
     a.add_argument("--pretrain-columns", nargs="+", help="pretraining device columns (default: every "
@@ -294,6 +311,8 @@ def add_nasbench_arguments(p: argparse.ArgumentParser) -> None:
     a = actions.add_parser("shots", help="which architectures to measure first on a new device")
     a.add_argument("--shots", type=int, default=10, help="how many (default 10)")
     a.add_argument("--out", help="also write them (arch_index, cell) to this CSV")
+    a.add_argument("--save-pretrained", help="save the pretrained model the shots were designed for, to pass "
+                                             "to `nasbench latency --pretrained` once they are measured")
     _add_pretraining_arguments(a)
     a.add_argument("--seed", type=int, default=0, help="seed of the pretraining and of the first pick")
     a.set_defaults(func=cmd_nasbench)

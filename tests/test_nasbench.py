@@ -292,13 +292,20 @@ def test_new_device_workflow_shots_then_predict_every_cell(tmp_path, capsys, mon
     cli_nasbench.add_nasbench_parser(parser.add_subparsers(dest="command"))
     pretraining = ["--pretrain-csv", str(tmp_path / "lat.csv"), "--pretrain-columns", *names[:-1],
                    "--cells-csv", str(tmp_path / "cells.csv"), "--pretrain-steps", "50"]
-    args = parser.parse_args(["nasbench", "shots", "--shots", "6", "--out", str(tmp_path / "shots.csv"), *pretraining])
+    args = parser.parse_args(["nasbench", "shots", "--shots", "6", "--out", str(tmp_path / "shots.csv"),
+                              "--save-pretrained", str(tmp_path / "fewshot.pt"), *pretraining])
     assert args.func(args) == 0
     listed = nb.load_table(tmp_path / "shots.csv", [])
     model = nb.FewShotLatencyModel.pretrain(cells, lat[:, :-1], names[:-1], nb.LatencyConfig(pretrain_steps=50), seed=0)
     expected = model.design_shots(cells, 6, seed=0)[0]
     assert listed.arch_index.tolist() == expected.tolist() and listed.cells == [cells[i] for i in expected]
     assert capsys.readouterr().out.splitlines()[0] == f"{expected[0]}\t{cells[expected[0]]}"
+    saved = nb.FewShotLatencyModel.load(tmp_path / "fewshot.pt")
+    assert saved.devices == names[:-1] and saved.model.encoder.cfg == model.model.encoder.cfg
+    assert (saved.cfg.rank, saved.cfg.ridge_grid, saved.cfg.shot_mixes) == (model.cfg.rank, model.cfg.ridge_grid,
+                                                                           model.cfg.shot_mixes)
+    assert saved.codes(cells) == pytest.approx(model.codes(cells), abs=1e-6)
+    assert saved.design_shots(cells, 6, seed=0)[0].tolist() == expected.tolist()
 
     # The new device's own CSV holds only the measured architectures.
     write_csv(tmp_path / "mine.csv", ["arch_index", "new_ms"], [[i, lat[i, -1]] for i in expected])
@@ -310,6 +317,26 @@ def test_new_device_workflow_shots_then_predict_every_cell(tmp_path, capsys, mon
     assert pred.arch_index.tolist() == list(range(len(cells))) and pred.cells == cells
     head = model.adapt([cells[i] for i in expected], lat[expected, -1])
     assert pred.column("predicted_new_ms") == pytest.approx(model.predict(head, cells), rel=1e-5)
+    args = parser.parse_args(["nasbench", "latency", "--device", "new_ms", "--latency-csv", str(tmp_path / "mine.csv"),
+                              "--cells-csv", str(tmp_path / "cells.csv"), "--pretrained", str(tmp_path / "fewshot.pt"),
+                              "--predict-out", str(tmp_path / "pred3.csv")])
+    assert args.func(args) == 0
+    assert "pretraining" not in capsys.readouterr().err
+    assert nb.load_table(tmp_path / "pred3.csv", ["predicted_new_ms"]).column("predicted_new_ms") == pytest.approx(
+        pred.column("predicted_new_ms"), rel=1e-5)
+    # A model pretrained on the target itself would leak it; a damaged file is one line.
+    write_csv(tmp_path / "dev0.csv", ["arch_index", names[0]], [[i, lat[i, 0]] for i in expected])
+    args = parser.parse_args(["nasbench", "latency", "--device", names[0], "--latency-csv", str(tmp_path / "dev0.csv"),
+                              "--cells-csv", str(tmp_path / "cells.csv"), "--pretrained", str(tmp_path / "fewshot.pt"),
+                              "--predict-out", str(tmp_path / "pred4.csv")])
+    assert args.func(args) == 2
+    assert f"pretrained on the target device {names[0]!r}" in capsys.readouterr().err
+    (tmp_path / "broken.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    args = parser.parse_args(["nasbench", "shots", "--pretrained", str(tmp_path / "broken.pt"),
+                              "--cells-csv", str(tmp_path / "cells.csv")])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.pt" in err
 
     # Without --pretrain-csv, a CSV holding only the new device pretrains on the shipped table.
     shipped = tmp_path / "shipped"
