@@ -253,8 +253,8 @@ def _add_pretraining_arguments(a: argparse.ArgumentParser) -> None:
 
     a.add_argument("--pretrained", help="a model saved by `nasbench shots --save-pretrained` instead of "
                                         "pretraining here")
-    a.add_argument("--pretrain-csv", help="CSV of the pretraining devices (default: --latency-csv, or the "
-                                          "shipped table when it has no other device)")
+    a.add_argument("--pretrain-csv", help="CSV of the pretraining devices (default: latency's --latency-csv "
+                                          "when it has devices besides the target, else the shipped table)")
     a.add_argument("--pretrain-columns", nargs="+", help="pretraining device columns (default: every "
                                                          "<device>_ms column except the target)")
     a.add_argument("--pretrain-steps", type=int, default=LatencyConfig.pretrain_steps,
