@@ -789,8 +789,7 @@ class FewShotLatencyModel:
         Cost: `shots` passes over the cells' codes (a second for all of NAS-Bench-201).
         """
         n = len(cells)
-        if not 0 < shots < n:
-            raise NasBenchDataError(f"{shots} shots out of {n} rows leaves nothing to learn from or to test on")
+        _check_shots(n, shots)
         z = self.codes(cells)
         _, root = self.device_prior()
         x = np.hstack([np.ones((n, 1)), (z - z.mean(axis=0)) @ root])

@@ -170,6 +170,8 @@ def cmd_nasbench_latency(args) -> int:
     if args.predict_out and (args.shots is not None or args.train_size is not None):
         raise NasBenchDataError("--predict-out learns from every measured row of the device; --shots and "
                                 "--train-size pick rows to test against, so they do not go with it")
+    if args.train_size is not None and args.pretrained:
+        raise NasBenchDataError("--train-size trains from scratch on the target; --pretrained is for --shots")
     if args.train_size is not None and args.shot_choice == "design":
         raise NasBenchDataError("--shot-choice design needs a pretrained model's codes (--shots); "
                                 "--train-size samples its rows at random")

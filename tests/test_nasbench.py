@@ -275,6 +275,11 @@ def test_latency_from_scratch_and_cli(tmp_path, capsys):
     assert args.func(args) == 2
     assert "--shot-choice design" in capsys.readouterr().err
     args = parser.parse_args(["nasbench", "latency", "--latency-csv", str(tmp_path / "lat.csv"),
+                              "--device", "dev4_ms", "--train-size", "20", "--pretrained", str(tmp_path / "x.pt"),
+                              "--cells-csv", str(tmp_path / "cells.csv")])
+    assert args.func(args) == 2
+    assert "--pretrained is for --shots" in capsys.readouterr().err
+    args = parser.parse_args(["nasbench", "latency", "--latency-csv", str(tmp_path / "lat.csv"),
                               "--device", "gpu_ms", "--cells-csv", str(tmp_path / "cells.csv")])
     assert args.func(args) == 2
     assert "gpu_ms" in capsys.readouterr().err
