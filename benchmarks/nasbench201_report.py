@@ -226,13 +226,17 @@ def latency_tables(lat: nb.NB201Table, devices, Y, seeds):
             for seed in seeds:
                 for runs, (shots, test) in ((few, model.design_shots(lat.cells, k, seed)),
                                             (few_random, nb.shots_split(len(lat), k, seed))):
-                    head = model.adapt([lat.cells[i] for i in shots], Y[shots, j])
-                    runs[k][target].append(nb.latency_metrics(model.predict(head, [lat.cells[i] for i in test]),
-                                                              Y[test, j]))
+                    runs[k][target].append(adapted_metrics(model, lat, Y[:, j], shots, test)[0])
         timings.append(time.perf_counter() - t0)
         log(f"few-shot {target}: Spearman@10 {np.mean([m['spearman'] for m in few[10][target]]):.4f} "
             f"({timings[-1]:.0f} s)")
     return per_n, selection, few, few_random, cfg
+
+
+def adapted_metrics(model, lat: nb.NB201Table, y: np.ndarray, shots, test, mixes=None) -> tuple[dict, nb.DeviceHead]:
+    """Adapt `model` to a device from its `shots` rows of latencies `y`; metrics on its `test` rows."""
+    head = model.adapt([lat.cells[i] for i in shots], y[shots], mixes=mixes)
+    return nb.latency_metrics(model.predict(head, [lat.cells[i] for i in test]), y[test]), head
 
 
 def split_runs(lat: nb.NB201Table, devices, Y, pretrain: list[str], targets: list[str]) -> dict:
@@ -253,16 +257,13 @@ def split_runs(lat: nb.NB201Table, devices, Y, pretrain: list[str], targets: lis
         out["_ceiling"][target] = spearman(codes @ weights, Y[:, j])
         for seed in SPLIT_SEEDS:
             shots, test = model.design_shots(lat.cells, 10, seed)
-            test_cells = [lat.cells[i] for i in test]
             for name, mixes in ADAPTERS.items():
-                head = model.adapt([lat.cells[i] for i in shots], Y[shots, j], mixes=mixes)
-                out[target][name].append(nb.latency_metrics(model.predict(head, test_cells), Y[test, j]))
+                metrics, head = adapted_metrics(model, lat, Y[:, j], shots, test, mixes)
+                out[target][name].append(metrics)
                 if mixes is None:
                     out["_mix"][target].append(head.mix)
             shots, test = nb.shots_split(len(lat), 10, seed)
-            head = model.adapt([lat.cells[i] for i in shots], Y[shots, j])
-            out[target][RANDOM_SHOTS].append(nb.latency_metrics(model.predict(head, [lat.cells[i] for i in test]),
-                                                                Y[test, j]))
+            out[target][RANDOM_SHOTS].append(adapted_metrics(model, lat, Y[:, j], shots, test)[0])
     log(f"split pretrained on {len(pretrain)} devices, {len(targets)} targets in {time.perf_counter() - t0:.0f} s")
     return out
 

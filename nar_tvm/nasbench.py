@@ -112,8 +112,8 @@ def _pretrained_latency_model(args, cells_csv: str, target_device: str | None, t
 
     sources = [args.pretrain_csv] if args.pretrain_csv else [target_csv, _data_path(None, DEFAULT_LATENCY_CSV)]
     for pre_path in [p for p in sources if p is not None]:
-        columns = args.pretrain_columns or [c for c in load_table(pre_path, cells_from=cells_csv).device_columns()
-                                            if c != target_device]
+        pre = load_table(pre_path, args.pretrain_columns, cells_from=cells_csv)
+        columns = args.pretrain_columns or [c for c in pre.device_columns() if c != target_device]
         if columns:
             break
     # The target device must stay unseen however the pretraining columns were named.
@@ -123,7 +123,6 @@ def _pretrained_latency_model(args, cells_csv: str, target_device: str | None, t
     if not columns:
         raise NasBenchDataError(f"{pre_path}: no pretraining device columns (<device>_ms)"
                                 + (f" besides {target_device!r}" if target_device else ""))
-    pre = load_table(pre_path, columns, cells_from=cells_csv)
     print(f"pretraining on {len(columns)} device(s) x {len(pre)} architectures from {pre_path}", file=sys.stderr)
     return FewShotLatencyModel.pretrain(pre.cells, np.stack([pre.column(c) for c in columns], axis=1), columns,
                                         LatencyConfig(pretrain_steps=args.pretrain_steps), seed=seed)
