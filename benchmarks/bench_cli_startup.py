@@ -204,8 +204,9 @@ def write_report(res: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=100, help="ONNX files predicted in one call (default 100)")
-    parser.add_argument("--measure", type=int, default=5,
-                        help="of them, how many to compile and measure, one per family (default 5)")
+    parser.add_argument("--measure", type=int, default=16,
+                        help="of them, how many to compile and measure, one per family (default 16: every "
+                             "family once, so their mean weighs the families as the round-robin set does)")
     parser.add_argument("--help-runs", type=int, default=5, help="runs of nar-tvm --help (default 5)")
     parser.add_argument("--runs", type=int, default=3,
                         help="runs each of the import floor and the one-file prediction (default 3)")

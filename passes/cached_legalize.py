@@ -16,8 +16,10 @@ names it exactly as LegalizeOps would) and calls it on its own arguments. Anythi
 (symbolic shapes, several emitted bindings, constants baked into the PrimFunc) is legalized
 as usual and not stored. The module that comes out is structurally equal to LegalizeOps'.
 
-Cost: one lookup per call; a hit skips TE and PrimFunc creation but still pays the builder's
-structural deduplication. Memory: one PrimFunc per distinct signature.
+Cost: one lookup per call; a hit skips TE and PrimFunc creation, and after the first hit of a
+signature in a module also the builder's structural deduplication (hashing the PrimFunc, about
+a tenth of a millisecond): within one pass the builder would hand back the same function.
+Memory: one PrimFunc per distinct signature.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ def _tensor_key(expr):
     if not isinstance(ty, relax.TensorType) or not isinstance(ty.shape, relax.ShapeExpr):
         return None
     dims = []
-    for d in ty.shape.values:
+    # Slicing reads a TVM array in one pass; iterating bounds-checks every element in Python.
+    for d in ty.shape.values[:]:
         if not isinstance(d, tirx.IntImm):
             return None
         dims.append(d.value)
@@ -72,7 +75,22 @@ class LegalizeCache:
         self.hits = 0
         self.misses = 0
         self._hints: list[str] | None = None
+        self._added_in_module: dict = {}
+        self._target_key = ""
         self._legalize_map: dict | None = None
+
+    @contextmanager
+    def legalizing_module(self):
+        """Per-module state for one LegalizeOps run: the functions already added to its
+        builder, the target it runs under, and the hint recording below."""
+        target = tvm.target.Target.current(allow_none=True)
+        self._target_key = str(target) if target is not None else ""
+        self._added_in_module = {}
+        try:
+            with self.recording_hints():
+                yield
+        finally:
+            self._added_in_module = {}
 
     @contextmanager
     def recording_hints(self):
@@ -114,14 +132,16 @@ class LegalizeCache:
             if signature is None or result_key is None:
                 return legalize(bb, call)
             leaves, arg_keys = signature
-            target = tvm.target.Target.current(allow_none=True)
             key = (op_name, tvm_ffi.structural_hash(call.attrs) if call.attrs is not None else 0,
-                   arg_keys, result_key, str(target) if target is not None else "")
+                   arg_keys, result_key, self._target_key)
             entry = self.entries.get(key)
             if entry is not None:
                 prim, hint, positions, out_types = entry
                 self.hits += 1
-                return relax.call_tir(bb.add_func(prim, hint), [leaves[p] for p in positions], out_types)
+                gvar = self._added_in_module.get(key)
+                if gvar is None:
+                    gvar = self._added_in_module[key] = bb.add_func(prim, hint)
+                return relax.call_tir(gvar, [leaves[p] for p in positions], out_types)
             self.misses += 1
             self._hints = []
             try:
@@ -165,7 +185,7 @@ class CachedLegalizeOps:
         self.cache = cache or _PROCESS_CACHE
 
     def transform_module(self, mod, ctx):  # noqa: ARG002 - signature fixed by TVM
-        with self.cache.recording_hints():
+        with self.cache.legalizing_module():
             return relax.transform.LegalizeOps(self.cache.legalize_map())(mod)
 
 

@@ -54,7 +54,8 @@ def attrs_to_dict(attrs) -> dict:
 
 def _static_dims(shape, where: str) -> list[int]:
     dims = []
-    for d in shape.values if hasattr(shape, "values") else shape:
+    # Slicing reads a TVM array in one pass; iterating bounds-checks every element in Python.
+    for d in shape.values[:] if hasattr(shape, "values") else shape:
         if isinstance(d, tvm.tirx.IntImm):
             dims.append(int(d.value))
         elif isinstance(d, int):
