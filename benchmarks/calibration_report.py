@@ -281,22 +281,22 @@ def known_family_panel(store: Path, trained_on: set, platform_id: str | None = N
     return [s for s in load_samples(store, platform_id, "min") if s.job.split("@")[0] not in trained_on]
 
 
-def unseen_family_rows(base, store_name: str, unseen: list, panel: list | None) -> list[dict]:
-    """Models of families outside the training data, measured on a machine that has a panel:
-    is each flagged, and does its interval (after a 10-shot calibration on that machine's panel
-    of known families, seeded) contain its measured latency?"""
+def unseen_family_rows(base, store_name: str, unseen: list, graphs: list, panel: list | None,
+                       panel_graphs: list | None) -> list[dict]:
+    """Models of families outside the training data (`graphs` are theirs), measured on a machine
+    that has a panel: is each flagged, and does its interval (after a 10-shot calibration on that
+    machine's panel of known families, seeded) contain its measured latency?"""
     from nar_tvm.cost_model import LatencyPredictor, calibration
     from nar_tvm.cost_model.uncertainty import conformal_quantile
-    from nar_tvm.training import graphs_of, latencies_of
+    from nar_tvm.training import latencies_of
 
-    level = base.provenance["level"]
-    graphs, measured = graphs_of(unseen, level), latencies_of(unseen)
+    measured = latencies_of(unseen)
     res = base.predict(graphs)
     rows = []
     variants = [("uncalibrated", None)]
     if panel:
         shots = np.random.default_rng(0).permutation(len(panel))[:10]
-        fit = calibration.fit(base, graphs_of([panel[i] for i in shots], level), latencies_of(panel)[shots])
+        fit = calibration.fit(base, [panel_graphs[i] for i in shots], latencies_of(panel)[shots])
         variants.append((f"calibrated on 10 panel models ({fit.method})", fit))
     for label, fit in variants:
         if fit is None:
@@ -317,27 +317,26 @@ def unseen_family_rows(base, store_name: str, unseen: list, panel: list | None) 
     return rows
 
 
-def unseen_error_by_kind(base, store_name: str, unseen: list, panel: list | None) -> list[dict]:
+def unseen_error_by_kind(base, store_name: str, unseen: list, graphs: list, panel: list | None,
+                         panel_graphs: list | None) -> list[dict]:
     """Where the error on unseen families sits: measured against predicted kernel time, pooled
     by kernel kind per family, after scaling every prediction by this machine's median
     measured / predicted ratio on its panel models of known families (so that what is left
     is the model's error, not the machine's)."""
     from nar_tvm.compare import error_by_kernel_kind, predicted_kernel_ms
-    from nar_tvm.training import graphs_of, latencies_of
+    from nar_tvm.training import latencies_of
 
     if not base.predicts_kernels or not panel:
         return []
-    level = base.provenance["level"]
-    scale = float(np.median(latencies_of(panel) / base.predict(graphs_of(panel, level)).latency_ms))
+    scale = float(np.median(latencies_of(panel) / base.predict(panel_graphs).latency_ms))
     rows = []
     for family in sorted({s.family for s in unseen}):
-        members = [s for s in unseen if s.family == family]
         cases = [(g, s.record["measurement"].get("kernels_ms") or {}, predicted_kernel_ms(base, g))
-                 for s, g in zip(members, graphs_of(members, level))]
+                 for s, g in zip(unseen, graphs) if s.family == family]
         kinds = error_by_kernel_kind(cases, scale)
         total_error = sum(abs(k["predicted_ms"] - k["measured_ms"]) for k in kinds.values()) or 1.0
         for kind, k in sorted(kinds.items(), key=lambda kv: -abs(kv[1]["predicted_ms"] - kv[1]["measured_ms"])):
-            rows.append({"family": family, "kind": kind, "models": len(members), "scale": scale, **k,
+            rows.append({"family": family, "kind": kind, "models": len(cases), "scale": scale, **k,
                          "error_share": abs(k["predicted_ms"] - k["measured_ms"]) / total_error})
     log(f"unseen families {store_name}: kernel error by kind, machine scale {scale:.3f}")
     return rows
@@ -389,8 +388,11 @@ def run_report(args) -> None:
         unseen = load_samples(store, None, "min")
         panel_store = DATA / store.name.replace("unseen-families-", "panel-")
         panel = known_family_panel(panel_store, trained_on) if panel_store.exists() else None
-        out["unseen_families"] += unseen_family_rows(base, store.name, unseen, panel)
-        out["unseen_error_by_kind"] += unseen_error_by_kind(base, store.name, unseen, panel)
+        # Deserialising a stored graph is most of what these rows cost: once per store.
+        graphs = graphs_of(unseen, level)
+        panel_graphs = graphs_of(panel, level) if panel else None
+        out["unseen_families"] += unseen_family_rows(base, store.name, unseen, graphs, panel, panel_graphs)
+        out["unseen_error_by_kind"] += unseen_error_by_kind(base, store.name, unseen, graphs, panel, panel_graphs)
     for store in sorted(DATA.glob("panel-*")):
         ids = platforms(store)
         floor = noise_floor(DatasetStore(store))
