@@ -57,8 +57,8 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def _add_model_args(p: argparse.ArgumentParser, many: bool = True) -> None:
-    p.add_argument("models", nargs="+" if many else 1, metavar="MODEL", help="ONNX file(s) or zoo:FAMILY:SEED")
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX file(s), folder(s) of them, or zoo:FAMILY:SEED")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="static shape for a dynamic input (repeatable)")
     p.add_argument("--level", choices=["op", "fused"], default=None,
@@ -66,14 +66,33 @@ def _add_model_args(p: argparse.ArgumentParser, many: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _check_zoo_specs(specs: list[str]) -> None:
-    """Reject a malformed zoo:FAMILY:SEED argument before any slow work (loading, extracting)."""
-    zoo_specs = [s for s in specs if s.startswith("zoo:")]
-    if zoo_specs:
-        from . import zoo
+def _model_arguments(specs: list[str]) -> list[str]:
+    """The models named on the command line, checked before any slow work (loading the
+    checkpoint, extracting): a malformed zoo:FAMILY:SEED or a missing file fails at once, and
+    a folder stands for the .onnx files in it (a NAS search's candidates), in name order."""
+    from pathlib import Path
 
-        for spec in zoo_specs:
+    from .loaders import ModelLoadError
+
+    models = []
+    for spec in specs:
+        if spec.startswith("zoo:"):
+            from . import zoo
+
             zoo.parse_spec(spec)
+            models.append(spec)
+            continue
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() == ".onnx" and p.is_file())
+            if not found:
+                raise ModelLoadError(f"{path}: a folder with no .onnx files in it")
+            models += found
+        elif not path.exists():
+            raise ModelLoadError(f"{path}: no such file")
+        else:
+            models.append(spec)
+    return models
 
 
 # ------------------------------------------------------------------- inspect
@@ -81,10 +100,10 @@ def cmd_inspect(args) -> int:
     from .api import extract
     from .loaders import parse_input_shapes
 
-    _check_zoo_specs(args.models)
+    models = _model_arguments(args.models)
     shapes = parse_input_shapes(args.input_shape)
     out = []
-    for model in args.models:
+    for model in models:
         graph = extract(model, level=args.level or "op", input_shapes=shapes)
         info = graph.summary()
         if args.nodes:
@@ -127,14 +146,14 @@ def cmd_predict(args) -> int:
     from .api import extract_many, load_predictor, predict
     from .loaders import parse_input_shapes
 
-    _check_zoo_specs(args.models)
+    models = _model_arguments(args.models)
     predictor = load_predictor(args.checkpoint)
     level = predictor.provenance.get("level", "op")
     if args.level and args.level != level:
         raise CLIError(f"the checkpoint was trained on {level!r} graphs; --level {args.level} does not apply")
     _warn_about(predictor, "predictions may not transfer")
     shapes = parse_input_shapes(args.input_shape)
-    graphs = extract_many(args.models, level, shapes, args.jobs)
+    graphs = extract_many(models, level, shapes, args.jobs)
     preds = predict(graphs, predictor=predictor)
     if args.json:
         _print_json([p.__dict__ for p in preds])
@@ -155,11 +174,11 @@ def cmd_compare(args) -> int:
     from .loaders import parse_input_shapes
     from .measure import Protocol
 
-    _check_zoo_specs(args.models)
+    models = _model_arguments(args.models)
     predictor = load_predictor(args.checkpoint)
     _warn_about(predictor, "expect larger errors")
     affinity = [int(c) for c in args.cpu_affinity.split(",")] if args.cpu_affinity else None
-    results = compare(args.models, predictor, parse_input_shapes(args.input_shape),
+    results = compare(models, predictor, parse_input_shapes(args.input_shape),
                       Protocol(repeat=args.repeat), affinity)
     stats = summary(results) if len(results) > 1 else None
     if args.plot:
@@ -434,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="compile and measure models here, and compare with predictions")
-    p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX file(s) or zoo:FAMILY:SEED")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="ONNX file(s), folder(s) of them, or zoo:FAMILY:SEED")
     p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...")
     p.add_argument("--checkpoint", help="trained checkpoint (default: the one shipped with nar-tvm)")
     p.add_argument("--repeat", type=int, default=5)

@@ -1035,17 +1035,16 @@ def _check_family(family: str) -> None:
 def parse_spec(spec: str) -> tuple[str, int]:
     """(family, seed) of a `zoo:FAMILY:SEED` model argument; ValueError in one line naming the
     valid form and families otherwise."""
-    form = f"expected zoo:FAMILY:SEED with FAMILY one of {', '.join(FAMILIES)} and SEED an integer"
+    form = f"expected zoo:FAMILY:SEED with FAMILY one of {', '.join(FAMILIES)} and SEED a non-negative integer"
     parts = spec.split(":")
     if len(parts) != 3 or parts[0] != "zoo" or not parts[1] or not parts[2]:
         raise ValueError(f"{spec!r}: {form}")
     family, seed = parts[1], parts[2]
     if family not in FAMILIES:
         raise ValueError(f"{spec!r}: unknown zoo family {family!r}; {form}")
-    try:
-        return family, int(seed)
-    except ValueError:
-        raise ValueError(f"{spec!r}: seed {seed!r} is not an integer; {form}") from None
+    if not (seed.isascii() and seed.isdigit()):  # a model's name is FAMILY-SEED: a sign would make it ambiguous
+        raise ValueError(f"{spec!r}: seed {seed!r} is not a non-negative integer; {form}")
+    return family, int(seed)
 
 
 def generate(family: str, seed: int, *, nasbench201_csv: str | Path | None = None) -> ZooModel:

@@ -115,6 +115,30 @@ def test_predict_errors_are_clear(capsys, models, checkpoint, tmp_path, monkeypa
     assert code == 2 and "bad.pt" in err
 
 
+def test_a_folder_stands_for_its_onnx_files_and_bad_paths_fail_before_the_checkpoint_loads(
+        capsys, models, checkpoint, tmp_path):
+    import shutil
+
+    folder = tmp_path / "candidates"
+    folder.mkdir()
+    for name in ("b_small", "a_gelu"):
+        shutil.copy(models["small" if "small" in name else "gelu"], folder / f"{name}.onnx")
+    (folder / "notes.txt").write_text("not a model")
+    code, out, _ = run(capsys, "predict", folder, models["small"], "--checkpoint", checkpoint, "--json")
+    preds = json.loads(out)
+    assert code == 0 and [p["name"] for p in preds] == ["a_gelu", "b_small", "small"]
+    assert preds[1]["latency_ms"] == preds[2]["latency_ms"]  # the same network under two names
+    # Each error names the path, and comes before the (here unreadable) checkpoint is opened.
+    (tmp_path / "bad.pt").write_bytes(b"nope")
+    (tmp_path / "empty").mkdir()
+    for command in ("predict", "compare", "inspect"):
+        for path, problem in ((tmp_path / "missing.onnx", "missing.onnx: no such file"),
+                              (tmp_path / "empty", "empty: a folder with no .onnx files in it")):
+            extra = [] if command == "inspect" else ["--checkpoint", tmp_path / "bad.pt"]
+            code, out, err = run(capsys, command, models["small"], path, *extra)
+            assert code == 2 and out == "" and problem in one_line(err)
+
+
 def test_predict_warns_on_other_platform(capsys, models, checkpoint, tmp_path):
     from nar_tvm.cost_model import load_checkpoint
 
@@ -242,7 +266,8 @@ def one_line(err: str) -> str:
 
 @pytest.mark.parametrize("spec, problem", [
     ("zoo:nofamily:1", "unknown zoo family 'nofamily'"),
-    ("zoo:resnet:abc", "seed 'abc' is not an integer"),
+    ("zoo:resnet:abc", "seed 'abc' is not a non-negative integer"),
+    ("zoo:resnet:-1", "seed '-1' is not a non-negative integer"),
     ("zoo:resnet", "expected zoo:FAMILY:SEED"),
     ("zoo:", "expected zoo:FAMILY:SEED"),
     ("zoo:resnet:1:2", "expected zoo:FAMILY:SEED"),
