@@ -384,11 +384,14 @@ def _print_probes(runs: list[dict]) -> None:
 
 
 def cmd_dataset(args) -> int:
-    from .dataset import DatasetStore, stats
+    from .dataset import SHARD_PREFIX, DatasetStore, stats
 
     if not os.path.exists(args.dataset):
         raise CLIError(f"{args.dataset}: no such dataset")
     if args.action == "stats":
+        if not DatasetStore(args.dataset).shards():
+            raise CLIError(f"{args.dataset}: not a dataset (no {SHARD_PREFIX}*.jsonl.gz files in it; "
+                           "`nar-tvm profile --out` writes them)")
         s = stats(args.dataset)
         _print_json(s) if args.json else _print_stats(s)
     elif args.action == "seal":

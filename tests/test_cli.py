@@ -250,6 +250,9 @@ def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
     assert code == 0 and json.loads(out)["overall"]["n"] == 4
     code, out, _ = run(capsys, "dataset", "stats", tmp_path / "d", "--json")
     assert json.loads(out)["families"]["fa"]["count"] == 15
+    # A folder without shards is named as not a dataset, not reported as an empty one.
+    code, out, err = run(capsys, "dataset", "stats", tmp_path)
+    assert code == 2 and out == "" and f"{tmp_path}: not a dataset (no shard-*.jsonl.gz files" in one_line(err)
     code, _, err = run(capsys, "train", tmp_path / "d", "--out", ckpt, "--split", "ood:nope")
     assert code == 2 and "family 'nope' is not in the dataset" in err
     code, _, err = run(capsys, "train", tmp_path / "d", "--out", gnn, "--model", "nnlp", "--readout", "mean")
