@@ -33,21 +33,36 @@ def extract(model, level: str = "op", input_shapes: dict | None = None, example_
     return graph
 
 
-def extract_many(models, level: str = "op", input_shapes: dict | None = None, jobs: int = 1) -> list[OpGraph]:
-    """OpGraphs of many ONNX paths or `zoo:FAMILY:SEED` specs, in `jobs` worker processes.
+def _extract_or_error(model, level: str, input_shapes: dict | None):
+    """(graph, None), or (None, the one-line reason) when the model cannot be extracted."""
+    try:
+        return extract(model, level, input_shapes), None
+    except Exception as exc:  # noqa: BLE001 - one bad candidate must not end a batch of thousands
+        message = str(exc).strip().splitlines()
+        return None, message[-1] if message else type(exc).__name__
 
-    Extraction is single-threaded Python and TVM work, so a batch spreads over cores. Each
-    worker is a fresh process (spawned: forking a process that holds torch and TVM is not
-    safe) that imports TVM once (a few seconds of CPU) and keeps its own legalization cache;
-    it pays off for batches of tens of models and more. It shortens the wait, not the CPU
-    time per model. Results come back in the order of `models`; the first model that fails
-    raises its own error.
+
+def iter_extract(models, level: str = "op", input_shapes: dict | None = None, jobs: int = 1,
+                 keep_going: bool = False):
+    """(model, OpGraph or None, error or None) for each of `models` (ONNX paths or
+    `zoo:FAMILY:SEED` specs), in their order, as each is ready: a batch of thousands can be
+    shown and saved as it goes. The first model that fails raises its own error, unless
+    `keep_going`: then it comes out with the reason and the rest carry on.
+
+    `jobs` > 1 extracts in worker processes. Extraction is single-threaded Python and TVM
+    work, so a batch spreads over cores. Each worker is a fresh process (spawned: forking a
+    process that holds torch and TVM is not safe) that imports TVM once (a few seconds of CPU)
+    and keeps its own legalization cache; it pays off for batches of tens of models and more.
+    It shortens the wait, not the CPU time per model.
     """
     models = list(models)
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    work = _extract_or_error if keep_going else (lambda m, lv, sh: (extract(m, lv, sh), None))
     if jobs == 1 or len(models) < 2:
-        return [extract(m, level, input_shapes) for m in models]
+        for m in models:
+            yield (m, *work(m, level, input_shapes))
+        return
     odd = [m for m in models if not isinstance(m, (str, Path))]
     if odd:
         raise ValueError(f"extracting in several processes takes ONNX paths and zoo: specs; got {type(odd[0]).__name__}")
@@ -58,9 +73,22 @@ def extract_many(models, level: str = "op", input_shapes: dict | None = None, jo
     workers = min(jobs, len(models))
     # Contiguous chunks: neighbouring models of a batch often share operator signatures,
     # which a worker's legalization cache then lowers once.
-    chunk = max(1, len(models) // (4 * workers))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(extract, map(str, models), repeat(level), repeat(input_shapes), chunksize=chunk))
+    chunk = max(1, min(16, len(models) // (4 * workers)))
+    fn = _extract_or_error if keep_going else extract
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        results = pool.map(fn, map(str, models), repeat(level), repeat(input_shapes), chunksize=chunk)
+        for m, result in zip(models, results):
+            yield (m, *result) if keep_going else (m, result, None)
+    finally:
+        # On an error or an interrupted consumer, the models not started are dropped, not extracted.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def extract_many(models, level: str = "op", input_shapes: dict | None = None, jobs: int = 1) -> list[OpGraph]:
+    """OpGraphs of many ONNX paths or `zoo:FAMILY:SEED` specs (see `iter_extract`), in order;
+    the first model that fails raises its own error."""
+    return [graph for _, graph, _ in iter_extract(models, level, input_shapes, jobs)]
 
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.pt"

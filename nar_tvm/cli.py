@@ -142,8 +142,50 @@ def _warn_about(predictor, consequence: str) -> None:
 
 
 # ------------------------------------------------------------------- predict
+# Graphs predicted in one forward pass while a batch streams: small enough that results show
+# up every few tens of seconds, large enough that the forward pass costs nothing per model.
+PREDICT_CHUNK = 32
+
+
+def _predicted_before(path) -> set[str]:
+    """Models already in a --out file of an earlier, interrupted run (a torn last line is not)."""
+    done = set()
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    done.add(json.loads(line)["model"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+    return done
+
+
+def _open_lines_for_append(path):
+    """`path` opened to append lines; a last line cut short by a crash is ended first, so that
+    it stays one unreadable line instead of spoiling the next."""
+    torn = False
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            torn = fh.read(1) != b"\n"
+    out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - the caller closes it
+    if torn:
+        out.write("\n")
+    return out
+
+
+def _prediction_line(p) -> str:
+    note = f"  ({p.unknown_ops} nodes of op types unseen in training: {', '.join(p.unknown_op_names)})" \
+        if p.unknown_ops else ""
+    interval = "" if p.low_ms is None else f" (90% interval {p.low_ms:.3f} .. {p.high_ms:.3f} ms)"
+    flag = "  UNLIKE THE TRAINING DATA" if p.novel else ""
+    return f"{p.name}: {p.latency_ms:.3f} ms predicted{interval}  [{p.nodes} {p.level}-level nodes]{flag}{note}"
+
+
 def cmd_predict(args) -> int:
-    from .api import extract_many, load_predictor, predict
+    from tqdm import tqdm
+
+    from .api import iter_extract, load_predictor, predict
     from .loaders import parse_input_shapes
 
     models = _model_arguments(args.models)
@@ -153,17 +195,48 @@ def cmd_predict(args) -> int:
         raise CLIError(f"the checkpoint was trained on {level!r} graphs; --level {args.level} does not apply")
     _warn_about(predictor, "predictions may not transfer")
     shapes = parse_input_shapes(args.input_shape)
-    graphs = extract_many(models, level, shapes, args.jobs)
-    preds = predict(graphs, predictor=predictor)
+    done = _predicted_before(args.out)
+    todo = [m for m in models if m not in done]
+    if done:
+        print(f"{len(models) - len(todo)} of the {len(models)} models are in {args.out} already; "
+              f"predicting the other {len(todo)}", file=sys.stderr)
+    out = _open_lines_for_append(args.out) if args.out else None
+    collected, failed, pending = [], [], []
+    bar = tqdm(total=len(todo), unit="model", file=sys.stderr, disable=None if len(todo) > 1 else True)
+
+    def flush():
+        if not pending:
+            return
+        for (model, _), p in zip(pending, predict([g for _, g in pending], predictor=predictor)):
+            if out is not None:
+                out.write(json.dumps({"model": model, **p.__dict__}) + "\n")
+                out.flush()
+            if args.json:
+                collected.append(p.__dict__)
+            else:
+                bar.write(_prediction_line(p), file=sys.stdout)
+        pending.clear()
+
+    try:
+        for model, graph, error in iter_extract(todo, level, shapes, args.jobs, keep_going=args.keep_going):
+            bar.update()
+            if error is not None:
+                failed.append(model)
+                bar.write(f"{model}: error: {error}", file=sys.stderr)
+                continue
+            pending.append((model, graph))
+            if len(pending) == PREDICT_CHUNK:
+                flush()
+        flush()
+    finally:
+        bar.close()
+        if out is not None:
+            out.close()
     if args.json:
-        _print_json([p.__dict__ for p in preds])
-        return 0
-    for p in preds:
-        note = f"  ({p.unknown_ops} nodes of op types unseen in training: {', '.join(p.unknown_op_names)})" \
-            if p.unknown_ops else ""
-        interval = "" if p.low_ms is None else f" (90% interval {p.low_ms:.3f} .. {p.high_ms:.3f} ms)"
-        flag = "  UNLIKE THE TRAINING DATA" if p.novel else ""
-        print(f"{p.name}: {p.latency_ms:.3f} ms predicted{interval}  [{p.nodes} {p.level}-level nodes]{flag}{note}")
+        _print_json(collected)
+    if failed:
+        print(f"nar-tvm predict: {len(failed)} of {len(todo)} models failed (listed above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -453,6 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes that load and extract the models (default 1); each costs a few "
                         "seconds of start-up, so use it for tens of models and more")
+    p.add_argument("--keep-going", action="store_true",
+                   help="a model that cannot be loaded or extracted is reported and skipped (exit status 1 "
+                        "at the end) instead of stopping the batch")
+    p.add_argument("--out", metavar="JSONL",
+                   help="also append each prediction to this file as it is made, one JSON object per line "
+                        "with the model as given; models already in it are skipped, so an interrupted "
+                        "batch resumes where it stopped")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="compile and measure models here, and compare with predictions")

@@ -139,6 +139,44 @@ def test_a_folder_stands_for_its_onnx_files_and_bad_paths_fail_before_the_checkp
             assert code == 2 and out == "" and problem in one_line(err)
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_predict_keep_going_reports_a_bad_model_and_predicts_the_rest(capsys, models, checkpoint, jobs):
+    files = [models["small"], models["big"], models["gelu"]]
+    code, out, err = run(capsys, "predict", *files, "--checkpoint", checkpoint, "--json", "--jobs", jobs)
+    assert code == 2 and out == "" and "dynamic shape" in one_line(err)
+    _, out, _ = run(capsys, "predict", models["small"], models["gelu"], "--checkpoint", checkpoint, "--json")
+    good = json.loads(out)
+    code, out, err = run(capsys, "predict", *files, "--checkpoint", checkpoint, "--json", "--jobs", jobs,
+                         "--keep-going")
+    assert code == 1 and json.loads(out) == good and [p["name"] for p in good] == ["small", "gelu"]
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"{models['big']}: error: ") and "dynamic shape" in lines[0]
+    assert lines[1] == "nar-tvm predict: 1 of 3 models failed (listed above)"
+
+
+def test_predict_out_file_resumes_an_interrupted_batch(capsys, models, checkpoint, tmp_path):
+    import shutil
+
+    third = shutil.copy(models["small"], tmp_path / "third.onnx")
+    results = tmp_path / "results.jsonl"
+    code, out, _ = run(capsys, "predict", models["small"], models["gelu"], "--checkpoint", checkpoint,
+                       "--out", results)
+    first = [json.loads(line) for line in results.read_text().splitlines()]
+    assert code == 0 and [r["model"] for r in first] == [str(models["small"]), str(models["gelu"])]
+    assert len(out.strip().splitlines()) == 2 and f"{first[0]['latency_ms']:.3f} ms predicted" in out
+    # A crash cut the last line short: that model is predicted again, the others are not.
+    results.write_text(results.read_text()[:-20])
+    code, out, err = run(capsys, "predict", models["small"], models["gelu"], third, "--checkpoint", checkpoint,
+                         "--out", results)
+    assert code == 0 and "1 of the 3 models are in" in err and "predicting the other 2" in err
+    assert [line.split(":")[0] for line in out.strip().splitlines()] == ["gelu", "third"]
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.endswith("}")]
+    assert [r["model"] for r in rows] == [str(models["small"]), str(models["gelu"]), str(third)]
+    assert rows[1] == first[1] and rows[2]["latency_ms"] == first[0]["latency_ms"]
+    code, out, err = run(capsys, "predict", models["small"], third, "--checkpoint", checkpoint, "--out", results)
+    assert code == 0 and out == "" and "predicting the other 0" in err
+
+
 def test_predict_warns_on_other_platform(capsys, models, checkpoint, tmp_path):
     from nar_tvm.cost_model import load_checkpoint
 
