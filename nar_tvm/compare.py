@@ -5,8 +5,11 @@ taken exactly as the training data was (same protocol, threads and pinning).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tqdm import tqdm
 
 from nar_tvm.passes.opgraph import OpGraph
 
@@ -56,7 +59,9 @@ def compare(models: list[str], predictor, input_shapes=None, protocol: Protocol 
     worker.start()
     graphs, measured = [], []
     try:
-        for model in models:
+        # Seconds to minutes per model: show where a batch is (on a terminal only).
+        for model in tqdm(models, desc="compiling and measuring", unit="model", file=sys.stderr,
+                          disable=None if len(models) > 1 else True):
             name, data = model_bytes(model)
             status, op_graph = worker.call(("extract", data, input_shapes, name), 600)
             if status != "ok":
