@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "extract": "nar_tvm.api",
     "extract_many": "nar_tvm.api",
+    "iter_extract": "nar_tvm.api",
     "predict": "nar_tvm.api",
     "load_model": "nar_tvm.loaders",
     "register": "nar_tvm.integration",
