@@ -58,31 +58,32 @@ def iter_extract(models, level: str = "op", input_shapes: dict | None = None, jo
     models = list(models)
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
-    work = _extract_or_error if keep_going else (lambda m, lv, sh: (extract(m, lv, sh), None))
-    if jobs == 1 or len(models) < 2:
-        for m in models:
-            yield (m, *work(m, level, input_shapes))
-        return
-    odd = [m for m in models if not isinstance(m, (str, Path))]
-    if odd:
-        raise ValueError(f"extracting in several processes takes ONNX paths and zoo: specs; got {type(odd[0]).__name__}")
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from itertools import repeat
-
-    workers = min(jobs, len(models))
-    # Contiguous chunks: neighbouring models of a batch often share operator signatures,
-    # which a worker's legalization cache then lowers once.
-    chunk = max(1, min(16, len(models) // (4 * workers)))
     fn = _extract_or_error if keep_going else extract
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
+    pool = None
+    if jobs == 1 or len(models) < 2:
+        results = (fn(m, level, input_shapes) for m in models)
+    else:
+        odd = [m for m in models if not isinstance(m, (str, Path))]
+        if odd:
+            raise ValueError(f"extracting in several processes takes ONNX paths and zoo: specs; "
+                             f"got {type(odd[0]).__name__}")
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        from itertools import repeat
+
+        workers = min(jobs, len(models))
+        # Contiguous chunks: neighbouring models of a batch often share operator signatures,
+        # which a worker's legalization cache then lowers once.
+        chunk = max(1, min(16, len(models) // (4 * workers)))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         results = pool.map(fn, map(str, models), repeat(level), repeat(input_shapes), chunksize=chunk)
+    try:
         for m, result in zip(models, results):
             yield (m, *result) if keep_going else (m, result, None)
     finally:
-        # On an error or an interrupted consumer, the models not started are dropped, not extracted.
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            # On an error or an interrupted consumer, the models not started are dropped, not extracted.
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def extract_many(models, level: str = "op", input_shapes: dict | None = None, jobs: int = 1) -> list[OpGraph]:

@@ -303,6 +303,9 @@ def probe_runs(store: DatasetStore) -> list[dict]:
 
 def stats(path) -> dict:
     store = DatasetStore(path)
+    if not store.shards():  # an empty summary would read as an empty dataset, not a wrong folder
+        raise DatasetError(f"{path}: not a dataset (no {SHARD_PREFIX}*.jsonl.gz files in it; "
+                           "`nar-tvm profile --out` writes them)")
     status = Counter()
     per_family: dict[str, list[float]] = defaultdict(list)
     cvs, compile_s, fps = [], [], Counter()
