@@ -26,6 +26,9 @@ class PredictionResult:
     low_ms: np.ndarray | None = None
     high_ms: np.ndarray | None = None
     novel: np.ndarray | None = None
+    # How far each graph's size lies outside the training graphs' (Uncertainty.size_factor):
+    # 1 inside; a prediction for a graph outside is extrapolated and flagged novel.
+    size_factor: np.ndarray | None = None
 
 
 class LatencyPredictor:
@@ -77,7 +80,8 @@ class LatencyPredictor:
         uncertainty = self.uncertainty
         if uncertainty is not None:
             distance = uncertainty.novelty(graphs, self.tokenizer.vocab)
-            result.novel = (result.unknown_ops > 0) | (distance > uncertainty.threshold)
+            result.size_factor = uncertainty.size_factor(graphs)
+            result.novel = (result.unknown_ops > 0) | (distance > uncertainty.threshold) | (result.size_factor != 1.0)
             q = uncertainty.half_widths(result.novel)
             if calibration:
                 # The shots' leave-one-out residuals: how well this machine is predicted.

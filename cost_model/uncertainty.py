@@ -17,6 +17,12 @@ name hides what kind of convolution a node runs, and a grouped convolution (ResN
 per FLOP unlike both the dense and the depthwise ones the zoo has, so descriptor 2 adds the
 share of nodes running a depthwise and a grouped convolution (from the node's groups and input
 channels; graphs without operator attributes count as dense).
+
+An op mix is blind to size: ResNet-50 at 224 px has the mix of the zoo's small ResNets and ten
+times the FLOPs of the largest graph the predictor trained on. A graph whose FLOPs or memory
+traffic lie outside the training graphs' range is novel too, since its latency is extrapolated
+(the range costs four numbers in the checkpoint; about 1 in 200 in-domain test graphs falls
+outside it).
 """
 from __future__ import annotations
 
@@ -86,6 +92,21 @@ def op_mix(graphs: Sequence[OpGraph], vocab: Vocabulary, descriptor: int = DESCR
     return out
 
 
+# Graph sizes whose training range bounds where a prediction interpolates.
+EXTENT_MEASURES = ("flops", "memory_access")
+
+
+def graph_sizes(graphs: Sequence[OpGraph]) -> np.ndarray:
+    """[G, 2] FLOPs and bytes of memory traffic of each graph."""
+    return np.array([[float(getattr(g, m)) for m in EXTENT_MEASURES] for g in graphs], dtype=np.float64)
+
+
+def size_extent(graphs: Sequence[OpGraph]) -> np.ndarray:
+    """[2, 2] (smallest, largest) of each size measure over the graphs."""
+    sizes = graph_sizes(graphs)
+    return np.stack([sizes.min(axis=0), sizes.max(axis=0)], axis=1)
+
+
 def _nearest_l1(queries: np.ndarray, reference: np.ndarray, exclude_self: bool = False) -> np.ndarray:
     d = np.abs(queries[:, None, :] - reference[None, :, :]).sum(-1)
     if exclude_self:
@@ -101,21 +122,40 @@ class Uncertainty:
     threshold: float  # nearest-reference L1 distance above which a graph is novel
     source: str = ""
     descriptor: int = DESCRIPTOR  # what `reference` holds (op_mix's descriptor)
+    # [2, 2] training range (smallest, largest) of each EXTENT_MEASURES; None: not recorded.
+    extent: np.ndarray | None = None
 
     def to_state(self) -> dict:
-        return {"q": self.q, "q_novel": self.q_novel, "threshold": self.threshold, "source": self.source,
-                "coverage": COVERAGE, "descriptor": self.descriptor,
-                "reference": [[round(float(v), 5) for v in row] for row in self.reference]}
+        state = {"q": self.q, "q_novel": self.q_novel, "threshold": self.threshold, "source": self.source,
+                 "coverage": COVERAGE, "descriptor": self.descriptor,
+                 "reference": [[round(float(v), 5) for v in row] for row in self.reference]}
+        if self.extent is not None:
+            state["extent"] = {m: [float(lo), float(hi)] for m, (lo, hi) in zip(EXTENT_MEASURES, self.extent)}
+        return state
 
     @classmethod
     def from_state(cls, state: dict) -> "Uncertainty":
-        # States written before the descriptor was versioned hold plain op mixes.
+        # States written before the descriptor was versioned hold plain op mixes; before the
+        # extent was recorded, size is not checked.
+        extent = state.get("extent")
         return cls(float(state["q"]), None if state.get("q_novel") is None else float(state["q_novel"]),
                    np.asarray(state["reference"], dtype=np.float32), float(state["threshold"]),
-                   state.get("source", ""), int(state.get("descriptor", 1)))
+                   state.get("source", ""), int(state.get("descriptor", 1)),
+                   None if extent is None else np.array([extent[m] for m in EXTENT_MEASURES], dtype=np.float64))
 
     def novelty(self, graphs: Sequence[OpGraph], vocab: Vocabulary) -> np.ndarray:
         return _nearest_l1(op_mix(graphs, vocab, self.descriptor), self.reference)
+
+    def size_factor(self, graphs: Sequence[OpGraph]) -> np.ndarray:
+        """[G] how far each graph's size lies outside the training range: 1 inside it; above 1,
+        the largest ratio of a measure to the training maximum; below 1, the smallest ratio
+        to the training minimum."""
+        if self.extent is None:
+            return np.ones(len(graphs))
+        sizes = graph_sizes(graphs)
+        over = (sizes / self.extent[:, 1]).max(axis=1)
+        under = (np.maximum(sizes, 1.0) / self.extent[:, 0]).min(axis=1)
+        return np.where(over > 1.0, over, np.where(under < 1.0, under, 1.0))
 
     def half_widths(self, novel: np.ndarray) -> np.ndarray:
         wide = self.q if self.q_novel is None else max(self.q_novel, self.q)
@@ -150,4 +190,4 @@ def fit_uncertainty(predictor, train_graphs: Sequence[OpGraph], val_graphs: Sequ
     q = conformal_quantile(np.log(np.asarray(val_ms) / pred))
     q_novel = None if novel_abs_log_residuals is None else conformal_quantile(novel_abs_log_residuals)
     reference, threshold = reference_mixes(train_graphs, predictor.tokenizer.vocab, quantile=novelty_quantile)
-    return Uncertainty(q, q_novel, reference, threshold, source)
+    return Uncertainty(q, q_novel, reference, threshold, source, extent=size_extent(train_graphs))

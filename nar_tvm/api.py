@@ -154,6 +154,9 @@ class Prediction:
     low_ms: float | None = None
     high_ms: float | None = None
     novel: bool | None = None
+    # 1 when the graph's FLOPs and memory traffic lie within the training graphs' range; above 1,
+    # that many times the largest; below 1, that fraction of the smallest (None: not recorded).
+    size_factor: float | None = None
 
 
 def load_predictor(checkpoint=None, use_calibration: bool = True):
@@ -201,6 +204,7 @@ def predict(models, checkpoint=None, input_shapes: dict | None = None, example_i
 
     out = [Prediction(g.name, float(result.latency_ms[i]), level, g.num_nodes, int(result.unknown_ops[i]),
                       tuple(result.unknown_op_names[i]), item(result.low_ms, i, float),
-                      item(result.high_ms, i, float), item(result.novel, i, bool))
+                      item(result.high_ms, i, float), item(result.novel, i, bool),
+                      item(result.size_factor, i, float))
            for i, g in enumerate(graphs)]
     return out if many else out[0]

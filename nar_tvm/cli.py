@@ -179,6 +179,10 @@ def _prediction_line(p) -> str:
         if p.unknown_ops else ""
     interval = "" if p.low_ms is None else f" (90% interval {p.low_ms:.3f} .. {p.high_ms:.3f} ms)"
     flag = "  UNLIKE THE TRAINING DATA" if p.novel else ""
+    if p.size_factor is not None and p.size_factor > 1.0:
+        note += f"  ({p.size_factor:.1f}x the size of the largest training graph: extrapolated)"
+    elif p.size_factor is not None and p.size_factor < 1.0:
+        note += f"  ({p.size_factor:.2f}x the size of the smallest training graph: extrapolated)"
     return f"{p.name}: {p.latency_ms:.3f} ms predicted{interval}  [{p.nodes} {p.level}-level nodes]{flag}{note}"
 
 

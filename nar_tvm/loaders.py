@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,19 +128,7 @@ def load_onnx(source, input_shapes: dict[str, list[int]] | None = None, name: st
             )
         dtypes[inp] = dtype
 
-    # Legacy torch exports compute shapes at run time (Shape/Gather/Concat), which
-    # TVM's importer rejects; constant-fold them away once the input shapes are fixed.
-    onnxsim = import_onnxsim()
-
-    try:
-        # Custom operator schemas from the Python onnx registry: TVM's importer has no converter
-        # for a custom op either, and copying the registry costs ~10 ms per model.
-        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes, check_n=0,
-                                          import_custom_schemas=False)
-        if ok:
-            model = simplified
-    except Exception:  # noqa: BLE001 - the simplifier is an optimisation; TVM gets the original
-        pass
+    model = simplify_onnx(model, shapes)
 
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -151,6 +140,53 @@ def load_onnx(source, input_shapes: dict[str, list[int]] | None = None, name: st
                              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}); "
                              f"ops in the model: {', '.join(ops)}") from exc
     return LoadedModel(mod, name or "onnx-model", "onnx", shapes, dtypes)
+
+
+def _op_domains(model) -> set[str]:
+    return {node.domain or "ai.onnx" for node in model.graph.node}
+
+
+def simplify_onnx(model, shapes: dict[str, list[int]]):
+    """The model with its input shapes fixed and shape arithmetic constant-folded, for TVM.
+
+    Legacy torch exports compute shapes at run time (Shape/Gather/Concat), which TVM's importer
+    rejects; onnxsim folds them away once the input shapes are fixed. onnxsim's optimizer also
+    rewrites some patterns into ONNX Runtime's own operators (BERT's self-attention becomes one
+    `com.microsoft` Attention node), which TVM's importer cannot take or only partly; when a
+    domain the model did not use appears, the model is simplified again without the optimizer's
+    rewrites. Constant folding alone never changes the operator set, so models that never meet
+    such a rewrite (every zoo family) keep the graph they always had. onnxsim's folder prints a
+    line to the process's stderr for every node it cannot evaluate ahead of time (hundreds for a
+    Swin transformer's shifted-window masks); those nodes simply stay in the graph, so the lines
+    are dropped. If simplification fails, TVM gets the model as it was.
+    """
+    onnxsim = import_onnxsim()
+    # Custom operator schemas from the Python onnx registry: TVM's importer has no converter
+    # for a custom op either, and copying the registry costs ~10 ms per model.
+    options = dict(overwrite_input_shapes=shapes, check_n=0, import_custom_schemas=False)
+    try:
+        with _native_stderr_dropped():
+            simplified, ok = onnxsim.simplify(model, **options)
+            if ok and not _op_domains(simplified) <= _op_domains(model):
+                simplified, ok = onnxsim.simplify(model, perform_optimization=False, **options)
+    except Exception:  # noqa: BLE001 - the simplifier is an optimisation; TVM gets the original
+        return model
+    return simplified if ok else model
+
+
+@contextmanager
+def _native_stderr_dropped():
+    """Discard what native code writes to file descriptor 2 meanwhile (Python's own
+    sys.stderr is flushed first, so nothing of ours is lost)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def import_onnxsim():

@@ -120,6 +120,52 @@ def test_intervals_cover_with_their_width_and_flag_graphs_unlike_training(graphs
     assert (unc.novelty(graphs[:20], pred.tokenizer.vocab) == 0).all()
 
 
+def test_graphs_outside_the_training_size_range_are_flagged_as_extrapolated(graphs):
+    from nar_tvm.cost_model.uncertainty import size_extent
+
+    pred = predictor_for(graphs)
+    val = graphs[20:]
+    unc = fit_uncertainty(pred, graphs[:20], val, pred.predict(val).latency_ms * 1.1, novel_abs_log_residuals=[0.9] * 10)
+    largest = max(graphs[:20], key=lambda g: g.flops)
+    assert unc.extent[0].tolist() == [min(g.flops for g in graphs[:20]), largest.flops]
+    assert unc.extent[1, 1] == max(g.memory_access for g in graphs[:20])
+    # Same op mix, a hundred times the arithmetic: only its size is new.
+    big = OpGraph.from_dict(largest.to_dict())
+    for node in big.nodes:
+        node.flops *= 100
+    pred.provenance["uncertainty"] = unc.to_state()
+    res = pred.predict([largest, big])
+    assert unc.novelty([big], pred.tokenizer.vocab).tolist() == [0.0]
+    assert res.novel.tolist() == [False, True]
+    assert res.size_factor[0] == 1.0 and res.size_factor[1] == pytest.approx(100.0)
+    assert res.high_ms[1] / res.latency_ms[1] == pytest.approx(math.exp(0.9))
+    smallest = min(graphs[:20], key=lambda g: g.memory_access)
+    tiny = OpGraph.from_dict(smallest.to_dict())
+    for node in tiny.nodes:
+        node.outputs = [TensorSpec([1]) for _ in node.outputs]
+        node.inputs = [TensorSpec([1]) for _ in node.inputs]
+        node.weights = []
+    factor = unc.size_factor([tiny])[0]
+    assert factor < 1.0 and factor == pytest.approx(min(tiny.memory_access / unc.extent[1, 0],
+                                                        max(tiny.flops, 1) / unc.extent[0, 0]))
+    # The range survives the checkpoint; a fit recorded without one checks no size.
+    assert np.array_equal(Uncertainty.from_state(unc.to_state()).extent, size_extent(graphs[:20]))
+    state = unc.to_state()
+    del state["extent"]
+    assert Uncertainty.from_state(state).size_factor([big, tiny]).tolist() == [1.0, 1.0]
+
+
+def test_the_prediction_line_says_how_far_a_size_is_extrapolated():
+    from nar_tvm.api import Prediction
+    from nar_tvm.cli import _prediction_line
+
+    line = _prediction_line(Prediction("resnet50", 1264.0, "fused", 57, 0, (), 1000.0, 1500.0, True, 11.9))
+    assert "UNLIKE THE TRAINING DATA" in line and "11.9x the size of the largest training graph" in line
+    line = _prediction_line(Prediction("tiny", 0.1, "fused", 3, 0, (), 0.05, 0.2, True, 0.25))
+    assert "0.25x the size of the smallest training graph" in line
+    assert "extrapolated" not in _prediction_line(Prediction("r18", 9.0, "fused", 20, 0, (), 8.0, 10.0, False, 1.0))
+
+
 def test_novelty_threshold_grows_with_its_quantile(graphs):
     from nar_tvm.cost_model.uncertainty import NOVELTY_QUANTILES, reference_mixes, reference_thresholds
 

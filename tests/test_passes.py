@@ -1,5 +1,7 @@
 """Graph extraction: node by node, edge by edge, on hand-built networks."""
 import io
+import math
+import os
 
 import onnx
 import pytest
@@ -147,6 +149,64 @@ def test_stripped_weights_give_same_graph():
         init.ClearField("float_data")
     stripped = extract(proto)
     assert stripped.content_hash() == full.content_hash()
+
+
+class BertStyleSelfAttention(nn.Module):
+    """Self-attention written as Hugging Face's BERT writes it: the pattern onnxsim's optimizer
+    turns into one ONNX Runtime `com.microsoft` Attention node."""
+
+    def __init__(self, d=16, heads=2):
+        super().__init__()
+        self.heads, self.head_dim = heads, d // heads
+        self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
+
+    def split(self, t):
+        b, s, _ = t.shape
+        return t.view(b, s, self.heads, self.head_dim).permute(0, 2, 1, 3)
+
+    def forward(self, x):
+        scores = self.split(self.q(x)) @ self.split(self.k(x)).transpose(-1, -2) / math.sqrt(self.head_dim)
+        ctx = torch.softmax(scores, dim=-1) @ self.split(self.v(x))
+        b, h, s, d = ctx.shape
+        return self.out(ctx.permute(0, 2, 1, 3).reshape(b, s, h * d))
+
+
+def test_attention_the_simplifier_would_turn_into_an_onnxruntime_op_still_loads():
+    from nar_tvm.loaders import import_onnxsim, simplify_onnx
+
+    proto = onnx_proto(BertStyleSelfAttention(), torch.randn(1, 4, 16))
+    optimized, ok = import_onnxsim().simplify(proto, overwrite_input_shapes={"x": [1, 4, 16]}, check_n=0)
+    assert ok and "com.microsoft" in {n.domain for n in optimized.graph.node}  # what TVM cannot import
+
+    assert {n.domain for n in simplify_onnx(proto, {"x": [1, 4, 16]}).graph.node} == {""}
+    g = extract(proto)
+    ops = [n.op for n in g.nodes]
+    assert ops.count("relax.matmul") == 6 and ops.count("relax.nn.softmax") == 1
+    assert g.nodes[-1].outputs[0].shape == [1, 4, 16]
+    fused = extract(proto, level="fused")
+    assert ["softmax"] in [n.ops for n in fused.nodes] and ["matmul", "divide"] in [n.ops for n in fused.nodes]
+
+
+def test_simplifier_keeps_the_graph_when_it_adds_no_foreign_operator():
+    from nar_tvm.loaders import import_onnxsim, simplify_onnx
+
+    proto = onnx_proto(ViewFlatten(), torch.randn(1, 3, 8, 8))
+    plain, ok = import_onnxsim().simplify(proto, overwrite_input_shapes={"x": [1, 3, 8, 8]}, check_n=0)
+    assert ok
+    assert simplify_onnx(proto, {"x": [1, 3, 8, 8]}) == plain
+    assert not {"Shape", "Gather"} & {n.op_type for n in plain.graph.node}
+
+
+def test_native_chatter_on_stderr_is_dropped_and_python_output_kept(capfd):
+    import sys
+
+    from nar_tvm.loaders import _native_stderr_dropped
+
+    print("before", file=sys.stderr, end="|")
+    with _native_stderr_dropped():
+        os.write(2, b"WARNING: failed to run op")
+    os.write(2, b"after")
+    assert capfd.readouterr().err == "before|after"
 
 
 class ViewFlatten(nn.Module):
