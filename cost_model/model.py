@@ -66,6 +66,13 @@ class NARFormerV2Config:
     use_static: bool = True
     readout: str = "mean"
     attention: str = "softmax"
+    # With the "kernels" readout: a node's kernel log-time is the head's output plus the log of
+    # its FLOPs + bytes (read back from its token, Tokenizer.cost_decoding), so the head learns
+    # time per unit of work and a kernel larger than any in training is predicted to take
+    # proportionally longer instead of saturating at the largest time it saw. None: off; {}:
+    # on, with the decoding and the training nodes' mean log cost (the offset that keeps the
+    # head's starting point) filled in by train().
+    cost_prior: dict | None = None
 
     def validate(self) -> None:
         if self.token_dim is None or self.static_dim is None:
@@ -78,6 +85,8 @@ class NARFormerV2Config:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if self.cost_prior is not None and self.readout != "kernels":
+            raise ValueError("cost_prior scales per-kernel times: it needs readout='kernels'")
 
 
 class GroupedFeedForward(nn.Module):
@@ -217,6 +226,13 @@ def kernel_time_head(d: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
 
+def node_log_cost(x: torch.Tensor, prior: dict) -> torch.Tensor:
+    """[B, N] ln(FLOPs + bytes) of each node (cost_prior), less the training nodes' mean,
+    decoded from the tokens [B, N, D]."""
+    log2 = [torch.atan2(x[..., sin], x[..., cos]) / prior["frequency"] for sin, cos in prior["columns"].values()]
+    return torch.logaddexp(*(v * math.log(2.0) for v in log2)) - prior.get("offset", 0.0)
+
+
 def add_kernel_times(rest_log_ms: torch.Tensor, kernel_log_ms: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log(exp(rest) + sum of exp(kernel) over valid nodes): [B] from [B] and [B, N]."""
     kernels = kernel_log_ms.masked_fill(~mask, -math.inf)
@@ -335,6 +351,8 @@ class NARFormerV2(GraphLatencyModel):
         graph = self.regress(self.sum_valid(normed, mask), static, mask)
         if self.kernel_head is not None:
             kernels = self.kernel_head(normed).squeeze(-1)
+            if self.cfg.cost_prior:
+                kernels = kernels + node_log_cost(x, self.cfg.cost_prior)
             return ModelOutput(add_kernel_times(graph, kernels, mask), kernels)
         # The auxiliary node head costs a pass over every node: only when asked for.
         return ModelOutput(graph, node_output(self.node_out, last) if nodes else None)

@@ -242,6 +242,20 @@ class Tokenizer:
             start += width
         return spans
 
+    def cost_decoding(self) -> dict:
+        """Where a token holds its node's FLOPs and bytes so that a model can read them back.
+
+        Each is encoded as sin/cos pairs of log2(1 + value); the slowest pair turns less than
+        half a circle over the 40 octaves a count spans, so atan2 of that pair divided by its
+        frequency is the log2 value itself. Returns the (sin, cos) columns of that pair for
+        "flops" and "bytes" and its frequency.
+        """
+        c, spans = self.config, self.layout()
+        k = c.pe_dim // 2
+        frequency = float(c.pe_base ** (-(k - 1) / k))
+        columns = {name: [spans[name][0] + c.pe_dim - 2, spans[name][0] + c.pe_dim - 1] for name in ("flops", "bytes")}
+        return {"columns": columns, "frequency": frequency}
+
     # ---- encoding ----
     @staticmethod
     def _raw_static(graph: OpGraph, scalars: np.ndarray) -> np.ndarray:

@@ -173,6 +173,8 @@ def train(
     val_tokens = tokenizer.encode_many(val_graphs)
     model_cfg = replace(model_cfg or NARFormerV2Config(),
                         token_dim=tokenizer.token_dim, static_dim=tokenizer.static_dim)
+    if getattr(model_cfg, "cost_prior", None) is not None:
+        model_cfg = replace(model_cfg, cost_prior=_cost_prior(tokenizer, train_tokens))
     if node_weight < 0:
         raise ValueError(f"node_weight must be >= 0, got {node_weight}")
     node_log_ms = None
@@ -247,3 +249,13 @@ def train(
             "val_report": regression_report(predictor.predict_tokens(val_tokens), y_val),
         }
     return predictor, history
+
+
+def _cost_prior(tokenizer, tokens) -> dict:
+    """The cost prior's decoding, centred on the training nodes' mean log cost so that the
+    model starts where it would without the prior (start_at_constant)."""
+    from .model import node_log_cost
+
+    prior = tokenizer.cost_decoding()
+    x = torch.from_numpy(np.concatenate([t.x for t in tokens]))[None]
+    return {**prior, "offset": float(node_log_cost(x, prior).mean())}

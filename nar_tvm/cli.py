@@ -287,10 +287,11 @@ def cmd_train(args) -> int:
                  if getattr(args, k) is not None}
     cfg = replace(recipes.TRAINING, seed=args.seed, **overrides)
     model_cfg = recipes.model_config(args.model, width=args.width, layers=args.layers, readout=args.readout)
-    extra = {k: v for k, v in (("attention", args.attention), ("n_heads", args.heads)) if v is not None}
+    extra = {k: v for k, v in (("attention", args.attention), ("n_heads", args.heads),
+                               ("cost_prior", {} if args.cost_prior else None)) if v is not None}
     if extra:
         if args.model == "nnlp":
-            raise CLIError("--attention and --heads apply to nar-former-v2 and transformer, not nnlp")
+            raise CLIError("--attention, --heads and --cost-prior apply to nar-former-v2 and transformer, not nnlp")
         model_cfg = replace(model_cfg, **extra)
     predictor, history, parts = train_on_dataset(args.dataset, level=args.level, split=args.split,
                                                  seed=args.seed, platform_id=args.platform,
@@ -328,7 +329,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="network: NAR-Former V2, the same without graph-aided attention, or NNLP's GraphSAGE")
     p.add_argument("--level", choices=["op", "fused"], default="fused",
                    help="graph level (default: fused, which validated at least as well as op at a third of the cost)")
-    p.add_argument("--split", default="in-domain", help="in-domain or ood:<family>")
+    p.add_argument("--split", default="in-domain", help="in-domain, ood:<family>, or size (train on the smallest 80%% of graphs by "
+                        "FLOPs, validate on the next 10%%, test on the largest)")
     p.add_argument("--platform", help="platform id, when the dataset holds several")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -344,6 +346,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="NAR-Former V2's graph attention: softmax over neighbours (default) or the paper's "
                         "sigmoid score times the normalised adjacency (use with --heads 1 for its single head)")
     p.add_argument("--heads", type=int, help="attention heads (NAR-Former V2)")
+    p.add_argument("--cost-prior", action="store_true",
+                   help="with the kernels readout: scale each kernel's time with its FLOPs + bytes, so graphs "
+                        "larger than any in training extrapolate instead of saturating (NAR-Former V2)")
     p.add_argument("--kernel-times", type=float, default=0.0, metavar="WEIGHT",
                    help="also learn each fused kernel's measured time, with this loss weight (fused level)")
     p.add_argument("--labels", choices=LABELS, default=TRAINING_LABELS,
@@ -357,7 +362,8 @@ def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("checkpoint")
     p.add_argument("dataset")
-    p.add_argument("--split", default="in-domain", help="in-domain or ood:<family>")
+    p.add_argument("--split", default="in-domain", help="in-domain, ood:<family>, or size (train on the smallest 80%% of graphs by "
+                        "FLOPs, validate on the next 10%%, test on the largest)")
     p.add_argument("--part", default="test", choices=["train", "val", "test"])
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's)")
     p.add_argument("--platform")

@@ -233,13 +233,26 @@ def split_out_of_domain(samples: list[Sample], held_out: str, seed: int = 0, val
             "test": sorted((s for s in samples if s.family == held_out), key=lambda s: s.job)}
 
 
+def split_by_size(samples: list[Sample], fractions=(0.8, 0.1, 0.1)) -> dict[str, list[Sample]]:
+    """Train on the smallest graphs (by FLOPs), validate on the next, test on the largest:
+    how a predictor extrapolates to graphs bigger than it trained on, with the choice of
+    method made on the middle band. Deterministic (no seed)."""
+    ordered = sorted(samples, key=lambda s: (s.graph("op").flops, s.job))
+    n_train = round(len(ordered) * fractions[0])
+    n_val = round(len(ordered) * fractions[1])
+    return {"train": ordered[:n_train], "val": ordered[n_train:n_train + n_val],
+            "test": ordered[n_train + n_val:]}
+
+
 def make_split(samples: list[Sample], split: str, seed: int = 0) -> dict[str, list[Sample]]:
-    """`in-domain` or `ood:<family>`."""
+    """`in-domain`, `ood:<family>` or `size` (extrapolation to larger graphs)."""
     if split == "in-domain":
         return split_in_domain(samples, seed)
     if split.startswith("ood:"):
         return split_out_of_domain(samples, split[4:], seed)
-    raise DatasetError(f"unknown split {split!r}; use 'in-domain' or 'ood:<family>'")
+    if split == "size":
+        return split_by_size(samples)
+    raise DatasetError(f"unknown split {split!r}; use 'in-domain', 'ood:<family>' or 'size'")
 
 
 # -------------------------------------------------------------------- stats

@@ -622,6 +622,52 @@ def test_kernel_readout_is_the_sum_of_kernel_times_plus_the_remainder(architectu
     torch.testing.assert_close(first.exp(), torch.tensor([7.0]))
 
 
+def test_tokens_give_back_each_nodes_flops_and_bytes():
+    from nar_tvm.cost_model.model import node_log_cost
+
+    graphs, _ = dataset(6, seed=11, sizes=(3, 20))
+    tok = Tokenizer().fit(graphs)
+    prior = tok.cost_decoding()
+    for graph, tokens in zip(graphs, tok.encode_many(graphs)):
+        decoded = node_log_cost(torch.from_numpy(tokens.x)[None], prior)[0].double().numpy()
+        # log2(1 + flops) and log2(1 + bytes), read back and added: ln(2 + flops + bytes).
+        exact = np.log(2.0 + np.array([n.flops + n.bytes for n in graph.nodes], dtype=np.float64))
+        np.testing.assert_allclose(decoded, exact, rtol=0, atol=5e-5 * exact.max())
+    assert node_log_cost(torch.from_numpy(tokens.x)[None], {**prior, "offset": 3.0})[0].double().numpy() == \
+        pytest.approx(decoded - 3.0, abs=1e-5)
+
+
+def test_cost_prior_adds_each_kernels_log_cost_to_its_predicted_time(data, tmp_path):
+    from nar_tvm.cost_model.model import node_log_cost
+
+    graphs, _ = dataset(4, seed=7, sizes=(3, 30))
+    tok = Tokenizer().fit(graphs)
+    prior = {**tok.cost_decoding(), "offset": 1.5}
+    with_prior, without = build(tok, readout="kernels", cost_prior=prior), build(tok, readout="kernels")
+    without.load_state_dict(with_prior.state_dict())
+    batch = collate(tok.encode_many(graphs))
+    with torch.no_grad():
+        _, kernels = with_prior.eval().forward_with_nodes(**batch)
+        _, plain = without.eval().forward_with_nodes(**batch)
+    mask = batch["mask"]
+    torch.testing.assert_close(kernels[mask], (plain + node_log_cost(batch["x"], prior))[mask])
+    with pytest.raises(ValueError, match="needs readout='kernels'"):
+        build(tok, readout="mean", cost_prior=prior)
+
+    # Training fills the decoding in and centres it on the training nodes, so the model
+    # starts where it would without the prior; the checkpoint keeps it.
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=0, lr=1e-3, loss="log_mse", patience=None, size_bucket_batches=1)
+    predictor, _ = train(*data, model_cfg=replace(TINY_MODEL, readout="kernels", cost_prior={}), train_cfg=cfg,
+                         progress=False)
+    trained = predictor.model.cfg.cost_prior
+    assert {k: trained[k] for k in ("columns", "frequency")} == predictor.tokenizer.cost_decoding()
+    x = torch.from_numpy(np.concatenate([t.x for t in predictor.tokenizer.encode_many(data[0])]))[None]
+    assert node_log_cost(x, trained).mean().item() == pytest.approx(0.0, abs=1e-4)
+    loaded = load_checkpoint(save_checkpoint(predictor, tmp_path / "prior.pt"))
+    assert loaded.model.cfg.cost_prior == trained
+    np.testing.assert_array_equal(loaded.predict(data[2]).latency_ms, predictor.predict(data[2]).latency_ms)
+
+
 def test_kernel_readout_supervises_its_own_head_and_keeps_it_in_checkpoints(data, tmp_path):
     from nar_tvm.cost_model.nnlp import NNLP, NNLPConfig
     from nar_tvm.cost_model.synthetic import synthetic_dataset

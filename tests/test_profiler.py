@@ -134,6 +134,29 @@ def test_splits_and_platform_separation(tmp_path):
     assert s["families"]["a"]["count"] == 21 and s["families"]["b"]["max_ms"] == 20
 
 
+def test_size_split_trains_on_the_smallest_graphs_and_tests_on_the_largest(tmp_path):
+    import random
+
+    from nar_tvm.dataset import make_split
+    from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
+
+    store = DatasetStore(tmp_path / "d")
+    kflops = list(range(1, 41))
+    random.Random(0).shuffle(kflops)
+    for i, k in enumerate(kflops):
+        spec = TensorSpec([1, 4])
+        graph = OpGraph(nodes=[OpNode(op="relax.nn.relu", inputs=[spec], outputs=[spec], flops=1000 * k)],
+                        edges=[], level="op", inputs=[spec])
+        store.append({**_fake(f"m{i}", "abc"[i % 3], 1.0 + i), "graphs": {"op": graph.to_dict()}})
+    parts = make_split(load_samples(tmp_path / "d"), "size")
+    flops = {part: sorted(s.graph("op").flops for s in samples) for part, samples in parts.items()}
+    assert [len(flops[k]) for k in ("train", "val", "test")] == [32, 4, 4]
+    assert flops["train"][-1] < flops["val"][0] and flops["val"][-1] < flops["test"][0]
+    assert flops["test"] == [37000, 38000, 39000, 40000]
+    with pytest.raises(DatasetError, match="'size'"):
+        make_split(load_samples(tmp_path / "d"), "largest")
+
+
 def test_profile_through_rpc_tracker(tmp_path):
     pytest.importorskip("tornado")
     from tvm import rpc
