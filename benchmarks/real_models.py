@@ -48,7 +48,7 @@ MODELS = [
     ("vit-base-16", 112, "image"), ("vit-base-16", 224, "image"),
     ("convnext-tiny", 112, "image"), ("convnext-tiny", 224, "image"),
     ("swin-tiny", 224, "image"),
-    ("mobilenetv2-1.0", 224, "image"), ("efficientnet-b0", 224, "image"), ("regnety-4gf", 224, "image"),
+    ("mobilenetv2-1.0", 224, "image"), ("regnety-4gf", 224, "image"),
     ("mobilevit-s", 256, "image"),
     ("distilbert", 128, "tokens"), ("gpt2", 64, "tokens"),
 ]
@@ -66,8 +66,6 @@ def build(arch: str, size: int):
         "convnext-tiny": (T.ConvNextConfig, T.ConvNextModel, {}),
         "swin-tiny": (T.SwinConfig, T.SwinModel, {"image_size": size}),
         "mobilenetv2-1.0": (T.MobileNetV2Config, T.MobileNetV2Model, {"image_size": size}),
-        "efficientnet-b0": (T.EfficientNetConfig, T.EfficientNetModel,
-                            {"image_size": size, "width_coefficient": 1.0, "depth_coefficient": 1.0}),
         "regnety-4gf": (T.RegNetConfig, T.RegNetModel, {}),
         "mobilevit-s": (T.MobileViTConfig, T.MobileViTModel, {"image_size": size}),
         "distilbert": (T.DistilBertConfig, T.DistilBertModel, {}),
@@ -142,6 +140,9 @@ def run_profile(args) -> None:
 # ---------------------------------------------------------------------- report
 def predictions(predictor, graphs) -> dict:
     res = predictor.predict(graphs)
+    if res.low_ms is None:
+        raise SystemExit("the checkpoint carries no interval fit (benchmarks/calibration_report.py intervals "
+                         "writes one), so its intervals and size range cannot be reported")
     return {"ms": res.latency_ms, "low": res.low_ms, "high": res.high_ms, "novel": res.novel,
             "size_factor": res.size_factor}
 
@@ -153,7 +154,8 @@ def run_report(args) -> None:
     from nar_tvm.dataset import DatasetStore
     from nar_tvm.passes.opgraph import OpGraph
 
-    predictor = load_checkpoint(DEFAULT_CHECKPOINT)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
+    predictor = load_checkpoint(checkpoint)
     level = predictor.provenance.get("level", "op")
     records = list(DatasetStore(args.store).records("ok"))
     if not records:
@@ -165,7 +167,7 @@ def run_report(args) -> None:
     fit = calibration.fit(predictor, [OpGraph.from_dict(r["graphs"][level]) for r in shots],
                           [r["measurement"]["median_ms"] for r in shots])
     probe = records[0].get("probe")
-    calibrated = calibrated_predictor(predictor, fit, probe, records[0]["platform"], str(DEFAULT_CHECKPOINT))
+    calibrated = calibrated_predictor(predictor, fit, probe, records[0]["platform"], str(checkpoint))
     graphs = [OpGraph.from_dict(r["graphs"][level]) for r in real]
     measured = np.array([r["measurement"]["median_ms"] for r in real])
     plain, cal = predictions(predictor, graphs), predictions(calibrated, graphs)
@@ -180,10 +182,9 @@ def run_report(args) -> None:
         })
     fingerprint = records[0]["platform"]
     summary = {
-        "store": str(Path(args.store).resolve().relative_to(REPO)) if Path(args.store).resolve().is_relative_to(REPO)
-        else str(args.store),
+        "store": _shown(Path(args.store)),
         "machine": f"{fingerprint.get('cpu', '?')} (LLVM mcpu {fingerprint.get('mcpu', '?')})",
-        "measured": min(r["time"] for r in records)[:16], "calibration": {"method": fit.method,
+        "checkpoint": _shown(checkpoint), "measured": min(r["time"] for r in records)[:16], "calibration": {"method": fit.method,
                                                                          "loo_mape": fit.loo_mape[fit.method],
                                                                          "shots": len(shots)},
         "rows": rows,
@@ -193,13 +194,26 @@ def run_report(args) -> None:
     log(f"wrote {args.md} and {args.json}")
 
 
+def _shown(path: Path) -> str:
+    """A path as the report shows it: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def _ratio_stats(rows) -> str:
     if not rows:
         return "—"
     r = np.array([row["measured_ms"] / row["calibrated_ms"] for row in rows])
     inside = np.mean([row["calibrated_low_ms"] <= row["measured_ms"] <= row["calibrated_high_ms"] for row in rows])
     ape = np.abs(1 / r - 1)
-    return f"{len(rows)} models: MAPE {ape.mean():.3f}, measured / predicted {r.min():.2f} .. {r.max():.2f}, 90% interval covers {inside:.0%}"
+    text = (f"{len(rows)} models: MAPE {ape.mean():.3f}, measured / predicted {r.min():.2f} .. {r.max():.2f}, "
+            f"90% interval covers {inside:.0%}")
+    if len(rows) >= 3:
+        from scipy.stats import spearmanr
+
+        rank = spearmanr([row["measured_ms"] for row in rows], [row["calibrated_ms"] for row in rows]).correlation
+        text += f", Spearman {rank:.3f}"
+    return text
 
 
 def render(summary: dict) -> str:
@@ -212,8 +226,8 @@ def render(summary: dict) -> str:
         "",
         f"Measured {summary['measured']} UTC on {summary['machine']}, one thread, untuned TVM (the default "
         "pipeline), by the project's profiler (1 warm-up, median of 3 timings), store "
-        f"`{summary['store']}` (graphs, fingerprint, machine speed probe). The shipped checkpoint predicts "
-        "for the machine its data came from; the calibrated column fits it to this machine on "
+        f"`{summary['store']}` (graphs, fingerprint, machine speed probe). The checkpoint, "
+        f"`{summary['checkpoint']}`, predicts for the machine its data came from; the calibrated column fits it to this machine on "
         f"{summary['calibration']['shots']} zoo models measured in the same run "
         f"(`nar-tvm calibrate`'s shots; chosen method `{summary['calibration']['method']}`, "
         f"leave-one-out MAPE {summary['calibration']['loo_mape']:.3f} on the shots).",
@@ -221,12 +235,12 @@ def render(summary: dict) -> str:
         "`size` is how far the graph lies outside the training graphs' FLOPs and memory-traffic range "
         "(1: inside; 8 means eight times the largest); such graphs are flagged as unlike the training data.",
         "",
-        "| model | GFLOPs | size | flagged | measured ms | predicted ms (shipped) | predicted ms (calibrated) | measured / calibrated | calibrated 90% interval | inside |",
+        "| model | GFLOPs | size | flagged | measured ms | predicted ms (uncalibrated) | predicted ms (calibrated) | measured / calibrated | calibrated 90% interval | inside |",
         "|---|---:|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         inside = r["calibrated_low_ms"] <= r["measured_ms"] <= r["calibrated_high_ms"]
-        lines.append(f"| {r['model']} | {r['gflops']:.2f} | {r['size_factor']:.1f} | {'yes' if r['flagged'] else 'no'} | "
+        lines.append(f"| {r['model']} | {r['gflops']:.2f} | {r['size_factor']:.2f} | {'yes' if r['flagged'] else 'no'} | "
                      f"{r['measured_ms']:.1f} | {r['predicted_ms']:.1f} | {r['calibrated_ms']:.1f} | "
                      f"{r['measured_ms'] / r['calibrated_ms']:.2f} | {r['calibrated_low_ms']:.1f} .. "
                      f"{r['calibrated_high_ms']:.1f} | {'yes' if inside else 'no'} |")
@@ -250,6 +264,7 @@ def main(argv=None) -> int:
     p.set_defaults(run=run_profile)
     p = sub.add_parser("report")
     p.add_argument("--store", required=True)
+    p.add_argument("--checkpoint", help="predictor to evaluate (default: the shipped one)")
     p.add_argument("--json", default=str(REPORT.with_suffix(".json")))
     p.add_argument("--md", default=str(REPORT))
     p.set_defaults(run=run_report)

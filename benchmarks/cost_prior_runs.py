@@ -1,0 +1,91 @@
+"""The cost prior against the recipe without it, chosen on validation.
+
+Trains the recipe of the checkpoint shipped before the prior (NAR-Former V2, kernel-sum readout,
+no grouped FFN, kernel times weight 1, fused graphs, labels "min"; cost_model.recipes.TRAINING)
+with and without `cost_prior` on one split and seed, and appends its validation and test MAPE to
+benchmarks/cost_prior_runs.jsonl. Splits: `in-domain`, and `size` (train on the smallest 80% of
+graphs by FLOPs, validate on the next 10%, test on the largest 10%: extrapolation to larger
+graphs). One run is 7-11 minutes on one core.
+
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py size prior 0 [--save ckpt.pt]
+    python benchmarks/cost_prior_runs.py table
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "benchmarks" / "data" / "cpu-znver4-1t"
+RUNS = REPO / "benchmarks" / "cost_prior_runs.jsonl"
+
+
+def recipe(prior: bool):
+    from nar_tvm.cost_model import NARFormerV2Config, recipes
+
+    return replace(recipes.NAR_FORMER_V2, readout="kernels", grouped_ffn=False,
+                   cost_prior={} if prior else None), NARFormerV2Config
+
+
+def run(split: str, prior: bool, seed: int, save: str | None) -> dict:
+    from nar_tvm.cost_model import recipes, save_checkpoint
+    from nar_tvm.training import evaluate_predictor, train_on_dataset
+
+    cfg, _ = recipe(prior)
+    start = time.process_time()
+    predictor, history, parts = train_on_dataset(DATA, level="fused", split=split, seed=seed, model_cfg=cfg,
+                                                 train_cfg=replace(recipes.TRAINING, seed=seed), progress=False,
+                                                 node_weight=1.0, labels="min")
+    if save:
+        save_checkpoint(predictor, save)
+    scores = {part: evaluate_predictor(predictor, parts[part])["overall"] for part in ("val", "test")}
+    return {"split": split, "prior": prior, "seed": seed, "cpu_s": round(time.process_time() - start),
+            "best_epoch": history.best_epoch,
+            **{f"{part}_{metric}": scores[part][key] for part in ("val", "test")
+               for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))}}
+
+
+def table() -> str:
+    import numpy as np
+
+    rows = [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()]
+    lines = ["| split | cost prior | seeds | validation MAPE | test MAPE | test Acc(10%) |", "|---|---|---|---|---|---|"]
+    for split in sorted({r["split"] for r in rows}):
+        for prior in (False, True):
+            sel = [r for r in rows if r["split"] == split and r["prior"] == prior]
+            if not sel:
+                continue
+
+            def cell(key, fmt="{:.4f}"):
+                v = np.array([r[key] for r in sel])
+                return fmt.format(v.mean()) + (f" ± {v.std():.4f}" if len(v) > 1 else "")
+            lines.append(f"| {split} | {'yes' if prior else 'no'} | {', '.join(str(r['seed']) for r in sel)} | "
+                         f"{cell('val_mape')} | {cell('test_mape')} | {cell('test_acc10', '{:.3f}')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("split", help="in-domain or size; or 'table' to print the recorded runs")
+    parser.add_argument("prior", nargs="?", choices=["prior", "base"])
+    parser.add_argument("seed", nargs="?", type=int, default=0)
+    parser.add_argument("--save", help="also write the trained checkpoint here")
+    args = parser.parse_args(argv)
+    if args.split == "table":
+        print(table())
+        return 0
+    if args.prior is None:
+        parser.error("say prior or base")
+    row = run(args.split, args.prior == "prior", args.seed, args.save)
+    with RUNS.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
