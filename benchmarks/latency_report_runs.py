@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from nar_tvm.cost_model import load_checkpoint, regression_report, relative_error, save_checkpoint
+from nar_tvm.cost_model.model import NARFormerV2Config
 from nar_tvm.cost_model.nnlp import NNLPConfig
 from nar_tvm.dataset import TRAINING_LABELS, DatasetStore, load_samples, make_split
 from nar_tvm.training import train_on_dataset
@@ -31,6 +32,11 @@ from latency_report_protocol import LEVELS, TRAIN, Method, methods
 Task = tuple  # (method name, split, level, seed, lr): one training run, the unit of parallel work
 
 
+# Config fields added after runs were cached, with the value those runs had: a key leaves such a
+# field out at that value, so it stays what it was.
+FIELDS_ADDED_LATER = {NNLPConfig: {"readout": "sum"}, NARFormerV2Config: {"cost_prior": None}}
+
+
 def run_key(snapshot_sha: str, epochs: int, labels: str, method: Method, task: Task) -> str:
     """What a run's result depends on: the data, the method's settings and the task itself.
 
@@ -38,8 +44,9 @@ def run_key(snapshot_sha: str, epochs: int, labels: str, method: Method, task: T
     serialised, makes every cached run train again (tests/test_latency_report.py pins it)."""
     cfg = method.model_cfg
     model = asdict(cfg) if cfg is not None else None
-    if isinstance(cfg, NNLPConfig) and cfg.readout == "sum":
-        del model["readout"]  # added after runs were cached: at its default a key stays as it was
+    for name, absent in FIELDS_ADDED_LATER.get(type(cfg), {}).items():
+        if model[name] == absent:
+            del model[name]
     settings = {"snapshot": snapshot_sha, "epochs": epochs, "train": asdict(TRAIN),
                 "model": model, "task": list(task)}
     if method.node_weight:
