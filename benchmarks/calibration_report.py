@@ -18,6 +18,7 @@ Stages (each cached, so a rerun only does what is missing):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -41,7 +42,9 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+@functools.lru_cache(maxsize=1)
 def shipped():
+    """The shipped checkpoint, read once: the stages and the lofo cache check all ask for it."""
     from nar_tvm.api import DEFAULT_CHECKPOINT
     from nar_tvm.cost_model import load_checkpoint
 

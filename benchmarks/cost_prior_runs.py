@@ -22,24 +22,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "cpu-znver4-1t"
 RUNS = REPO / "benchmarks" / "cost_prior_runs.jsonl"
-
-
-def recipe(prior: bool):
-    from nar_tvm.cost_model import NARFormerV2Config, recipes
-
-    return replace(recipes.NAR_FORMER_V2, readout="kernels", grouped_ffn=False,
-                   cost_prior={} if prior else None), NARFormerV2Config
+# The latency report's method that was shipped before the prior.
+BASE_METHOD = "NAR-Former V2 + kernel-sum readout - grouped FFN"
 
 
 def run(split: str, prior: bool, seed: int, save: str | None) -> dict:
-    from nar_tvm.cost_model import recipes, save_checkpoint
+    from nar_tvm.cost_model import save_checkpoint
     from nar_tvm.training import evaluate_predictor, train_on_dataset
 
-    cfg, _ = recipe(prior)
+    from latency_report_protocol import TRAIN, methods
+
+    base = next(m for m in methods(TRAIN.epochs) if m.name == BASE_METHOD)
+    cfg = replace(base.model_cfg, cost_prior={} if prior else None)
     start = time.process_time()
     predictor, history, parts = train_on_dataset(DATA, level="fused", split=split, seed=seed, model_cfg=cfg,
-                                                 train_cfg=replace(recipes.TRAINING, seed=seed), progress=False,
-                                                 node_weight=1.0, labels="min")
+                                                 train_cfg=replace(TRAIN, seed=seed), progress=False,
+                                                 node_weight=base.node_weight, labels="min")
     if save:
         save_checkpoint(predictor, save)
     scores = {part: evaluate_predictor(predictor, parts[part])["overall"] for part in ("val", "test")}

@@ -54,7 +54,7 @@ MODELS = [
 ]
 
 
-def build(arch: str, size: int):
+def build(arch: str, size: int, kind: str):
     """(module returning the last hidden state, example input) of one published architecture."""
     import torch
     import transformers as T
@@ -85,7 +85,7 @@ def build(arch: str, size: int):
         def forward(self, x):
             return self.inner(x).last_hidden_state
 
-    if arch in ("bert-base", "distilbert", "gpt2"):
+    if kind == "tokens":
         example = torch.randint(0, config.vocab_size, (1, size), generator=torch.Generator().manual_seed(0))
     else:
         example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -99,7 +99,7 @@ def model_name(arch: str, size: int, kind: str) -> str:
 def real_job(arch: str, size: int, kind: str):
     from nar_tvm.profiler import Job, onnx_bytes_of
 
-    module, example = build(arch, size)
+    module, example = build(arch, size, kind)
     name = model_name(arch, size, kind)
     return Job(key=f"real:{name}", name=name, family=arch, seed=None,
                params={"architecture": arch, kind: size, "source": "transformers"},
@@ -161,9 +161,9 @@ def run_report(args) -> None:
     if not records:
         raise SystemExit(f"{args.store}: no measured models; run the profile stage first")
     shots = [r for r in records if r["job"].startswith("zoo:")]
-    real = sorted((r for r in records if r["job"].startswith("real:")), key=lambda r: r["model"]["name"])
-    order = {model_name(*m): i for i, m in enumerate(MODELS)}
-    real.sort(key=lambda r: order.get(r["model"]["name"], len(order)))
+    order = {model_name(*m): i for i, m in enumerate(MODELS)}  # the script's order; others after, by name
+    real = sorted((r for r in records if r["job"].startswith("real:")),
+                  key=lambda r: (order.get(r["model"]["name"], len(order)), r["model"]["name"]))
     fit = calibration.fit(predictor, [OpGraph.from_dict(r["graphs"][level]) for r in shots],
                           [r["measurement"]["median_ms"] for r in shots])
     probe = records[0].get("probe")

@@ -320,6 +320,10 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+SPLIT_HELP = ("in-domain, ood:<family>, or size (train on the smallest 80%% of graphs by FLOPs, validate on "
+              "the next 10%%, test on the largest)")
+
+
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .dataset import LABELS, TRAINING_LABELS
 
@@ -329,8 +333,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="network: NAR-Former V2, the same without graph-aided attention, or NNLP's GraphSAGE")
     p.add_argument("--level", choices=["op", "fused"], default="fused",
                    help="graph level (default: fused, which validated at least as well as op at a third of the cost)")
-    p.add_argument("--split", default="in-domain", help="in-domain, ood:<family>, or size (train on the smallest 80%% of graphs by "
-                        "FLOPs, validate on the next 10%%, test on the largest)")
+    p.add_argument("--split", default="in-domain", help=SPLIT_HELP)
     p.add_argument("--platform", help="platform id, when the dataset holds several")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -362,8 +365,7 @@ def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("checkpoint")
     p.add_argument("dataset")
-    p.add_argument("--split", default="in-domain", help="in-domain, ood:<family>, or size (train on the smallest 80%% of graphs by "
-                        "FLOPs, validate on the next 10%%, test on the largest)")
+    p.add_argument("--split", default="in-domain", help=SPLIT_HELP)
     p.add_argument("--part", default="test", choices=["train", "val", "test"])
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's)")
     p.add_argument("--platform")
