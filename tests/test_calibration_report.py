@@ -1,0 +1,20 @@
+"""benchmarks/calibration_report.py: how a machine's panel store is split."""
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import calibration_report  # noqa: E402
+
+
+def _sample(family, seed):
+    return SimpleNamespace(family=family, job=f"zoo:{family}:{seed}@abc")
+
+
+def test_panel_splits_into_known_families_not_trained_on_and_unseen_families():
+    samples = [_sample("resnet", 7), _sample("resnet", 5000), _sample("vit", 5000), _sample("vgg", 5001)]
+    known, unseen = calibration_report.split_panel(samples, trained_on={"zoo:resnet:7"},
+                                                   trained_families={"resnet", "vgg"})
+    assert [s.job for s in known] == ["zoo:resnet:5000@abc", "zoo:vgg:5001@abc"]
+    assert [s.job for s in unseen] == ["zoo:vit:5000@abc"]
