@@ -248,7 +248,8 @@ def coverage(measured, low, high) -> float:
     return float(np.mean((measured >= low) & (measured <= high)))
 
 
-def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int = 0, shots=SHOTS) -> list[dict]:
+def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int = 0, shots=SHOTS,
+                  graphs: list | None = None) -> list[dict]:
     """K-shot calibration on `samples` of another machine/platform: shots drawn at random,
     tested on the rest, DRAWS times per K."""
     from nar_tvm.cost_model import calibration
@@ -256,7 +257,8 @@ def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int =
     from nar_tvm.training import graphs_of, latencies_of
 
     level = base.provenance["level"]
-    graphs, measured = graphs_of(samples, level), latencies_of(samples)
+    graphs = graphs_of(samples, level) if graphs is None else graphs
+    measured = latencies_of(samples)
     tokens = base.tokenizer.encode_many(graphs)
     feats = calibration.features(base, graphs, tokens)
     res = base.predict(graphs)
@@ -409,24 +411,24 @@ def run_report(args) -> None:
     # Each machine: a panel store, and possibly a store of unseen families measured beside it.
     for store in sorted(DATA.glob("panel-*")):
         machine = store.name.removeprefix("panel-")
+        ids = list(platforms(store))
+        if len(ids) != 1:
+            raise SystemExit(f"{store}: a panel store holds one machine's platform, this one holds {ids}")
         floor = noise_floor(DatasetStore(store))
-        unseen_all = []
-        for pid in platforms(store):
-            panel, unseen = split_panel(load_samples(store, pid, "min"), trained_on, trained_families)
-            unseen_all += unseen
-            log(f"cross-machine: {store.name} ({len(panel)} models of known families, re-measurement floor "
-                f"{None if floor is None else round(floor['mape'], 4)})")
-            out["cross_machine"] += transfer_rows(base, panel, store.name, floor)
+        panel, unseen = split_panel(load_samples(store, ids[0], "min"), trained_on, trained_families)
+        log(f"cross-machine: {store.name} ({len(panel)} models of known families, re-measurement floor "
+            f"{None if floor is None else round(floor['mape'], 4)})")
+        # Deserialising a stored graph is most of what these rows cost: once per machine.
+        panel_graphs = graphs_of(panel, level)
+        out["cross_machine"] += transfer_rows(base, panel, store.name, floor, graphs=panel_graphs)
         extra = DATA / f"unseen-families-{machine}"
         if extra.exists():
-            unseen_all += load_samples(extra, None, "min")
-        if not unseen_all:
+            unseen += load_samples(extra, ids[0], "min")
+        if not unseen:
             continue
-        # Deserialising a stored graph is most of what these rows cost: once per machine.
-        graphs = graphs_of(unseen_all, level)
-        panel_graphs = graphs_of(panel, level) if panel else None
-        out["unseen_families"] += unseen_family_rows(base, machine, unseen_all, graphs, panel, panel_graphs)
-        out["unseen_error_by_kind"] += unseen_error_by_kind(base, machine, unseen_all, graphs, panel, panel_graphs)
+        graphs = graphs_of(unseen, level)
+        out["unseen_families"] += unseen_family_rows(base, machine, unseen, graphs, panel, panel_graphs)
+        out["unseen_error_by_kind"] += unseen_error_by_kind(base, machine, unseen, graphs, panel, panel_graphs)
     test_jobs = {s.job.split("@")[0] for s in parts["test"]}
     for name in PLATFORMS:
         store = DATA / name

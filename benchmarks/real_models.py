@@ -209,9 +209,9 @@ def _ratio_stats(rows) -> str:
     text = (f"{len(rows)} models: MAPE {ape.mean():.3f}, measured / predicted {r.min():.2f} .. {r.max():.2f}, "
             f"90% interval covers {inside:.0%}")
     if len(rows) >= 3:
-        from scipy.stats import spearmanr
+        from nar_tvm.cost_model.metrics import spearman
 
-        rank = spearmanr([row["measured_ms"] for row in rows], [row["calibrated_ms"] for row in rows]).correlation
+        rank = spearman([row["calibrated_ms"] for row in rows], [row["measured_ms"] for row in rows])
         text += f", Spearman {rank:.3f}"
     return text
 
