@@ -35,7 +35,10 @@ PLATFORMS = ("cpu-znver4-2t", "cpu-znver4-1t-nhwc", "cpu-znver4-1t-nofuse")
 LOFO_RUNS = REPO / "benchmarks" / "calibration_lofo.jsonl"
 SHOTS = (0, 5, 10, 20)
 PLATFORM_SHOTS = (0, 10)
-DRAWS = 10  # random shot draws per K: the spread of a user's luck with their K models
+# Random shot draws per K: the spread of a user's luck with their K models. One draw's coverage
+# of a 10-shot interval varies by about 0.1 (the largest of ten residuals is a coarse quantile),
+# so ten draws leave the mean uncertain by about 0.03; thirty, by about 0.02.
+DRAWS = 30
 
 
 def log(msg: str) -> None:
@@ -253,7 +256,6 @@ def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int =
     """K-shot calibration on `samples` of another machine/platform: shots drawn at random,
     tested on the rest, DRAWS times per K."""
     from nar_tvm.cost_model import calibration
-    from nar_tvm.cost_model.uncertainty import conformal_quantile
     from nar_tvm.training import graphs_of, latencies_of
 
     level = base.provenance["level"]
@@ -280,7 +282,7 @@ def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int =
                     pred = tuned.predict_tokens([tokens[i] for i in test])
                 else:
                     pred = np.exp(calibration.apply(fit.method, fit.params, calibration._subset(feats, test)))
-                q_cal = conformal_quantile(fit.loo_log_residuals) if k >= 5 else 0.0
+                q_cal = fit.half_width()
                 methods.append(fit.method)
             else:
                 pred, q_cal = res.latency_ms[test], 0.0
@@ -289,6 +291,7 @@ def transfer_rows(base, samples, label: str, floor: dict | None, rng_seed: int =
             covers.append(coverage(measured[test], pred * np.exp(-q), pred * np.exp(q)))
         rows.append({"target": label, "k": k, "draws": len(mapes), "mape": float(np.mean(mapes)),
                      "mape_std": float(np.std(mapes)), "coverage": float(np.mean(covers)),
+                     "coverage_std": float(np.std(covers)),
                      "methods": {m: methods.count(m) for m in sorted(set(methods))},
                      "floor_mape": None if floor is None else floor["mape"], "n_test": int(len(graphs) - k)})
         log(f"  {label} K={k}: MAPE {rows[-1]['mape']:.3f} ± {rows[-1]['mape_std']:.3f}, "
@@ -310,7 +313,6 @@ def unseen_family_rows(base, machine: str, unseen: list, graphs: list, panel: li
     that has a panel: is each flagged, and does its interval (after a 10-shot calibration on that
     machine's panel of known families, seeded) contain its measured latency?"""
     from nar_tvm.cost_model import LatencyPredictor, calibration
-    from nar_tvm.cost_model.uncertainty import conformal_quantile
     from nar_tvm.training import latencies_of
 
     measured = latencies_of(unseen)
@@ -329,7 +331,7 @@ def unseen_family_rows(base, machine: str, unseen: list, graphs: list, panel: li
                 pred = LatencyPredictor(base.tokenizer, fit.model).predict(graphs).latency_ms
             else:
                 pred = np.exp(calibration.apply(fit.method, fit.params, calibration.features(base, graphs)))
-            q = np.maximum(base.uncertainty.half_widths(res.novel), conformal_quantile(fit.loo_log_residuals))
+            q = np.maximum(base.uncertainty.half_widths(res.novel), fit.half_width())
         for s, p, qq, y, novel in zip(unseen, pred, q, measured, res.novel):
             rows.append({"machine": machine, "variant": label, "model": s.name, "family": s.family,
                          "measured_ms": float(y), "predicted_ms": float(p), "low_ms": float(p * np.exp(-qq)),
@@ -494,13 +496,14 @@ def write_markdown(out: dict) -> None:
         if not out[key]:
             continue
         lines += ["", f"## {title}", "",
-                  "| target | K shots | draws | MAPE (mean ± sd over draws) | 90% coverage | methods chosen | re-measurement MAPE |",
+                  "| target | K shots | draws | MAPE (mean ± sd over draws) | 90% coverage (mean ± sd over draws) | "
+                  "methods chosen | re-measurement MAPE |",
                   "|---|---|---|---|---|---|---|"]
         for r in out[key]:
             floor = "" if r["floor_mape"] is None else f"{r['floor_mape']:.3f}"
             methods = ", ".join(f"{m} {n}" for m, n in r["methods"].items()) or "none"
             lines.append(f"| {r['target']} | {r['k']} | {r['draws']} | {r['mape']:.3f} ± {r['mape_std']:.3f} | "
-                         f"{r['coverage']:.1%} | {methods} | {floor} |")
+                         f"{r['coverage']:.1%} ± {r.get('coverage_std', 0.0):.1%} | {methods} | {floor} |")
     (REPO / "benchmarks" / "calibration_report.md").write_text("\n".join(lines) + "\n")
     log("wrote benchmarks/calibration_report.md")
 

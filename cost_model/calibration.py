@@ -32,6 +32,7 @@ from nar_tvm.passes.opgraph import OpGraph, OpNode
 from .fit import eval_mode
 from .predictor import chunks_by_size
 from .tokenizer import Collator, GraphTokens
+from .uncertainty import COVERAGE, conformal_quantile
 
 METHODS = ("scale", "affine", "kernel-classes", "head")
 KERNEL_CLASSES = ("conv", "matmul", "pool", "other")
@@ -43,6 +44,8 @@ CLASS_SCALE_PRIOR = 0.05
 HEAD_WEIGHT_PRIOR = 1e-2
 HEAD_STEPS = 60
 SELECTION_SLACK = 0.1
+# Fewer shots than this give no interval width of their own: the predictor's stands.
+MIN_INTERVAL_SHOTS = 5
 HEAD_LR = 3e-3
 
 
@@ -220,6 +223,16 @@ class CalibrationFit:
     loo_log_residuals: list[float]  # chosen method, one per shot: log(measured / predicted)
     model: torch.nn.Module | None = None  # the fine-tuned network, for `head`
     shots: list[str] = field(default_factory=list)
+    # One per shot: the leave-one-out residual of the method the other shots would have chosen.
+    # The chosen method's own residuals are optimistic: it was chosen for making them small.
+    selection_log_residuals: list[float] = field(default_factory=list)
+
+    def half_width(self, coverage: float = COVERAGE) -> float:
+        """The least log half-width of a calibrated prediction's interval: the split-conformal
+        quantile of the selection-aware leave-one-out residuals (0 with under MIN_INTERVAL_SHOTS,
+        too few to say anything about this machine's spread)."""
+        residuals = self.selection_log_residuals or self.loo_log_residuals
+        return conformal_quantile(residuals, coverage) if len(residuals) >= MIN_INTERVAL_SHOTS else 0.0
 
 
 def fit(predictor, graphs: Sequence[OpGraph], measured_ms: Sequence[float],
@@ -243,13 +256,15 @@ def fit(predictor, graphs: Sequence[OpGraph], measured_ms: Sequence[float],
             train = [j for j in range(n) if j != i] if n > 1 else [i]
             preds[i] = _fit_predict(method, predictor, f, tokens, log_y, train, [i])[1][0]
         loo_log[method] = preds
-    loo_mape = {m: float(np.mean(np.abs(np.exp(p - log_y) - 1))) for m, p in loo_log.items()}
-    # The simplest method (list order) within SELECTION_SLACK of the lowest leave-one-out error:
-    # with ten shots a richer method's small lead is as likely luck as skill, and its misses
-    # on new models are larger than a scale's.
+    abs_err = {m: np.abs(np.exp(p - log_y) - 1) for m, p in loo_log.items()}
+    loo_mape = {m: float(e.mean()) for m, e in abs_err.items()}
     ranked = ["none", *methods]
-    lowest = min(loo_mape.values())
-    best = next(m for m in ranked if loo_mape[m] <= lowest * (1 + SELECTION_SLACK) + 1e-12)
+    best = _select(ranked, loo_mape)
+    # Shot i's residual under the method the rule picks from the other shots' errors, so that
+    # the interval pays for the choice as well as for the fit.
+    others = [_select(ranked, {m: float(np.delete(e, i).mean()) for m, e in abs_err.items()}) if n > 1 else best
+              for i in range(n)]
+    selection_residuals = [float(log_y[i] - loo_log[m][i]) for i, m in enumerate(others)]
     everything = list(range(n))
     params, model = {}, None
     if best == "head":
@@ -257,4 +272,12 @@ def fit(predictor, graphs: Sequence[OpGraph], measured_ms: Sequence[float],
     elif best != "none":
         params = _fit_predict(best, predictor, f, tokens, log_y, everything, everything)[0]
     return CalibrationFit(best, params, loo_mape, [float(v) for v in log_y - loo_log[best]], model,
-                          [g.name for g in graphs])
+                          [g.name for g in graphs], selection_residuals)
+
+
+def _select(ranked: Sequence[str], mape: dict[str, float]) -> str:
+    """The simplest method (`ranked` order) within SELECTION_SLACK of the lowest error: with ten
+    shots a richer method's small lead is as likely luck as skill, and its misses on new models
+    are larger than a scale's."""
+    lowest = min(mape.values())
+    return next(m for m in ranked if mape[m] <= lowest * (1 + SELECTION_SLACK) + 1e-12)

@@ -107,7 +107,6 @@ def calibrate(predictor, shots: int = 10, cpu_affinity=None, protocol=None, stor
 def calibrated_predictor(predictor, fit, probe: dict, fingerprint: dict, base_checkpoint: str):
     """A copy of `predictor` that carries the calibration and this machine's identity."""
     from nar_tvm.cost_model import LatencyPredictor
-    from nar_tvm.cost_model.uncertainty import conformal_quantile
 
     from .platform import platform_id
 
@@ -115,7 +114,7 @@ def calibrated_predictor(predictor, fit, probe: dict, fingerprint: dict, base_ch
     provenance["calibration"] = {
         "method": fit.method, "params": fit.params, "loo_mape": fit.loo_mape, "shots": fit.shots,
         # The interval a calibrated prediction gets at least: the shots' leave-one-out error.
-        "q": conformal_quantile(fit.loo_log_residuals) if len(fit.loo_log_residuals) >= 5 else 0.0,
+        "q": fit.half_width(),
         "probe": probe, "machine_id": machine_id(), "base_checkpoint": str(base_checkpoint),
         "base_platform": dict(predictor.platform),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -55,6 +55,36 @@ def test_kernel_classes_recover_a_machine_slow_only_at_convolutions(graphs):
     assert np.mean(np.abs(held_out / measured[20:] - 1)) < 0.05
 
 
+def test_the_interval_pays_for_choosing_the_method(graphs):
+    pred = predictor_for(graphs)
+    f = calibration.features(pred, graphs[:10])
+    # A machine where an affine map is barely better than a scale: which one the rule picks
+    # depends on which shot is left out.
+    rng = np.random.default_rng(4)
+    measured = np.exp(1.2 * f.log_ms + 0.3 + rng.normal(0, 0.15, 10))
+    fit = calibration.fit(pred, graphs[:10], measured, methods=["scale", "affine"])
+    log_y = np.log(measured)
+    # Each shot's residual is the leave-one-out residual of the method the rule takes from the
+    # other nine shots' errors: recompute that choice from the per-method residuals by hand.
+    per_method = {"none": log_y - f.log_ms}
+    for method in ("scale", "affine"):
+        per_method[method] = np.array([
+            log_y[i] - calibration._fit_predict(method, pred, f, None, log_y,
+                                                [j for j in range(10) if j != i], [i])[1][0]
+            for i in range(10)])
+    for i, r in enumerate(fit.selection_log_residuals):
+        mape = {m: float(np.mean(np.delete(np.abs(np.exp(res) - 1), i))) for m, res in per_method.items()}
+        lowest = min(mape.values())
+        chosen = next(m for m in ("none", "scale", "affine") if mape[m] <= lowest * 1.1 + 1e-12)
+        assert r == pytest.approx(per_method[chosen][i], abs=1e-9)
+    assert np.allclose(fit.loo_log_residuals, per_method[fit.method], atol=1e-9)
+    assert not np.allclose(fit.selection_log_residuals, fit.loo_log_residuals)
+    # Ten shots at 90%: the finite-sample quantile is the largest of the ten.
+    assert fit.half_width() == pytest.approx(max(abs(r) for r in fit.selection_log_residuals))
+    few = calibration.fit(pred, graphs[:4], measured[:4])
+    assert few.half_width() == 0.0  # too few shots to measure this machine's spread
+
+
 def test_few_shots_use_the_scale_alone_and_bad_input_is_refused(graphs):
     pred = predictor_for(graphs)
     fit = calibration.fit(pred, graphs[:3], [1.0, 2.0, 3.0])
