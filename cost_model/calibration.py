@@ -231,7 +231,7 @@ class CalibrationFit:
         """The least log half-width of a calibrated prediction's interval: the split-conformal
         quantile of the selection-aware leave-one-out residuals (0 with under MIN_INTERVAL_SHOTS,
         too few to say anything about this machine's spread)."""
-        residuals = self.selection_log_residuals or self.loo_log_residuals
+        residuals = self.selection_log_residuals
         return conformal_quantile(residuals, coverage) if len(residuals) >= MIN_INTERVAL_SHOTS else 0.0
 
 
