@@ -503,7 +503,7 @@ def write_markdown(out: dict) -> None:
             floor = "" if r["floor_mape"] is None else f"{r['floor_mape']:.3f}"
             methods = ", ".join(f"{m} {n}" for m, n in r["methods"].items()) or "none"
             lines.append(f"| {r['target']} | {r['k']} | {r['draws']} | {r['mape']:.3f} ± {r['mape_std']:.3f} | "
-                         f"{r['coverage']:.1%} ± {r.get('coverage_std', 0.0):.1%} | {methods} | {floor} |")
+                         f"{r['coverage']:.1%} ± {r['coverage_std']:.1%} | {methods} | {floor} |")
     (REPO / "benchmarks" / "calibration_report.md").write_text("\n".join(lines) + "\n")
     log("wrote benchmarks/calibration_report.md")
 

@@ -8,7 +8,7 @@ normalised adjacency, one head, as the official NAR-Former V2 code computes it),
 validation and test MAPE to benchmarks/cost_prior_runs.jsonl. Splits: `in-domain`, `ood:<family>`
 (the family held out of training and validation), and `size` (train on the smallest 80% of
 graphs by FLOPs, validate on the next 10%, test on the largest 10%: extrapolation to larger
-graphs). One run is 7-11 minutes on one core.
+graphs). One run is 5-11 minutes on one core, depending on the machine.
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py size prior 0 [--save ckpt.pt]
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py in-domain prior 0 --attention sigmoid-adjacency

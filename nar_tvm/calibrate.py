@@ -113,7 +113,8 @@ def calibrated_predictor(predictor, fit, probe: dict, fingerprint: dict, base_ch
     provenance = dict(predictor.provenance)
     provenance["calibration"] = {
         "method": fit.method, "params": fit.params, "loo_mape": fit.loo_mape, "shots": fit.shots,
-        # The interval a calibrated prediction gets at least: the shots' leave-one-out error.
+        # The interval a calibrated prediction gets at least: the shots' leave-one-out error,
+        # the choice of method included (CalibrationFit.half_width).
         "q": fit.half_width(),
         "probe": probe, "machine_id": machine_id(), "base_checkpoint": str(base_checkpoint),
         "base_platform": dict(predictor.platform),
