@@ -348,7 +348,7 @@ def unseen_error_by_kind(base, machine: str, unseen: list, graphs: list, panel: 
     by kernel kind per family, after scaling every prediction by this machine's median
     measured / predicted ratio on its panel models of known families (so that what is left
     is the model's error, not the machine's)."""
-    from nar_tvm.compare import error_by_kernel_kind, predicted_kernel_ms
+    from nar_tvm.compare import error_by_kernel_kind, largest_kernel_errors, predicted_kernel_ms
     from nar_tvm.training import latencies_of
 
     if not base.predicts_kernels or not panel:
@@ -358,11 +358,8 @@ def unseen_error_by_kind(base, machine: str, unseen: list, graphs: list, panel: 
     for family in sorted({s.family for s in unseen}):
         cases = [(g, s.record["measurement"].get("kernels_ms") or {}, predicted_kernel_ms(base, g))
                  for s, g in zip(unseen, graphs) if s.family == family]
-        kinds = error_by_kernel_kind(cases, scale)
-        total_error = sum(abs(k["predicted_ms"] - k["measured_ms"]) for k in kinds.values()) or 1.0
-        for kind, k in sorted(kinds.items(), key=lambda kv: -abs(kv[1]["predicted_ms"] - kv[1]["measured_ms"])):
-            rows.append({"machine": machine, "family": family, "kind": kind, "models": len(cases), "scale": scale, **k,
-                         "error_share": abs(k["predicted_ms"] - k["measured_ms"]) / total_error})
+        for row in largest_kernel_errors(error_by_kernel_kind(cases, scale)):
+            rows.append({"machine": machine, "family": family, "models": len(cases), "scale": scale, **row})
     log(f"unseen families on {machine}: kernel error by kind, machine scale {scale:.3f}")
     return rows
 

@@ -8,10 +8,13 @@ normalised adjacency, one head, as the official NAR-Former V2 code computes it),
 validation and test MAPE to benchmarks/cost_prior_runs.jsonl. Splits: `in-domain`, `ood:<family>`
 (the family held out of training and validation), and `size` (train on the smallest 80% of
 graphs by FLOPs, validate on the next 10%, test on the largest 10%: extrapolation to larger
-graphs). One run is 5-11 minutes on one core, depending on the machine.
+graphs). One run is 5-11 minutes on one core, depending on the machine. `--dataset` trains on
+another store (rows then name it, and the table keeps stores apart): another machine's data
+is never pooled with this one's.
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py size prior 0 [--save ckpt.pt]
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py in-domain prior 0 --attention sigmoid-adjacency
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py in-domain prior 0 --dataset benchmarks/data/zoo-epyc-znver3-1
     python benchmarks/cost_prior_runs.py table
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ RUNS = REPO / "benchmarks" / "cost_prior_runs.jsonl"
 BASE_METHOD = "NAR-Former V2 + kernel-sum readout - grouped FFN"
 
 
-def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "softmax") -> dict:
+def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "softmax", data: Path = DATA) -> dict:
     from nar_tvm.cost_model import save_checkpoint
     from nar_tvm.training import evaluate_predictor, train_on_dataset
 
@@ -42,37 +45,43 @@ def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "
         # The paper's attention has a single head: its score gates the adjacency, one per edge.
         cfg = replace(cfg, attention=attention, n_heads=1)
     start = time.process_time()
-    predictor, history, parts = train_on_dataset(DATA, level="fused", split=split, seed=seed, model_cfg=cfg,
+    predictor, history, parts = train_on_dataset(data, level="fused", split=split, seed=seed, model_cfg=cfg,
                                                  train_cfg=replace(TRAIN, seed=seed), progress=False,
                                                  node_weight=base.node_weight, labels="min")
     if save:
         save_checkpoint(predictor, save)
-    scores = {part: evaluate_predictor(predictor, parts[part])["overall"] for part in ("val", "test")}
-    return {"split": split, "prior": prior, "attention": attention, "seed": seed, "cpu_s": round(time.process_time() - start),
-            "best_epoch": history.best_epoch,
+    evaluated = {part: evaluate_predictor(predictor, parts[part]) for part in ("val", "test")}
+    scores = {part: e["overall"] for part, e in evaluated.items()}
+    # Rows of the default store carry no dataset field, as those written before the option.
+    where = {} if data.resolve() == DATA else {"dataset": data.name}
+    return {"split": split, "prior": prior, "attention": attention, "seed": seed, **where,
+            "cpu_s": round(time.process_time() - start), "best_epoch": history.best_epoch,
             **{f"{part}_{metric}": scores[part][key] for part in ("val", "test")
-               for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))}}
+               for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))},
+            "test_family_mape": {f: r["mape"] for f, r in evaluated["test"]["families"].items()}}
 
 
 def table() -> str:
     import numpy as np
 
     rows = [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()]
-    # Rows written before the attention option trained the default (softmax) attention.
+    # Rows written before the attention and dataset options trained the default attention on DATA.
     for r in rows:
         r.setdefault("attention", "softmax")
-    lines = ["| split | cost prior | attention | seeds | validation MAPE | test MAPE | test Acc(10%) |",
-             "|---|---|---|---|---|---|---|"]
-    for split in sorted({r["split"] for r in rows}):
-        for prior, attention in sorted({(r["prior"], r["attention"]) for r in rows if r["split"] == split},
+        r.setdefault("dataset", DATA.name)
+    lines = ["| dataset | split | cost prior | attention | seeds | validation MAPE | test MAPE | test Acc(10%) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for dataset, split in sorted({(r["dataset"], r["split"]) for r in rows}, key=lambda k: (k[0] != DATA.name, k)):
+        here = [r for r in rows if (r["dataset"], r["split"]) == (dataset, split)]
+        for prior, attention in sorted({(r["prior"], r["attention"]) for r in here},
                                        key=lambda k: (k[0], k[1] != "softmax")):
-            sel = sorted((r for r in rows if (r["split"], r["prior"], r["attention"]) == (split, prior, attention)),
+            sel = sorted((r for r in here if (r["prior"], r["attention"]) == (prior, attention)),
                          key=lambda r: r["seed"])
 
             def cell(key, fmt="{:.4f}"):
                 v = np.array([r[key] for r in sel])
                 return fmt.format(v.mean()) + (f" ± {v.std():.4f}" if len(v) > 1 else "")
-            lines.append(f"| {split} | {'yes' if prior else 'no'} | {attention} | {', '.join(str(r['seed']) for r in sel)} | "
+            lines.append(f"| {dataset} | {split} | {'yes' if prior else 'no'} | {attention} | {', '.join(str(r['seed']) for r in sel)} | "
                          f"{cell('val_mape')} | {cell('test_mape')} | {cell('test_acc10', '{:.3f}')} |")
     return "\n".join(lines)
 
@@ -84,13 +93,14 @@ def main(argv=None) -> int:
     parser.add_argument("seed", nargs="?", type=int, default=0)
     parser.add_argument("--save", help="also write the trained checkpoint here")
     parser.add_argument("--attention", choices=["softmax", "sigmoid-adjacency"], default="softmax")
+    parser.add_argument("--dataset", type=Path, default=DATA, help=f"store to train on (default {DATA.relative_to(REPO)})")
     args = parser.parse_args(argv)
     if args.split == "table":
         print(table())
         return 0
     if args.prior is None:
         parser.error("say prior or base")
-    row = run(args.split, args.prior == "prior", args.seed, args.save, args.attention)
+    row = run(args.split, args.prior == "prior", args.seed, args.save, args.attention, args.dataset)
     with RUNS.open("a") as fh:
         fh.write(json.dumps(row) + "\n")
     print(json.dumps(row))

@@ -151,6 +151,13 @@ def dataset_summary(args, snapshot: Snapshot) -> dict:
     }
 
 
+def kernel_error_method(ood: dict, preferred) -> str | None:
+    """The first of `preferred` (the shipped method, then the NAR-Former V2 configuration the
+    out-of-domain target is judged on) whose held-out runs predicted per-kernel times."""
+    return next((name for name in preferred
+                 if any("kernel_kinds" in run for runs in ood.get(name, {}).values() for run in runs.values())), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -209,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "shipped": shipped_lines(shipped, args.checkpoint), "speed": speed, "plots": plots,
         "json_name": f"{out.stem}.json", "checkpoint_name": Path(args.checkpoint).name,
         "notes": Path(args.notes).read_text() if args.notes else None,
-        "reused": runner.reused, "runs_cache": cache.name,
+        "reused": runner.reused, "runs_cache": cache.name, "kernel_error_method": kernel_error_method(ood, (shipped.method.name, judged[0])),
     }
     write_report(out, ctx)
     write_json(out.parent / ctx["json_name"], ctx, runner.chosen_lr, log.lines)

@@ -181,6 +181,25 @@ def ood_seed_means(runs_by_family: dict, metric: str) -> list[float]:
             for seed in seeds]
 
 
+def worst_family_kernel_errors(runs_by_family: dict, worst: int = 3, top: int = 4) -> dict[str, list[dict]]:
+    """For the `worst` held-out families by mean MAPE, the `top` kinds of kernel carrying their
+    error, pooled over the family's seeds; families whose runs have no kernel times are left out."""
+    from nar_tvm.compare import largest_kernel_errors
+
+    ranked = sorted(runs_by_family, key=lambda f: -np.mean([r["overall"]["mape"] for r in runs_by_family[f].values()]))
+    out = {}
+    for family in ranked[:worst]:
+        pooled: dict[str, dict] = {}
+        for run in runs_by_family[family].values():
+            for kind, row in (run.get("kernel_kinds") or {}).items():
+                into = pooled.setdefault(kind, dict.fromkeys(row, 0))
+                for key, value in row.items():
+                    into[key] += value
+        if pooled:
+            out[family] = largest_kernel_errors(pooled)[:top]
+    return out
+
+
 # ------------------------------------------------------------------ targets
 def noise_reference(store, samples) -> dict:
     """The noise floor the targets are set against."""

@@ -132,6 +132,9 @@ class Runner:
         families = defaultdict(list)
         for i, s in enumerate(parts["test"]):
             families[s.family].append(i)
+        extra = {}
+        if split.startswith("ood:") and getattr(getattr(model, "predictor", None), "predicts_kernels", False):
+            extra["kernel_kinds"] = held_out_kernel_error(model.predictor, parts["test"], g["test"])
         return {
             "overall": regression_report(pred, y["test"]),
             "families": {f: regression_report(pred[i], y["test"][i]) for f, i in sorted(families.items())},
@@ -139,7 +142,7 @@ class Runner:
             "predict_wall_s": pred_wall, "predict_cpu_s": pred_cpu, "n_test": len(pred),
             "epochs_run": len(model.history.epochs) if getattr(model, "history", None) else None,
             "pred": pred.tolist(), "true": y["test"].tolist(), "family": [s.family for s in parts["test"]],
-            "lr": lr,
+            "lr": lr, **extra,
         }
 
     def _submit(self, tasks: list[Task]) -> dict:
@@ -189,6 +192,15 @@ class Runner:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
+
+
+def held_out_kernel_error(predictor, samples, graphs) -> dict[str, dict]:
+    """Measured against predicted kernel time of a held-out family, pooled by kernel kind: which
+    kinds of kernel the family's error comes from (a model that sums per-kernel times only)."""
+    from nar_tvm.compare import error_by_kernel_kind, predicted_kernel_ms
+
+    return error_by_kernel_kind([(g, s.record["measurement"].get("kernels_ms") or {}, predicted_kernel_ms(predictor, g))
+                                 for s, g in zip(samples, graphs)])
 
 
 _WORKER: Runner | None = None

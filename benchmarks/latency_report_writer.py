@@ -15,7 +15,7 @@ import numpy as np
 
 from nar_tvm.cost_model import relative_error
 
-from latency_report_protocol import mean_std, ood_seed_means, pct
+from latency_report_protocol import mean_std, ood_seed_means, pct, worst_family_kernel_errors
 
 # The in-domain and out-of-domain scatter plots show these, then any other configuration
 # the report singles out (NAR-Former V2's best, the shipped one).
@@ -235,6 +235,20 @@ def write_report(path: Path, ctx: dict) -> None:
                 w(f"| {name} | " + " | ".join(
                     fmt([run["overall"][metric] for run in by_fam[f].values()]) if f in by_fam else "-"
                     for f in ood_fams) + " |")
+            w("")
+        worst = worst_family_kernel_errors(ctx["ood"].get(ctx.get("kernel_error_method"), {}))
+        if worst:
+            w(f"### Where the worst held-out families' error sits ({ctx['kernel_error_method']})\n")
+            w("Measured against predicted time of each kind of fused kernel (its anchor op, the kind of "
+              "convolution, the costly element-wise functions fused into it), summed over the family's models "
+              "and seeds; share = the kind's absolute error over the family's summed absolute kernel error.\n")
+            w("| held-out family | kernel kind | kernels | measured ms | predicted ms | predicted / measured "
+              "| share of error |\n|---|---|---:|---:|---:|---:|---:|")
+            for family, rows in worst.items():
+                for r in rows:
+                    ratio = r["predicted_ms"] / r["measured_ms"] if r["measured_ms"] else float("nan")
+                    w(f"| {family} | {r['kind']} | {r['kernels']} | {r['measured_ms']:.1f} | {r['predicted_ms']:.1f} "
+                      f"| {ratio:.2f} | {r['error_share']:.0%} |")
             w("")
         w(f"![predicted vs measured, out-of-domain]({ctx['plots']['scatter_ood']})\n")
     w(f"![APE per family]({ctx['plots']['ape']})\n")

@@ -132,6 +132,17 @@ def error_by_kernel_kind(cases, scale: float = 1.0) -> dict[str, dict]:
     return out
 
 
+def largest_kernel_errors(pooled: dict[str, dict]) -> list[dict]:
+    """`error_by_kernel_kind`'s kinds, largest absolute error first, each with its share of the
+    summed absolute error: the kinds at the top are where a family's miss comes from."""
+    def error(row):
+        return abs(row["predicted_ms"] - row["measured_ms"])
+
+    total = sum(error(row) for row in pooled.values()) or 1.0
+    return [{"kind": kind, **row, "error_share": error(row) / total}
+            for kind, row in sorted(pooled.items(), key=lambda kv: -error(kv[1]))]
+
+
 def summary(results: list[Comparison]) -> dict:
     from nar_tvm.cost_model import regression_report
 

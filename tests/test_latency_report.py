@@ -11,8 +11,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import latency_report  # noqa: E402
-from latency_report_protocol import methods  # noqa: E402
-from latency_report_runs import run_key  # noqa: E402
+from latency_report_protocol import methods, worst_family_kernel_errors  # noqa: E402
+from latency_report_runs import held_out_kernel_error, run_key  # noqa: E402
 
 # Digests of the run-cache keys of every method over a grid of settings and tasks, as the
 # keys were when the runs in benchmarks/latency_report.runs.jsonl were cached. A changed
@@ -89,3 +89,46 @@ def test_committed_regenerate_commands_still_parse():
     parser = latency_report.build_parser()
     for name, argv in commands:
         parser.parse_args(argv)  # exits on an option the report used that is gone
+
+
+def test_held_out_kernel_error_pairs_each_kernel_with_its_measurement():
+    from types import SimpleNamespace
+
+    from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
+
+    x = TensorSpec([1, 8, 4, 4])
+    conv = lambda kernel: OpNode(op="kernel:conv2d", attrs={"groups": 1, "data_layout": "NCHW"},  # noqa: E731
+                                 inputs=[x], outputs=[x], ops=["conv2d", "add"], kernel=kernel)
+    gelu = OpNode(op="kernel:matmul", attrs={}, inputs=[x], outputs=[x], ops=["matmul", "erf"], kernel="fused_matmul_erf")
+    graph = OpGraph(nodes=[conv("fused_conv2d"), gelu, conv("fused_conv2d")], edges=[(0, 1), (1, 2)],
+                    level="fused", inputs=[x])
+
+    class PerNode:  # predicts 1, 2 and 3 ms for the three nodes
+        predicts_kernels = True
+
+        def predict_kernels(self, g):
+            return [1.0, 2.0, 3.0]
+
+    sample = SimpleNamespace(record={"measurement": {"kernels_ms": {"fused_conv2d": 5.0, "fused_matmul_erf": 1.0}}})
+    pooled = held_out_kernel_error(PerNode(), [sample, sample], [graph, graph])
+    # The conv kernel is called twice per model: its predicted time is the sum of both nodes.
+    assert pooled == {"conv2d": {"kernels": 2, "measured_ms": 10.0, "predicted_ms": 8.0},
+                      "matmul + erf": {"kernels": 2, "measured_ms": 2.0, "predicted_ms": 4.0}}
+
+
+def test_worst_families_list_the_kernel_kinds_that_carry_their_error():
+    def run(mape, kinds=None):
+        return {"overall": {"mape": mape}, **({"kernel_kinds": kinds} if kinds is not None else {})}
+
+    silu = {"conv2d + sigmoid": {"kernels": 10, "measured_ms": 20.0, "predicted_ms": 12.0},
+            "conv2d": {"kernels": 30, "measured_ms": 30.0, "predicted_ms": 32.0}}
+    runs = {"efficientnet": {0: run(0.30, silu), 1: run(0.20, silu)},
+            "resnet": {0: run(0.02, {"conv2d": {"kernels": 5, "measured_ms": 5.0, "predicted_ms": 5.5}})},
+            "vgg": {0: run(0.10)}}  # a model without kernel times: nothing to list
+    worst = worst_family_kernel_errors(runs, worst=2)
+    assert list(worst) == ["efficientnet"]  # vgg is second worst but has no kernel times
+    rows = worst["efficientnet"]
+    assert [r["kind"] for r in rows] == ["conv2d + sigmoid", "conv2d"]
+    assert rows[0]["measured_ms"] == 40.0 and rows[0]["predicted_ms"] == 24.0 and rows[0]["kernels"] == 20
+    assert rows[0]["error_share"] == pytest.approx(16 / 20)
+    assert worst_family_kernel_errors(runs, worst=3).keys() == {"efficientnet", "resnet"}
