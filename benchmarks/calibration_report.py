@@ -10,10 +10,13 @@ Stages (each cached, so a rerun only does what is missing):
             (weights untouched) with --write-default
   report    cross-machine (every panel store under benchmarks/data/panel-*), cross-platform
             (the other cpu-znver4 platforms) and interval coverage -> calibration_report.md/.json
+  unseen    only the rows of families the predictor never saw (panels and the stores beside
+            them, `other_stores`), into the existing calibration_report.json and .md
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/calibration_report.py lofo [--families a,b]
     python benchmarks/calibration_report.py intervals --write-default
     python benchmarks/calibration_report.py report
+    python benchmarks/calibration_report.py unseen
 """
 from __future__ import annotations
 
@@ -359,13 +362,70 @@ def unseen_error_by_kind(base, machine: str, unseen: list, graphs: list, panel: 
         cases = [(g, s.record["measurement"].get("kernels_ms") or {}, predicted_kernel_ms(base, g))
                  for s, g in zip(unseen, graphs) if s.family == family]
         for row in largest_kernel_errors(error_by_kernel_kind(cases, scale)):
-            rows.append({"machine": machine, "family": family, "models": len(cases), "scale": scale, **row})
+            rows.append({"machine": machine, "family": family, "kind": row.pop("kind"), "models": len(cases),
+                         "scale": scale, **row})
     log(f"unseen families on {machine}: kernel error by kind, machine scale {scale:.3f}")
     return rows
 
 
+def other_stores(machine: str) -> list[Path]:
+    """A machine's stores beside its panel: zoo models measured there (`zoo-<machine>`) and
+    models of families the zoo did not have yet (`unseen-families-<machine>`)."""
+    return [store for store in (DATA / f"zoo-{machine}", DATA / f"unseen-families-{machine}") if store.exists()]
+
+
+def machine_unseen_rows(base, machine: str, platform_id: str, panel: list, unseen: list, panel_graphs: list,
+                        trained_on: set, trained_families: set) -> dict[str, list[dict]]:
+    """The unseen-family rows of one machine: its panel's models of families the predictor never
+    saw, and those of its other stores."""
+    from nar_tvm.dataset import load_samples
+    from nar_tvm.training import graphs_of
+
+    for store in other_stores(machine):
+        unseen = unseen + split_panel(load_samples(store, platform_id, "min"), trained_on, trained_families)[1]
+    if not unseen:
+        return {}
+    graphs = graphs_of(unseen, base.provenance["level"])
+    return {"unseen_families": unseen_family_rows(base, machine, unseen, graphs, panel, panel_graphs),
+            "unseen_error_by_kind": unseen_error_by_kind(base, machine, unseen, graphs, panel, panel_graphs)}
+
+
+def panels(trained_on: set, trained_families: set):
+    """(machine, its panel store, platform id, models of known families, models of unseen ones)
+    for every panel store."""
+    from nar_tvm.dataset import load_samples, platforms
+
+    for store in sorted(DATA.glob("panel-*")):
+        ids = list(platforms(store))
+        if len(ids) != 1:
+            raise SystemExit(f"{store}: a panel store holds one machine's platform, this one holds {ids}")
+        yield (store.name.removeprefix("panel-"), store, ids[0],
+               *split_panel(load_samples(store, ids[0], "min"), trained_on, trained_families))
+
+
+def run_unseen(args) -> None:
+    """Recompute only the unseen-family rows of calibration_report.json (after measuring more
+    models of those families), and rewrite the markdown."""
+    from nar_tvm.training import graphs_of
+
+    path, base = shipped()
+    _, parts = training_split(base)
+    trained_on = {s.job.split("@")[0] for s in parts["train"] + parts["val"]}
+    trained_families = {s.family for s in parts["train"] + parts["val"]}
+    report = REPO / "benchmarks" / "calibration_report.json"
+    out = json.loads(report.read_text())
+    out["unseen_families"], out["unseen_error_by_kind"] = [], []
+    for machine, _, platform_id, panel, unseen in panels(trained_on, trained_families):
+        rows = machine_unseen_rows(base, machine, platform_id, panel, unseen, graphs_of(panel, base.provenance["level"]),
+                                   trained_on, trained_families)
+        for key, value in rows.items():
+            out[key] += value
+    report.write_text(json.dumps(out, indent=1))
+    write_markdown(out)
+
+
 def run_report(args) -> None:
-    from nar_tvm.dataset import DatasetStore, load_samples, noise_floor, platforms
+    from nar_tvm.dataset import DatasetStore, load_samples, noise_floor
     from nar_tvm.training import graphs_of, latencies_of
 
     path, base = shipped()
@@ -407,27 +467,17 @@ def run_report(args) -> None:
             "families": per_family}
 
     trained_families = {s.family for s in parts["train"] + parts["val"]}
-    # Each machine: a panel store, and possibly a store of unseen families measured beside it.
-    for store in sorted(DATA.glob("panel-*")):
-        machine = store.name.removeprefix("panel-")
-        ids = list(platforms(store))
-        if len(ids) != 1:
-            raise SystemExit(f"{store}: a panel store holds one machine's platform, this one holds {ids}")
+    # Each machine: a panel store, and possibly other stores measured beside it (other_stores).
+    for machine, store, platform_id, panel, unseen in panels(trained_on, trained_families):
         floor = noise_floor(DatasetStore(store))
-        panel, unseen = split_panel(load_samples(store, ids[0], "min"), trained_on, trained_families)
         log(f"cross-machine: {store.name} ({len(panel)} models of known families, re-measurement floor "
             f"{None if floor is None else round(floor['mape'], 4)})")
         # Deserialising a stored graph is most of what these rows cost: once per machine.
         panel_graphs = graphs_of(panel, level)
         out["cross_machine"] += transfer_rows(base, panel, store.name, floor, graphs=panel_graphs)
-        extra = DATA / f"unseen-families-{machine}"
-        if extra.exists():
-            unseen += load_samples(extra, ids[0], "min")
-        if not unseen:
-            continue
-        graphs = graphs_of(unseen, level)
-        out["unseen_families"] += unseen_family_rows(base, machine, unseen, graphs, panel, panel_graphs)
-        out["unseen_error_by_kind"] += unseen_error_by_kind(base, machine, unseen, graphs, panel, panel_graphs)
+        for key, rows in machine_unseen_rows(base, machine, platform_id, panel, unseen, panel_graphs,
+                                             trained_on, trained_families).items():
+            out[key] += rows
     test_jobs = {s.job.split("@")[0] for s in parts["test"]}
     for name in PLATFORMS:
         store = DATA / name
@@ -515,6 +565,7 @@ def main() -> None:
     q.add_argument("--write-default", action="store_true", help="store the fit in the shipped checkpoint")
     q.set_defaults(func=run_intervals)
     sub.add_parser("report").set_defaults(func=run_report)
+    sub.add_parser("unseen").set_defaults(func=run_unseen)
     args = p.parse_args()
     args.func(args)
 
