@@ -16,6 +16,7 @@ is never pooled with this one's.
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py in-domain prior 0 --attention sigmoid-adjacency
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py in-domain prior 0 --dataset benchmarks/data/zoo-epyc-znver3-1
     python benchmarks/cost_prior_runs.py table
+    python benchmarks/cost_prior_runs.py kinds
 """
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ BASE_METHOD = "NAR-Former V2 + kernel-sum readout - grouped FFN"
 
 def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "softmax", data: Path = DATA) -> dict:
     from nar_tvm.cost_model import save_checkpoint
-    from nar_tvm.training import evaluate_predictor, train_on_dataset
+    from nar_tvm.training import evaluate_predictor, graphs_of, train_on_dataset
 
     from latency_report_protocol import TRAIN, methods
+    from latency_report_runs import held_out_kernel_error
 
     base = next(m for m in methods(TRAIN.epochs) if m.name == BASE_METHOD)
     cfg = replace(base.model_cfg, cost_prior={} if prior else None)
@@ -58,7 +60,9 @@ def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "
             "cpu_s": round(time.process_time() - start), "best_epoch": history.best_epoch,
             **{f"{part}_{metric}": scores[part][key] for part in ("val", "test")
                for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))},
-            "test_family_mape": {f: r["mape"] for f, r in evaluated["test"]["families"].items()}}
+            "test_family_mape": {f: r["mape"] for f, r in evaluated["test"]["families"].items()},
+            **({"kernel_kinds": held_out_kernel_error(predictor, parts["test"], graphs_of(parts["test"], "fused"))}
+               if split.startswith("ood:") else {})}
 
 
 def table() -> str:
@@ -86,25 +90,51 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def kinds(top: int = 4) -> str:
+    """For each recorded held-out run that kept its kernel times, the kinds of kernel carrying its error."""
+    from nar_tvm.compare import largest_kernel_errors
+
+    lines = ["| dataset | held out | attention | seed | test MAPE | kernel kind | kernels | measured ms | predicted ms "
+             "| predicted / measured | share of error |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()):
+        for k in largest_kernel_errors(r.get("kernel_kinds") or {})[:top]:
+            lines.append(f"| {r.get('dataset', DATA.name)} | {r['split'].removeprefix('ood:')} | {r['attention']} | "
+                         f"{r['seed']} | {r['test_mape']:.3f} | {k['kind']} | {k['kernels']} | {k['measured_ms']:.1f} | "
+                         f"{k['predicted_ms']:.1f} | {k['predicted_ms'] / k['measured_ms']:.2f} | {k['error_share']:.0%} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("split", help="in-domain, ood:<family> or size; or 'table' to print the recorded runs")
+    parser.add_argument("split", help="in-domain, ood:<family> or size; or 'table' to print the recorded runs, "
+                        "'kinds' the kernel kinds carrying each recorded held-out run's error")
     parser.add_argument("prior", nargs="?", choices=["prior", "base"])
     parser.add_argument("seed", nargs="?", type=int, default=0)
     parser.add_argument("--save", help="also write the trained checkpoint here")
     parser.add_argument("--attention", choices=["softmax", "sigmoid-adjacency"], default="softmax")
     parser.add_argument("--dataset", type=Path, default=DATA, help=f"store to train on (default {DATA.relative_to(REPO)})")
     args = parser.parse_args(argv)
-    if args.split == "table":
-        print(table())
+    if args.split in ("table", "kinds"):
+        print(table() if args.split == "table" else kinds())
         return 0
     if args.prior is None:
         parser.error("say prior or base")
     row = run(args.split, args.prior == "prior", args.seed, args.save, args.attention, args.dataset)
-    with RUNS.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    record(row)
     print(json.dumps(row))
     return 0
+
+
+def run_id(row: dict) -> tuple:
+    """What a row measured; rows written before the attention and dataset options have their defaults."""
+    return (row.get("dataset", DATA.name), row["split"], row["prior"], row.get("attention", "softmax"), row["seed"])
+
+
+def record(row: dict) -> None:
+    """Append `row`; a rerun of the same run replaces the earlier row (a seed counts once)."""
+    kept = [line for line in (RUNS.read_text().splitlines() if RUNS.exists() else [])
+            if line.strip() and run_id(json.loads(line)) != run_id(row)]
+    RUNS.write_text("".join(line + "\n" for line in kept + [json.dumps(row)]))
 
 
 if __name__ == "__main__":
