@@ -132,3 +132,20 @@ def test_worst_families_list_the_kernel_kinds_that_carry_their_error():
     assert rows[0]["measured_ms"] == 40.0 and rows[0]["predicted_ms"] == 24.0 and rows[0]["kernels"] == 20
     assert rows[0]["error_share"] == pytest.approx(16 / 20)
     assert worst_family_kernel_errors(runs, worst=3).keys() == {"efficientnet", "resnet"}
+
+
+def test_a_rerun_replaces_its_recorded_row(tmp_path, monkeypatch):
+    import json
+
+    import cost_prior_runs
+
+    monkeypatch.setattr(cost_prior_runs, "RUNS", tmp_path / "runs.jsonl")
+    old = {"split": "ood:vgg", "prior": True, "seed": 0, "test_mape": 0.05}  # written before attention/dataset existed
+    other = {"split": "ood:vgg", "prior": True, "attention": "sigmoid-adjacency", "seed": 0, "test_mape": 0.07}
+    elsewhere = {"split": "ood:vgg", "prior": True, "attention": "softmax", "seed": 0, "dataset": "zoo-x", "test_mape": 0.2}
+    for row in (old, other, elsewhere):
+        cost_prior_runs.record(row)
+    rerun = {"split": "ood:vgg", "prior": True, "attention": "softmax", "seed": 0, "test_mape": 0.05, "kernel_kinds": {}}
+    cost_prior_runs.record(rerun)
+    rows = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert rows == [other, elsewhere, rerun]
