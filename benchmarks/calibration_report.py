@@ -408,7 +408,7 @@ def run_unseen(args) -> None:
     models of those families), and rewrite the markdown."""
     from nar_tvm.training import graphs_of
 
-    path, base = shipped()
+    _, base = shipped()
     _, parts = training_split(base)
     trained_on = {s.job.split("@")[0] for s in parts["train"] + parts["val"]}
     trained_families = {s.family for s in parts["train"] + parts["val"]}
