@@ -131,10 +131,17 @@ def run_id(row: dict) -> tuple:
 
 
 def record(row: dict) -> None:
-    """Append `row`; a rerun of the same run replaces the earlier row (a seed counts once)."""
-    kept = [line for line in (RUNS.read_text().splitlines() if RUNS.exists() else [])
-            if line.strip() and run_id(json.loads(line)) != run_id(row)]
-    RUNS.write_text("".join(line + "\n" for line in kept + [json.dumps(row)]))
+    """Append `row`; a rerun of the same run replaces the earlier row (a seed counts once).
+    Runs in parallel processes finish at any time: the rewrite holds a lock on the file."""
+    import fcntl
+
+    with RUNS.open("a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        kept = [line for line in fh.read().splitlines() if line.strip() and run_id(json.loads(line)) != run_id(row)]
+        fh.seek(0)
+        fh.truncate()
+        fh.write("".join(line + "\n" for line in kept + [json.dumps(row)]))
 
 
 if __name__ == "__main__":
