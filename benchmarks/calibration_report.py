@@ -351,7 +351,7 @@ def unseen_error_by_kind(base, machine: str, unseen: list, graphs: list, panel: 
     by kernel kind per family, after scaling every prediction by this machine's median
     measured / predicted ratio on its panel models of known families (so that what is left
     is the model's error, not the machine's)."""
-    from nar_tvm.compare import error_by_kernel_kind, largest_kernel_errors, predicted_kernel_ms
+    from nar_tvm.compare import largest_kernel_errors, samples_kernel_error
     from nar_tvm.training import latencies_of
 
     if not base.predicts_kernels or not panel:
@@ -359,10 +359,10 @@ def unseen_error_by_kind(base, machine: str, unseen: list, graphs: list, panel: 
     scale = float(np.median(latencies_of(panel) / base.predict(panel_graphs).latency_ms))
     rows = []
     for family in sorted({s.family for s in unseen}):
-        cases = [(g, s.record["measurement"].get("kernels_ms") or {}, predicted_kernel_ms(base, g))
-                 for s, g in zip(unseen, graphs) if s.family == family]
-        for row in largest_kernel_errors(error_by_kernel_kind(cases, scale)):
-            rows.append({"machine": machine, "family": family, "kind": row.pop("kind"), "models": len(cases),
+        members = [i for i, s in enumerate(unseen) if s.family == family]
+        pooled = samples_kernel_error(base, [unseen[i] for i in members], [graphs[i] for i in members], scale)
+        for row in largest_kernel_errors(pooled):
+            rows.append({"machine": machine, "family": family, "kind": row.pop("kind"), "models": len(members),
                          "scale": scale, **row})
     log(f"unseen families on {machine}: kernel error by kind, machine scale {scale:.3f}")
     return rows
@@ -403,6 +403,12 @@ def panels(trained_on: set, trained_families: set):
                *split_panel(load_samples(store, ids[0], "min"), trained_on, trained_families))
 
 
+def trained_sets(parts) -> tuple[set, set]:
+    """(zoo jobs, families) the shipped predictor trained or validated on."""
+    seen = parts["train"] + parts["val"]
+    return {s.job.split("@")[0] for s in seen}, {s.family for s in seen}
+
+
 def run_unseen(args) -> None:
     """Recompute only the unseen-family rows of calibration_report.json (after measuring more
     models of those families), and rewrite the markdown."""
@@ -410,8 +416,7 @@ def run_unseen(args) -> None:
 
     _, base = shipped()
     _, parts = training_split(base)
-    trained_on = {s.job.split("@")[0] for s in parts["train"] + parts["val"]}
-    trained_families = {s.family for s in parts["train"] + parts["val"]}
+    trained_on, trained_families = trained_sets(parts)
     report = REPO / "benchmarks" / "calibration_report.json"
     out = json.loads(report.read_text())
     out["unseen_families"], out["unseen_error_by_kind"] = [], []
@@ -430,7 +435,7 @@ def run_report(args) -> None:
 
     path, base = shipped()
     samples, parts = training_split(base)
-    trained_on = {s.job.split("@")[0] for s in parts["train"] + parts["val"]}
+    trained_on, trained_families = trained_sets(parts)
     level = base.provenance["level"]
     out = {"checkpoint": str(path.relative_to(REPO)), "uncertainty_source": (base.provenance.get("uncertainty") or {}).get("source"),
            "cross_machine": [], "cross_platform": [], "coverage": {}, "unseen_families": [],
@@ -466,7 +471,6 @@ def run_report(args) -> None:
             "n": total, "coverage": sum(v["coverage"] * v["n"] for v in per_family.values()) / total,
             "families": per_family}
 
-    trained_families = {s.family for s in parts["train"] + parts["val"]}
     # Each machine: a panel store, and possibly other stores measured beside it (other_stores).
     for machine, store, platform_id, panel, unseen in panels(trained_on, trained_families):
         floor = noise_floor(DatasetStore(store))

@@ -39,7 +39,7 @@ def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "
     from nar_tvm.training import evaluate_predictor, graphs_of, train_on_dataset
 
     from latency_report_protocol import TRAIN, methods
-    from latency_report_runs import held_out_kernel_error
+    from nar_tvm.compare import samples_kernel_error
 
     base = next(m for m in methods(TRAIN.epochs) if m.name == BASE_METHOD)
     cfg = replace(base.model_cfg, cost_prior={} if prior else None)
@@ -61,18 +61,23 @@ def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "
             **{f"{part}_{metric}": scores[part][key] for part in ("val", "test")
                for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))},
             "test_family_mape": {f: r["mape"] for f, r in evaluated["test"]["families"].items()},
-            **({"kernel_kinds": held_out_kernel_error(predictor, parts["test"], graphs_of(parts["test"], "fused"))}
+            **({"kernel_kinds": samples_kernel_error(predictor, parts["test"], graphs_of(parts["test"], "fused"))}
                if split.startswith("ood:") else {})}
+
+
+def with_defaults(row: dict) -> dict:
+    """Rows written before the attention and dataset options trained the default attention on DATA."""
+    return {"attention": "softmax", "dataset": DATA.name, **row}
+
+
+def recorded() -> list[dict]:
+    return [with_defaults(json.loads(line)) for line in RUNS.read_text().splitlines() if line.strip()]
 
 
 def table() -> str:
     import numpy as np
 
-    rows = [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()]
-    # Rows written before the attention and dataset options trained the default attention on DATA.
-    for r in rows:
-        r.setdefault("attention", "softmax")
-        r.setdefault("dataset", DATA.name)
+    rows = recorded()
     lines = ["| dataset | split | cost prior | attention | seeds | validation MAPE | test MAPE | test Acc(10%) |",
              "|---|---|---|---|---|---|---|---|"]
     for dataset, split in sorted({(r["dataset"], r["split"]) for r in rows}, key=lambda k: (k[0] != DATA.name, k)):
@@ -96,9 +101,9 @@ def kinds(top: int = 4) -> str:
 
     lines = ["| dataset | held out | attention | seed | test MAPE | kernel kind | kernels | measured ms | predicted ms "
              "| predicted / measured | share of error |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in (json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()):
+    for r in recorded():
         for k in largest_kernel_errors(r.get("kernel_kinds") or {})[:top]:
-            lines.append(f"| {r.get('dataset', DATA.name)} | {r['split'].removeprefix('ood:')} | {r['attention']} | "
+            lines.append(f"| {r['dataset']} | {r['split'].removeprefix('ood:')} | {r['attention']} | "
                          f"{r['seed']} | {r['test_mape']:.3f} | {k['kind']} | {k['kernels']} | {k['measured_ms']:.1f} | "
                          f"{k['predicted_ms']:.1f} | {k['predicted_ms'] / k['measured_ms']:.2f} | {k['error_share']:.0%} |")
     return "\n".join(lines)
@@ -126,8 +131,9 @@ def main(argv=None) -> int:
 
 
 def run_id(row: dict) -> tuple:
-    """What a row measured; rows written before the attention and dataset options have their defaults."""
-    return (row.get("dataset", DATA.name), row["split"], row["prior"], row.get("attention", "softmax"), row["seed"])
+    """What a row measured."""
+    row = with_defaults(row)
+    return (row["dataset"], row["split"], row["prior"], row["attention"], row["seed"])
 
 
 def record(row: dict) -> None:

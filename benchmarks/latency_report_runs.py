@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nar_tvm.compare import samples_kernel_error
 from nar_tvm.cost_model import load_checkpoint, regression_report, relative_error, save_checkpoint
 from nar_tvm.cost_model.model import NARFormerV2Config
 from nar_tvm.cost_model.nnlp import NNLPConfig
@@ -134,7 +135,7 @@ class Runner:
             families[s.family].append(i)
         extra = {}
         if split.startswith("ood:") and getattr(getattr(model, "predictor", None), "predicts_kernels", False):
-            extra["kernel_kinds"] = held_out_kernel_error(model.predictor, parts["test"], g["test"])
+            extra["kernel_kinds"] = samples_kernel_error(model.predictor, parts["test"], g["test"])
         return {
             "overall": regression_report(pred, y["test"]),
             "families": {f: regression_report(pred[i], y["test"][i]) for f, i in sorted(families.items())},
@@ -192,15 +193,6 @@ class Runner:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
-
-
-def held_out_kernel_error(predictor, samples, graphs) -> dict[str, dict]:
-    """Measured against predicted kernel time of a held-out family, pooled by kernel kind: which
-    kinds of kernel the family's error comes from (a model that sums per-kernel times only)."""
-    from nar_tvm.compare import error_by_kernel_kind, predicted_kernel_ms
-
-    return error_by_kernel_kind([(g, s.record["measurement"].get("kernels_ms") or {}, predicted_kernel_ms(predictor, g))
-                                 for s, g in zip(samples, graphs)])
 
 
 _WORKER: Runner | None = None

@@ -132,6 +132,13 @@ def error_by_kernel_kind(cases, scale: float = 1.0) -> dict[str, dict]:
     return out
 
 
+def samples_kernel_error(predictor, samples, graphs, scale: float = 1.0) -> dict[str, dict]:
+    """`error_by_kernel_kind` over dataset samples and their graphs: each sample's profiled
+    kernel times against the predictor's (a model that sums per-kernel times)."""
+    return error_by_kernel_kind([(g, s.record["measurement"].get("kernels_ms") or {}, predicted_kernel_ms(predictor, g))
+                                 for s, g in zip(samples, graphs)], scale)
+
+
 def largest_kernel_errors(pooled: dict[str, dict]) -> list[dict]:
     """`error_by_kernel_kind`'s kinds, largest absolute error first, each with its share of the
     summed absolute error: the kinds at the top are where a family's miss comes from."""

@@ -12,7 +12,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import latency_report  # noqa: E402
 from latency_report_protocol import methods, worst_family_kernel_errors  # noqa: E402
-from latency_report_runs import held_out_kernel_error, run_key  # noqa: E402
+from latency_report_runs import run_key  # noqa: E402
 
 # Digests of the run-cache keys of every method over a grid of settings and tasks, as the
 # keys were when the runs in benchmarks/latency_report.runs.jsonl were cached. A changed
@@ -94,6 +94,8 @@ def test_committed_regenerate_commands_still_parse():
 def test_held_out_kernel_error_pairs_each_kernel_with_its_measurement():
     from types import SimpleNamespace
 
+    from nar_tvm.compare import samples_kernel_error
+
     from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
 
     x = TensorSpec([1, 8, 4, 4])
@@ -110,7 +112,7 @@ def test_held_out_kernel_error_pairs_each_kernel_with_its_measurement():
             return [1.0, 2.0, 3.0]
 
     sample = SimpleNamespace(record={"measurement": {"kernels_ms": {"fused_conv2d": 5.0, "fused_matmul_erf": 1.0}}})
-    pooled = held_out_kernel_error(PerNode(), [sample, sample], [graph, graph])
+    pooled = samples_kernel_error(PerNode(), [sample, sample], [graph, graph])
     # The conv kernel is called twice per model: its predicted time is the sum of both nodes.
     assert pooled == {"conv2d": {"kernels": 2, "measured_ms": 10.0, "predicted_ms": 8.0},
                       "matmul + erf": {"kernels": 2, "measured_ms": 2.0, "predicted_ms": 4.0}}
