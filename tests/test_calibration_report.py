@@ -18,3 +18,11 @@ def test_panel_splits_into_known_families_not_trained_on_and_unseen_families():
                                                    trained_families={"resnet", "vgg"})
     assert [s.job for s in known] == ["zoo:resnet:5000@abc", "zoo:vgg:5001@abc"]
     assert [s.job for s in unseen] == ["zoo:vit:5000@abc"]
+
+
+def test_a_machines_other_stores_are_its_zoo_and_unseen_family_stores(tmp_path, monkeypatch):
+    for name in ("panel-m1", "zoo-m1", "unseen-families-m1", "zoo-m2", "zoo-m1-extra"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(calibration_report, "DATA", tmp_path)
+    assert calibration_report.other_stores("m1") == [tmp_path / "zoo-m1", tmp_path / "unseen-families-m1"]
+    assert calibration_report.other_stores("m3") == []

@@ -151,3 +151,22 @@ def test_a_rerun_replaces_its_recorded_row(tmp_path, monkeypatch):
     cost_prior_runs.record(rerun)
     rows = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert rows == [other, elsewhere, rerun]
+
+
+def test_family_targets_judge_every_held_out_family_and_the_modern_families_in_domain():
+    from latency_report_protocol import family_targets
+
+    def run(mape, families=None):
+        return {"overall": {"mape": mape}, "families": {f: {"mape": m} for f, m in (families or {}).items()}}
+
+    ood = {"resnet": {0: run(0.02), 1: run(0.04)}, "vit": {0: run(0.16), 1: run(0.12)}, "bert": {0: run(0.05)}}
+    in_domain = {0: run(0.0, {"resnet": 0.01, "vgg": 0.02, "vit": 0.03}),
+                 1: run(0.0, {"resnet": 0.03, "vgg": 0.02, "vit": 0.05})}
+    lines = family_targets(in_domain, ood, modern=("vit", "bert"))
+    # Held-out means: resnet 0.03, vit 0.14, bert 0.05 -> 0.0733 over three families; vit is the worst.
+    assert "0.073 -> **not met**" in lines[0] and "3 held-out families" in lines[0]
+    assert "worst vit 0.140 -> **met**" in lines[1]
+    # In-domain: vit 0.04 against resnet 0.02 and vgg 0.02 -> 2.00x, above 1.5x.
+    assert "0.040 vs 0.020 (2.00x) -> **not met**" in lines[2]
+    # A zoo without modern families in-domain and no held-out runs: nothing to judge.
+    assert family_targets({0: run(0.0, {"resnet": 0.01})}, {}, modern=("vit",)) == []

@@ -9,7 +9,7 @@ from nar_tvm import zoo
 
 
 ALL_FAMILIES = list(zoo.FAMILIES)
-NEW_FAMILIES = ["vit", "bert", "convnext", "resnext", "densenet", "shufflenetv2"]
+NEW_FAMILIES = list(zoo.MODERN_FAMILIES)
 # The families the stored datasets were measured on: their params must never change.
 NNLQP_FAMILIES = [f for f in ALL_FAMILIES if f not in NEW_FAMILIES]
 
