@@ -34,8 +34,10 @@ RUNS = REPO / "benchmarks" / "cost_prior_runs.jsonl"
 BASE_METHOD = "NAR-Former V2 + kernel-sum readout - grouped FFN"
 
 
-def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "softmax", data: Path = DATA) -> dict:
+def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "softmax", data: Path = DATA,
+        transcendentals: bool = False) -> dict:
     from nar_tvm.cost_model import save_checkpoint
+    from nar_tvm.cost_model.tokenizer import TokenizerConfig
     from nar_tvm.training import evaluate_predictor, graphs_of, train_on_dataset
 
     from latency_report_protocol import TRAIN, methods
@@ -49,14 +51,16 @@ def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "
     start = time.process_time()
     predictor, history, parts = train_on_dataset(data, level="fused", split=split, seed=seed, model_cfg=cfg,
                                                  train_cfg=replace(TRAIN, seed=seed), progress=False,
-                                                 node_weight=base.node_weight, labels="min")
+                                                 node_weight=base.node_weight, labels="min",
+                                                 tokenizer_cfg=TokenizerConfig(transcendentals=transcendentals))
     if save:
         save_checkpoint(predictor, save)
     evaluated = {part: evaluate_predictor(predictor, parts[part]) for part in ("val", "test")}
     scores = {part: e["overall"] for part, e in evaluated.items()}
     # Rows of the default store carry no dataset field, as those written before the option.
     where = {} if data.resolve() == DATA else {"dataset": data.name}
-    return {"split": split, "prior": prior, "attention": attention, "seed": seed, **where,
+    return {"split": split, "prior": prior, "attention": attention, "transcendentals": transcendentals, "seed": seed,
+            **where,
             "cpu_s": round(time.process_time() - start), "best_epoch": history.best_epoch,
             **{f"{part}_{metric}": scores[part][key] for part in ("val", "test")
                for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))},
@@ -66,8 +70,9 @@ def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "
 
 
 def with_defaults(row: dict) -> dict:
-    """Rows written before the attention and dataset options trained the default attention on DATA."""
-    return {"attention": "softmax", "dataset": DATA.name, **row}
+    """Rows written before the attention, dataset and transcendentals options trained the default
+    attention on DATA without a transcendental count."""
+    return {"attention": "softmax", "dataset": DATA.name, "transcendentals": False, **row}
 
 
 def recorded() -> list[dict]:
@@ -82,15 +87,15 @@ def table() -> str:
              "|---|---|---|---|---|---|---|---|"]
     for dataset, split in sorted({(r["dataset"], r["split"]) for r in rows}, key=lambda k: (k[0] != DATA.name, k)):
         here = [r for r in rows if (r["dataset"], r["split"]) == (dataset, split)]
-        for prior, attention in sorted({(r["prior"], r["attention"]) for r in here},
-                                       key=lambda k: (k[0], k[1] != "softmax")):
-            sel = sorted((r for r in here if (r["prior"], r["attention"]) == (prior, attention)),
-                         key=lambda r: r["seed"])
+        for prior, attention, transcendentals in sorted({(r["prior"], r["attention"], r["transcendentals"]) for r in here},
+                                                        key=lambda k: (k[0], k[1] != "softmax", k[2])):
+            sel = sorted((r for r in here if (r["prior"], r["attention"], r["transcendentals"])
+                          == (prior, attention, transcendentals)), key=lambda r: r["seed"])
 
             def cell(key, fmt="{:.4f}"):
                 v = np.array([r[key] for r in sel])
                 return fmt.format(v.mean()) + (f" ± {v.std():.4f}" if len(v) > 1 else "")
-            lines.append(f"| {dataset} | {split} | {'yes' if prior else 'no'} | {attention} | {', '.join(str(r['seed']) for r in sel)} | "
+            lines.append(f"| {dataset} | {split} | {('yes' if prior else 'no') + (' + transcendentals' if transcendentals else '')} | {attention} | {', '.join(str(r['seed']) for r in sel)} | "
                          f"{cell('val_mape')} | {cell('test_mape')} | {cell('test_acc10', '{:.3f}')} |")
     return "\n".join(lines)
 
@@ -118,13 +123,17 @@ def main(argv=None) -> int:
     parser.add_argument("--save", help="also write the trained checkpoint here")
     parser.add_argument("--attention", choices=["softmax", "sigmoid-adjacency"], default="softmax")
     parser.add_argument("--dataset", type=Path, default=DATA, help=f"store to train on (default {DATA.relative_to(REPO)})")
+    parser.add_argument("--transcendentals", action="store_true",
+                        help="the prior also prices each node's transcendental evaluations (exp, erf, tanh, sigmoid)")
     args = parser.parse_args(argv)
     if args.split in ("table", "kinds"):
         print(table() if args.split == "table" else kinds())
         return 0
     if args.prior is None:
         parser.error("say prior or base")
-    row = run(args.split, args.prior == "prior", args.seed, args.save, args.attention, args.dataset)
+    if args.transcendentals and args.prior != "prior":
+        parser.error("--transcendentals prices them in the cost prior: it needs 'prior'")
+    row = run(args.split, args.prior == "prior", args.seed, args.save, args.attention, args.dataset, args.transcendentals)
     record(row)
     print(json.dumps(row))
     return 0
@@ -133,7 +142,7 @@ def main(argv=None) -> int:
 def run_id(row: dict) -> tuple:
     """What a row measured."""
     row = with_defaults(row)
-    return (row["dataset"], row["split"], row["prior"], row["attention"], row["seed"])
+    return (row["dataset"], row["split"], row["prior"], row["attention"], row["transcendentals"], row["seed"])
 
 
 def record(row: dict) -> None:

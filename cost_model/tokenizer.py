@@ -22,6 +22,13 @@ STATIC_FEATURES = ("batch", "flops", "params", "memory_access", "num_nodes", "de
 # Spatial dims of the kernel window (kh, kw): conv1d fills one, conv3d's depth is dropped.
 KERNEL_SLOTS = 2
 COST_FEATURES = ("flops", "bytes", "params")
+# Ops that evaluate a transcendental function per element. TVM's FLOP count gives them no
+# cost, yet on a CPU each element is a scalar libm call (exp, erf, tanh) worth tens of
+# multiply-adds: a conv2d + sigmoid or matmul + erf kernel costs more than its FLOPs say.
+TRANSCENDENTAL_OPS = frozenset({
+    "exp", "tir_exp", "erf", "tir_erf", "sigmoid", "tir_sigmoid", "tanh", "tir_tanh", "log", "tir_log",
+    "softmax", "log_softmax", "gelu", "gelu_tanh", "silu", "power", "tir_pow",
+})
 
 
 class Vocabulary:
@@ -80,6 +87,10 @@ class TokenizerConfig:
     attr_slots: dict[str, int] = field(
         default_factory=lambda: {"strides": 2, "padding": 4, "dilation": 2, "groups": 1}
     )
+    # A slot for the node's transcendental evaluations (output elements x the TRANSCENDENTAL_OPS
+    # fused into it), which the cost prior reads beside FLOPs and bytes. Off in states saved
+    # before the option existed.
+    transcendentals: bool = False
 
     def __post_init__(self):
         if self.pe_dim < 2 or self.pe_dim % 2:
@@ -90,7 +101,7 @@ class TokenizerConfig:
         """Scalar slots per node, each encoded into pe_dim features."""
         return (
             KERNEL_SLOTS + sum(self.attr_slots.values()) + 1  # + number of weights
-            + self.input_shape_dims + self.max_shape_dims + len(COST_FEATURES)
+            + self.input_shape_dims + self.max_shape_dims + self.transcendentals + len(COST_FEATURES)
         )
 
 
@@ -233,6 +244,8 @@ class Tokenizer:
         if c.input_shape_dims:
             widths += [("input_shape", c.input_shape_dims)]
         widths += [("output_shape", c.max_shape_dims)]
+        if c.transcendentals:
+            widths += [("transcendentals", 1)]
         widths += [(name, 1) for name in COST_FEATURES]
         spans, start = {}, 0
         for name, width in widths:
@@ -248,12 +261,13 @@ class Tokenizer:
         Each is encoded as sin/cos pairs of log2(1 + value); the slowest pair turns less than
         half a circle over the 40 octaves a count spans, so atan2 of that pair divided by its
         frequency is the log2 value itself. Returns the (sin, cos) columns of that pair for
-        "flops" and "bytes" and its frequency.
+        "flops" and "bytes" (and "transcendentals" when tokenized) and its frequency.
         """
         c, spans = self.config, self.layout()
         k = c.pe_dim // 2
         frequency = float(c.pe_base ** (-(k - 1) / k))
-        columns = {name: [spans[name][0] + c.pe_dim - 2, spans[name][0] + c.pe_dim - 1] for name in ("flops", "bytes")}
+        names = ("flops", "bytes", "transcendentals") if c.transcendentals else ("flops", "bytes")
+        columns = {name: [spans[name][0] + c.pe_dim - 2, spans[name][0] + c.pe_dim - 1] for name in names}
         return {"columns": columns, "frequency": frequency}
 
     # ---- encoding ----
@@ -285,6 +299,9 @@ class Tokenizer:
             row += _fit(_shape(shape, c.input_shape_dims), c.input_shape_dims)
         shape = node.outputs[0].shape if node.outputs else []
         row += _fit(_shape(shape, c.max_shape_dims), c.max_shape_dims)
+        if c.transcendentals:
+            per_element = sum(name in TRANSCENDENTAL_OPS for name in (node.op, *node.ops))
+            row.append(float(per_element * np.prod(shape)) if per_element else 0.0)
         row += [float(getattr(node, name)) for name in COST_FEATURES]
         return row
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 import numpy as np
 
-from nar_tvm.cost_model import (LatencyPredictor, NARFormerV2Config, TrainConfig, load_checkpoint,
-                                regression_report, train)
+from nar_tvm.cost_model import (LatencyPredictor, NARFormerV2Config, Tokenizer, TokenizerConfig, TrainConfig,
+                                load_checkpoint, regression_report, train)
 
 from .dataset import TRAINING_LABELS, Sample, load_samples, make_split
 
@@ -24,7 +24,7 @@ def latencies_of(samples: list[Sample]) -> np.ndarray:
 def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed: int = 0,
                      platform_id: str | None = None, model_cfg: NARFormerV2Config | None = None,
                      train_cfg: TrainConfig | None = None, progress: bool = True, node_weight: float = 0.0,
-                     labels: str = TRAINING_LABELS):
+                     labels: str = TRAINING_LABELS, tokenizer_cfg: TokenizerConfig | None = None):
     """Train on the split's train part, select on its val part; the test part is not touched.
     `node_weight`: see cost_model.train (the samples' measured kernel times of fused graphs);
     `labels`: which of a model's measured runs is its latency (dataset.load_samples)."""
@@ -35,7 +35,7 @@ def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed:
     predictor, history = train(graphs_of(parts["train"], level), latencies_of(parts["train"]),
                                graphs_of(parts["val"], level), latencies_of(parts["val"]),
                                model_cfg=model_cfg, train_cfg=train_cfg, progress=progress, node_weight=node_weight,
-                               node_targets=node_targets)
+                               node_targets=node_targets, tokenizer=Tokenizer(tokenizer_cfg) if tokenizer_cfg else None)
     predictor.platform = dict(samples[0].record["platform"], platform_id=samples[0].record["platform_id"])
     predictor.provenance.update(dataset=str(dataset), split=split, split_seed=seed, level=level,
                                 best_val_mape=history.best_val_mape, node_weight=node_weight, labels=labels,

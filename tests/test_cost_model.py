@@ -784,3 +784,41 @@ def test_training_on_kernel_times_teaches_the_node_head():
     with pytest.raises(ValueError, match="node_targets hold no kernel time"):
         train(*synthetic_dataset(20, seed=4), graphs[:5], y[:5], model_cfg=TINY_MODEL, train_cfg=cfg,
               progress=False, node_weight=1.0, node_targets=[None] * 20)
+
+
+def test_the_prior_prices_transcendental_evaluations_that_flop_counts_miss(data, tmp_path):
+    from nar_tvm.cost_model.model import TRANSCENDENTAL_COST, node_log_cost
+
+    x = TensorSpec([1, 8, 4, 4])  # 128 output elements per node
+    fused = lambda ops: OpNode(op="kernel:conv2d", inputs=[x], outputs=[x], ops=ops, flops=5000)  # noqa: E731
+    graph = OpGraph(nodes=[fused(["conv2d", "add", "relu"]), fused(["conv2d", "add", "tir_sigmoid", "multiply"]),
+                           fused(["matmul", "erf", "tir_tanh"])], edges=[(0, 1), (1, 2)], level="fused", inputs=[x])
+    counted = Tokenizer(TokenizerConfig(transcendentals=True)).fit([graph])
+    assert counted.token_dim == Tokenizer().fit([graph]).token_dim + counted.config.pe_dim
+    prior = counted.cost_decoding()
+    assert set(prior["columns"]) == {"flops", "bytes", "transcendentals"}
+    tokens = torch.from_numpy(counted.encode(graph).x)[None]
+    # Each count is read back as 1 + count: ln((1 + FLOPs) + (1 + bytes) + price x (1 + evaluations)).
+    evaluations = np.array([0.0, 128.0, 256.0])
+    for price in (TRANSCENDENTAL_COST, 100.0):
+        exact = np.log(2.0 + np.array([n.flops + n.bytes for n in graph.nodes]) + price * (1.0 + evaluations))
+        decoded = node_log_cost(tokens, prior, torch.tensor(math.log(price)))[0].double().numpy()
+        np.testing.assert_allclose(decoded, exact, rtol=1e-4)
+
+    # The price is a parameter of the model, learnt in training and kept by the checkpoint; a
+    # tokenizer state saved before the option existed loads without the slot.
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=0, lr=1e-2, loss="log_mse", patience=None, size_bucket_batches=1)
+    train_graphs = [graph] * 8 + list(data[0][:24])
+    predictor, _ = train(train_graphs, np.concatenate([np.full(8, 3.0), data[1][:24]]), data[2][:8], data[3][:8],
+                         model_cfg=replace(TINY_MODEL, readout="kernels", cost_prior={}), train_cfg=cfg, progress=False,
+                         tokenizer=Tokenizer(TokenizerConfig(transcendentals=True)))
+    price = predictor.model.log_transcendental_cost
+    assert price.item() != pytest.approx(math.log(TRANSCENDENTAL_COST), abs=1e-6)
+    loaded = load_checkpoint(save_checkpoint(predictor, tmp_path / "priced.pt"))
+    assert loaded.tokenizer.config.transcendentals and loaded.model.log_transcendental_cost.item() == price.item()
+    np.testing.assert_array_equal(loaded.predict([graph]).latency_ms, predictor.predict([graph]).latency_ms)
+    state = predictor.tokenizer.state_dict()
+    old = {**state, "config": {k: v for k, v in state["config"].items() if k != "transcendentals"}}
+    assert not Tokenizer.from_state(old).config.transcendentals
+    assert build(Tokenizer().fit([graph]), readout="kernels", cost_prior={**Tokenizer().fit([graph]).cost_decoding()}
+                 ).log_transcendental_cost is None
