@@ -226,18 +226,19 @@ def kernel_time_head(d: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
 
-# Starting cost of one transcendental evaluation, in FLOP-or-byte units: a scalar libm call
-# against vectorised multiply-adds. Learnt from there (NARFormerV2.log_transcendental_cost).
+# What the cost prior charges for one transcendental evaluation, in FLOP-or-byte units: a
+# scalar libm call against vectorised multiply-adds. Fixed: learnt along with the network, the
+# price drifted wherever the few kernels with transcendentals pulled it and training was unstable.
 TRANSCENDENTAL_COST = 32.0
 
 
-def node_log_cost(x: torch.Tensor, prior: dict, log_transcendental_cost=math.log(TRANSCENDENTAL_COST)) -> torch.Tensor:
-    """[B, N] ln(FLOPs + bytes [+ cost x transcendental evaluations]) of each node (cost_prior),
+def node_log_cost(x: torch.Tensor, prior: dict) -> torch.Tensor:
+    """[B, N] ln(FLOPs + bytes [+ price x transcendental evaluations]) of each node (cost_prior),
     less the training nodes' mean, decoded from the tokens [B, N, D]."""
     log_e = {name: torch.atan2(x[..., sin], x[..., cos]) / prior["frequency"] * math.log(2.0)
              for name, (sin, cos) in prior["columns"].items()}
     if "transcendentals" in log_e:
-        log_e["transcendentals"] = log_e["transcendentals"] + log_transcendental_cost
+        log_e["transcendentals"] = log_e["transcendentals"] + math.log(prior["transcendental_cost"])
     return torch.logsumexp(torch.stack(list(log_e.values())), dim=0) - prior.get("offset", 0.0)
 
 
@@ -314,10 +315,6 @@ class NARFormerV2(GraphLatencyModel):
         self.static_mlp, self.head = regression_head(d, cfg.static_dim, cfg.head_hidden, cfg.dropout,
                                                      cfg.use_static)
         self.kernel_head = kernel_time_head(d, cfg.head_hidden) if cfg.readout == "kernels" else None
-        # The prior's price of a transcendental evaluation, learnt (when the prior counts them).
-        self.log_transcendental_cost = None
-        if "transcendentals" in (cfg.cost_prior or {}).get("columns", {}):
-            self.log_transcendental_cost = nn.Parameter(torch.tensor(math.log(TRANSCENDENTAL_COST)))
         # Training-only auxiliary output (train's node_weight); never part of a checkpoint.
         self.node_out: nn.Module | None = None
 
@@ -364,8 +361,7 @@ class NARFormerV2(GraphLatencyModel):
         if self.kernel_head is not None:
             kernels = self.kernel_head(normed).squeeze(-1)
             if self.cfg.cost_prior:
-                price = () if self.log_transcendental_cost is None else (self.log_transcendental_cost,)
-                kernels = kernels + node_log_cost(x, self.cfg.cost_prior, *price)
+                kernels = kernels + node_log_cost(x, self.cfg.cost_prior)
             return ModelOutput(add_kernel_times(graph, kernels, mask), kernels)
         # The auxiliary node head costs a pass over every node: only when asked for.
         return ModelOutput(graph, node_output(self.node_out, last) if nodes else None)

@@ -254,8 +254,10 @@ def train(
 def _cost_prior(tokenizer, tokens) -> dict:
     """The cost prior's decoding, centred on the training nodes' mean log cost so that the
     model starts where it would without the prior (start_at_constant)."""
-    from .model import node_log_cost
+    from .model import TRANSCENDENTAL_COST, node_log_cost
 
     prior = tokenizer.cost_decoding()
+    if "transcendentals" in prior["columns"]:
+        prior["transcendental_cost"] = TRANSCENDENTAL_COST
     x = torch.from_numpy(np.concatenate([t.x for t in tokens]))[None]
     return {**prior, "offset": float(node_log_cost(x, prior).mean())}

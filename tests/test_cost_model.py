@@ -802,23 +802,19 @@ def test_the_prior_prices_transcendental_evaluations_that_flop_counts_miss(data,
     evaluations = np.array([0.0, 128.0, 256.0])
     for price in (TRANSCENDENTAL_COST, 100.0):
         exact = np.log(2.0 + np.array([n.flops + n.bytes for n in graph.nodes]) + price * (1.0 + evaluations))
-        decoded = node_log_cost(tokens, prior, torch.tensor(math.log(price)))[0].double().numpy()
+        decoded = node_log_cost(tokens, {**prior, "transcendental_cost": price})[0].double().numpy()
         np.testing.assert_allclose(decoded, exact, rtol=1e-4)
 
-    # The price is a parameter of the model, learnt in training and kept by the checkpoint; a
-    # tokenizer state saved before the option existed loads without the slot.
-    cfg = TrainConfig(epochs=2, batch_size=16, seed=0, lr=1e-2, loss="log_mse", patience=None, size_bucket_batches=1)
-    train_graphs = [graph] * 8 + list(data[0][:24])
-    predictor, _ = train(train_graphs, np.concatenate([np.full(8, 3.0), data[1][:24]]), data[2][:8], data[3][:8],
-                         model_cfg=replace(TINY_MODEL, readout="kernels", cost_prior={}), train_cfg=cfg, progress=False,
-                         tokenizer=Tokenizer(TokenizerConfig(transcendentals=True)))
-    price = predictor.model.log_transcendental_cost
-    assert price.item() != pytest.approx(math.log(TRANSCENDENTAL_COST), abs=1e-6)
+    # Training sets the price and the checkpoint keeps it; a tokenizer state saved before the
+    # option existed loads without the slot.
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=0, lr=1e-3, loss="log_mse", patience=None, size_bucket_batches=1)
+    predictor, _ = train([graph] * 8 + list(data[0][:24]), np.concatenate([np.full(8, 3.0), data[1][:24]]),
+                         data[2][:8], data[3][:8], model_cfg=replace(TINY_MODEL, readout="kernels", cost_prior={}),
+                         train_cfg=cfg, progress=False, tokenizer=Tokenizer(TokenizerConfig(transcendentals=True)))
+    assert predictor.model.cfg.cost_prior["transcendental_cost"] == TRANSCENDENTAL_COST
     loaded = load_checkpoint(save_checkpoint(predictor, tmp_path / "priced.pt"))
-    assert loaded.tokenizer.config.transcendentals and loaded.model.log_transcendental_cost.item() == price.item()
+    assert loaded.tokenizer.config.transcendentals and loaded.model.cfg.cost_prior == predictor.model.cfg.cost_prior
     np.testing.assert_array_equal(loaded.predict([graph]).latency_ms, predictor.predict([graph]).latency_ms)
     state = predictor.tokenizer.state_dict()
     old = {**state, "config": {k: v for k, v in state["config"].items() if k != "transcendentals"}}
     assert not Tokenizer.from_state(old).config.transcendentals
-    assert build(Tokenizer().fit([graph]), readout="kernels", cost_prior={**Tokenizer().fit([graph]).cost_decoding()}
-                 ).log_transcendental_cost is None
