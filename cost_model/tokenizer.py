@@ -22,13 +22,17 @@ STATIC_FEATURES = ("batch", "flops", "params", "memory_access", "num_nodes", "de
 # Spatial dims of the kernel window (kh, kw): conv1d fills one, conv3d's depth is dropped.
 KERNEL_SLOTS = 2
 COST_FEATURES = ("flops", "bytes", "params")
-# Ops that evaluate a transcendental function per element. TVM's FLOP count gives them no
-# cost, yet on a CPU each element is a scalar libm call (exp, erf, tanh) worth tens of
-# multiply-adds: a conv2d + sigmoid or matmul + erf kernel costs more than its FLOPs say.
-TRANSCENDENTAL_OPS = frozenset({
-    "exp", "tir_exp", "erf", "tir_erf", "sigmoid", "tir_sigmoid", "tanh", "tir_tanh", "log", "tir_log",
-    "softmax", "log_softmax", "gelu", "gelu_tanh", "silu", "power", "tir_pow",
-})
+# Element-wise functions that evaluate a transcendental per element (fused ops may carry a
+# "tir_" prefix). TVM's FLOP count gives them no cost, yet on a CPU each element is a scalar
+# libm call worth tens of multiply-adds: a conv2d + sigmoid or matmul + erf kernel costs more
+# than its FLOPs say. The order is the one kernel kinds are named in (nar_tvm.compare).
+TRANSCENDENTALS = ("erf", "exp", "sigmoid", "tanh", "softmax", "log", "pow",
+                   "log_softmax", "gelu", "gelu_tanh", "silu", "power")
+
+
+def transcendentals_per_element(node: OpNode) -> int:
+    """How many transcendental functions the node evaluates per output element."""
+    return sum(name.removeprefix("tir_") in TRANSCENDENTALS for name in node.ops or [node.op])
 
 
 class Vocabulary:
@@ -87,7 +91,7 @@ class TokenizerConfig:
     attr_slots: dict[str, int] = field(
         default_factory=lambda: {"strides": 2, "padding": 4, "dilation": 2, "groups": 1}
     )
-    # A slot for the node's transcendental evaluations (output elements x the TRANSCENDENTAL_OPS
+    # A slot for the node's transcendental evaluations (output elements x the TRANSCENDENTALS
     # fused into it), which the cost prior reads beside FLOPs and bytes. Off in states saved
     # before the option existed.
     transcendentals: bool = False
@@ -300,7 +304,7 @@ class Tokenizer:
         shape = node.outputs[0].shape if node.outputs else []
         row += _fit(_shape(shape, c.max_shape_dims), c.max_shape_dims)
         if c.transcendentals:
-            per_element = sum(name in TRANSCENDENTAL_OPS for name in (node.op, *node.ops))
+            per_element = transcendentals_per_element(node)
             row.append(float(per_element * np.prod(shape)) if per_element else 0.0)
         row += [float(getattr(node, name)) for name in COST_FEATURES]
         return row

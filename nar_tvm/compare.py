@@ -96,13 +96,10 @@ def predicted_kernel_ms(predictor, graph: OpGraph) -> dict[str, float]:
     return totals
 
 
-# Element-wise functions that cost far more per element than an add (a libm call each).
-COSTLY_ELEMENTWISE = ("erf", "exp", "sigmoid", "tanh", "softmax", "log", "pow")
-
-
 def kernel_kind(node) -> str:
     """What a fused kernel does, coarsely enough to pool kernels across models: its anchor op,
-    the kind of convolution, and the costly element-wise functions fused into it."""
+    the kind of convolution, and the transcendental functions fused into it."""
+    from nar_tvm.cost_model.tokenizer import TRANSCENDENTALS
     from nar_tvm.cost_model.uncertainty import conv_kind
 
     kind = node.op.removeprefix("kernel:").removeprefix("tir_")
@@ -110,7 +107,7 @@ def kernel_kind(node) -> str:
     if conv not in (None, "dense"):
         kind += f" ({conv})"
     names = {name.removeprefix("tir_") for name in node.ops}
-    return kind + "".join(f" + {f}" for f in COSTLY_ELEMENTWISE if f in names and f != kind)
+    return kind + "".join(f" + {f}" for f in TRANSCENDENTALS if f in names and f != kind)
 
 
 def error_by_kernel_kind(cases, scale: float = 1.0) -> dict[str, dict]:

@@ -797,6 +797,10 @@ def test_the_prior_prices_transcendental_evaluations_that_flop_counts_miss(data,
     assert counted.token_dim == Tokenizer().fit([graph]).token_dim + counted.config.pe_dim
     prior = counted.cost_decoding()
     assert set(prior["columns"]) == {"flops", "bytes", "transcendentals"}
+    # An op-level node lists itself among its ops: counted once, not twice.
+    from nar_tvm.cost_model.tokenizer import transcendentals_per_element
+    assert [transcendentals_per_element(n) for n in graph.nodes] == [0, 1, 2]
+    assert transcendentals_per_element(OpNode(op="exp", ops=["exp"])) == 1
     tokens = torch.from_numpy(counted.encode(graph).x)[None]
     # Each count is read back as 1 + count: ln((1 + FLOPs) + (1 + bytes) + price x (1 + evaluations)).
     evaluations = np.array([0.0, 128.0, 256.0])
