@@ -351,7 +351,7 @@ def unseen_error_by_kind(base, machine: str, unseen: list, graphs: list, panel: 
     by kernel kind per family, after scaling every prediction by this machine's median
     measured / predicted ratio on its panel models of known families (so that what is left
     is the model's error, not the machine's)."""
-    from nar_tvm.compare import largest_kernel_errors, samples_kernel_error
+    from nar_tvm.kernel_errors import largest_kernel_errors, samples_kernel_error
     from nar_tvm.training import latencies_of
 
     if not base.predicts_kernels or not panel:

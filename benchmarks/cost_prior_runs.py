@@ -8,13 +8,19 @@ normalised adjacency, one head, as the official NAR-Former V2 code computes it),
 validation and test MAPE to benchmarks/cost_prior_runs.jsonl. Splits: `in-domain`, `ood:<family>`
 (the family held out of training and validation), and `size` (train on the smallest 80% of
 graphs by FLOPs, validate on the next 10%, test on the largest 10%: extrapolation to larger
-graphs). One run is 5-11 minutes on one core, depending on the machine. `--dataset` trains on
-another store (rows then name it, and the table keeps stores apart): another machine's data
-is never pooled with this one's.
+graphs). `nnlp` in place of `prior` trains the baseline the out-of-domain target is held
+against (the latency report's NNLP as specified) on the same split. One run is 5-11 minutes on
+one core, depending on the machine. `--dataset` trains on another store (rows then name it,
+and the table keeps stores apart): another machine's data is never pooled with this one's.
+`--measured-before` trains on what a store held at a time, so runs on a store that is still
+being profiled stay comparable. `batch` runs many in parallel workers, recording each row as
+it ends and skipping recorded ones, so it resumes.
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py size prior 0 [--save ckpt.pt]
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py in-domain prior 0 --attention sigmoid-adjacency
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py in-domain prior 0 --dataset benchmarks/data/zoo-epyc-znver3-1
+    OMP_NUM_THREADS=1 python benchmarks/cost_prior_runs.py batch --variants prior nnlp --splits ood:all \
+        --seeds 0 --dataset benchmarks/data/zoo-epyc-znver3-1 --measured-before 2026-12-04T13:20 --jobs 16
     python benchmarks/cost_prior_runs.py table
     python benchmarks/cost_prior_runs.py kinds
 """
@@ -24,7 +30,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,45 +40,114 @@ RUNS = REPO / "benchmarks" / "cost_prior_runs.jsonl"
 BASE_METHOD = "NAR-Former V2 + kernel-sum readout - grouped FFN"
 
 
-def run(split: str, prior: bool, seed: int, save: str | None, attention: str = "softmax", data: Path = DATA,
-        transcendentals: bool = False) -> dict:
+# The baseline the out-of-domain target is held against, as the latency report specifies it.
+NNLP_METHOD = "NNLP (GraphSAGE)"
+METHODS = {"shipped": BASE_METHOD, "nnlp": NNLP_METHOD}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: which split and seed, which network and options, on which data."""
+    split: str
+    seed: int = 0
+    method: str = "shipped"  # a key of METHODS; "nnlp" has no prior, attention or transcendental options
+    prior: bool = True
+    attention: str = "softmax"
+    transcendentals: bool = False
+    data: Path = DATA
+    measured_before: str | None = None
+    device: str = "cpu"
+
+
+def run(spec: Run, save: str | None = None) -> dict:
     from nar_tvm.cost_model import save_checkpoint
     from nar_tvm.cost_model.tokenizer import TokenizerConfig
     from nar_tvm.training import evaluate_predictor, graphs_of, train_on_dataset
 
     from latency_report_protocol import TRAIN, methods
-    from nar_tvm.compare import samples_kernel_error
+    from nar_tvm.kernel_errors import samples_kernel_error
 
-    base = next(m for m in methods(TRAIN.epochs) if m.name == BASE_METHOD)
-    cfg = replace(base.model_cfg, cost_prior={} if prior else None)
-    if attention != cfg.attention:
-        # The paper's attention has a single head: its score gates the adjacency, one per edge.
-        cfg = replace(cfg, attention=attention, n_heads=1)
+    base = next(m for m in methods(TRAIN.epochs) if m.name == METHODS[spec.method])
+    cfg = base.model_cfg
+    if spec.method == "shipped":
+        cfg = replace(cfg, cost_prior={} if spec.prior else None)
+        if spec.attention != cfg.attention:
+            # The paper's attention has a single head: its score gates the adjacency, one per edge.
+            cfg = replace(cfg, attention=spec.attention, n_heads=1)
     start = time.process_time()
-    predictor, history, parts = train_on_dataset(data, level="fused", split=split, seed=seed, model_cfg=cfg,
-                                                 train_cfg=replace(TRAIN, seed=seed), progress=False,
-                                                 node_weight=base.node_weight, labels="min",
-                                                 tokenizer_cfg=TokenizerConfig(transcendentals=transcendentals))
+    predictor, history, parts = train_on_dataset(
+        spec.data, level="fused", split=spec.split, seed=spec.seed, model_cfg=cfg,
+        train_cfg=replace(TRAIN, seed=spec.seed, device=spec.device), progress=False, node_weight=base.node_weight,
+        labels="min", tokenizer_cfg=TokenizerConfig(transcendentals=spec.transcendentals),
+        measured_before=spec.measured_before)
     if save:
         save_checkpoint(predictor, save)
     evaluated = {part: evaluate_predictor(predictor, parts[part]) for part in ("val", "test")}
     scores = {part: e["overall"] for part, e in evaluated.items()}
-    # Rows of the default store carry no dataset field, as those written before the option.
-    where = {} if data.resolve() == DATA else {"dataset": data.name}
-    return {"split": split, "prior": prior, "attention": attention, "transcendentals": transcendentals, "seed": seed,
-            **where,
+    # Rows carry only what differs from the first rows' settings (with_defaults fills them in).
+    optional = {"method": spec.method if spec.method != "shipped" else None,
+                "dataset": spec.data.name if spec.data.resolve() != DATA else None,
+                "measured_before": spec.measured_before, "device": spec.device if spec.device != "cpu" else None}
+    return {"split": spec.split, "prior": spec.prior and spec.method == "shipped", "attention": spec.attention,
+            "transcendentals": spec.transcendentals, "seed": spec.seed,
+            **{k: v for k, v in optional.items() if v is not None},
+            "models": sum(len(p) for p in parts.values()),
             "cpu_s": round(time.process_time() - start), "best_epoch": history.best_epoch,
             **{f"{part}_{metric}": scores[part][key] for part in ("val", "test")
                for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))},
             "test_family_mape": {f: r["mape"] for f, r in evaluated["test"]["families"].items()},
             **({"kernel_kinds": samples_kernel_error(predictor, parts["test"], graphs_of(parts["test"], "fused"))}
-               if split.startswith("ood:") else {})}
+               if spec.split.startswith("ood:") and predictor.predicts_kernels else {})}
+
+
+def _run_and_record(spec: Run) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    row = run(spec)
+    record(row)
+    return row
+
+
+def batch(specs: list[Run], jobs: int, deadline_min: float | None = None) -> list[dict]:
+    """Runs `specs` in `jobs` worker processes, recording each row as it finishes; with a
+    deadline, runs not started by then are dropped (a later batch picks them up)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    done = {run_id(r) for r in recorded()}
+    todo = [s for s in specs if run_id(_row_of(s)) not in done]
+    deadline = time.monotonic() + 60 * deadline_min if deadline_min is not None else None
+    rows = []
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_run_and_record, s): s for s in todo}
+        with tqdm(total=len(futures), desc="runs", unit="run") as bar:
+            for fut in as_completed(futures):
+                if fut.cancelled():
+                    continue
+                rows.append(fut.result())
+                bar.update()
+                if deadline is not None and time.monotonic() > deadline:
+                    for pending in futures:
+                        pending.cancel()
+    return rows
+
+
+def _row_of(spec: Run) -> dict:
+    """The identifying fields of the row `spec` will write (run_id's input)."""
+    return {"split": spec.split, "prior": spec.prior and spec.method == "shipped", "attention": spec.attention,
+            "transcendentals": spec.transcendentals, "seed": spec.seed, "method": spec.method,
+            "dataset": spec.data.name, "measured_before": spec.measured_before}
 
 
 def with_defaults(row: dict) -> dict:
-    """Rows written before the attention, dataset and transcendentals options trained the default
-    attention on DATA without a transcendental count."""
-    return {"attention": "softmax", "dataset": DATA.name, "transcendentals": False, **row}
+    """Rows written before the attention, dataset, transcendentals, method and snapshot options
+    trained the shipped recipe's default attention on all of DATA on CPU, without a
+    transcendental count."""
+    return {"attention": "softmax", "dataset": DATA.name, "transcendentals": False, "method": "shipped",
+            "measured_before": None, "device": "cpu", **row}
 
 
 def recorded() -> list[dict]:
@@ -83,57 +158,114 @@ def table() -> str:
     import numpy as np
 
     rows = recorded()
-    lines = ["| dataset | split | cost prior | attention | seeds | validation MAPE | test MAPE | test Acc(10%) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for dataset, split in sorted({(r["dataset"], r["split"]) for r in rows}, key=lambda k: (k[0] != DATA.name, k)):
-        here = [r for r in rows if (r["dataset"], r["split"]) == (dataset, split)]
-        for prior, attention, transcendentals in sorted({(r["prior"], r["attention"], r["transcendentals"]) for r in here},
-                                                        key=lambda k: (k[0], k[1] != "softmax", k[2])):
-            sel = sorted((r for r in here if (r["prior"], r["attention"], r["transcendentals"])
-                          == (prior, attention, transcendentals)), key=lambda r: r["seed"])
+    lines = ["| dataset | measured before | split | method | cost prior | attention | seeds | validation MAPE "
+             "| test MAPE | test Acc(10%) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    variant = ("method", "prior", "attention", "transcendentals")
+    for data in sorted({(r["dataset"], r["measured_before"] or "") for r in rows},
+                       key=lambda k: (k[0] != DATA.name, k)):
+        here = [r for r in rows if (r["dataset"], r["measured_before"] or "") == data]
+        for split in sorted({r["split"] for r in here}):
+            in_split = [r for r in here if r["split"] == split]
+            for v in sorted({tuple(r[k] for k in variant) for r in in_split},
+                            key=lambda v: (v[0] != "shipped", v[1], v[2] != "softmax", v[3])):
+                sel = sorted((r for r in in_split if tuple(r[k] for k in variant) == v), key=lambda r: r["seed"])
+                method, prior, attention, transcendentals = v
 
-            def cell(key, fmt="{:.4f}"):
-                v = np.array([r[key] for r in sel])
-                return fmt.format(v.mean()) + (f" ± {v.std():.4f}" if len(v) > 1 else "")
-            lines.append(f"| {dataset} | {split} | {('yes' if prior else 'no') + (' + transcendentals' if transcendentals else '')} | {attention} | {', '.join(str(r['seed']) for r in sel)} | "
-                         f"{cell('val_mape')} | {cell('test_mape')} | {cell('test_acc10', '{:.3f}')} |")
+                def cell(key, fmt="{:.4f}"):
+                    x = np.array([r[key] for r in sel])
+                    return fmt.format(x.mean()) + (f" ± {x.std():.4f}" if len(x) > 1 else "")
+                lines.append(f"| {data[0]} | {data[1] or 'all'} | {split} | {method} | "
+                             f"{('yes' if prior else 'no') + (' + transcendentals' if transcendentals else '')} | "
+                             f"{attention} | {', '.join(str(r['seed']) for r in sel)} | {cell('val_mape')} | "
+                             f"{cell('test_mape')} | {cell('test_acc10', '{:.3f}')} |")
     return "\n".join(lines)
 
 
 def kinds(top: int = 4) -> str:
     """For each recorded held-out run that kept its kernel times, the kinds of kernel carrying its error."""
-    from nar_tvm.compare import largest_kernel_errors
+    from nar_tvm.kernel_errors import largest_kernel_errors
 
-    lines = ["| dataset | held out | attention | seed | test MAPE | kernel kind | kernels | measured ms | predicted ms "
-             "| predicted / measured | share of error |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | measured before | held out | method | attention | seed | test MAPE | kernel kind | kernels "
+             "| measured ms | predicted ms | predicted / measured | share of error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recorded():
         for k in largest_kernel_errors(r.get("kernel_kinds") or {})[:top]:
-            lines.append(f"| {r['dataset']} | {r['split'].removeprefix('ood:')} | {r['attention']} | "
+            lines.append(f"| {r['dataset']} | {r['measured_before'] or 'all'} | {r['split'].removeprefix('ood:')} | "
+                         f"{r['method']} | {r['attention']} | "
                          f"{r['seed']} | {r['test_mape']:.3f} | {k['kind']} | {k['kernels']} | {k['measured_ms']:.1f} | "
                          f"{k['predicted_ms']:.1f} | {k['predicted_ms'] / k['measured_ms']:.2f} | {k['error_share']:.0%} |")
     return "\n".join(lines)
 
 
+VARIANTS = {"prior": ("shipped", True), "base": ("shipped", False), "nnlp": ("nnlp", False)}
+
+
+def expand_splits(splits: list[str], data: Path, measured_before: str | None) -> list[str]:
+    """The splits, checked against the data; `ood:all` stands for every family held out in turn."""
+    from nar_tvm.dataset import load_samples
+
+    families = sorted({s.family for s in load_samples(data, measured_before=measured_before)})
+    out = []
+    for split in splits:
+        if split == "ood:all":
+            out += [f"ood:{f}" for f in families]
+        elif split in ("in-domain", "size") or split.removeprefix("ood:") in families:
+            out.append(split)
+        else:
+            raise ValueError(f"split {split!r}: use in-domain, size, ood:all or ood:<family> of {families}")
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("split", help="in-domain, ood:<family> or size; or 'table' to print the recorded runs, "
-                        "'kinds' the kernel kinds carrying each recorded held-out run's error")
-    parser.add_argument("prior", nargs="?", choices=["prior", "base"])
+    parser.add_argument("split", help="in-domain, ood:<family> or size; 'batch' for the --splits x --variants x "
+                        "--seeds runs in parallel; 'table' to print the recorded runs, 'kinds' the kernel kinds "
+                        "carrying each recorded held-out run's error")
+    parser.add_argument("variant", nargs="?", choices=list(VARIANTS),
+                        help="the shipped recipe with or without the cost prior, or the NNLP baseline")
     parser.add_argument("seed", nargs="?", type=int, default=0)
     parser.add_argument("--save", help="also write the trained checkpoint here")
     parser.add_argument("--attention", choices=["softmax", "sigmoid-adjacency"], default="softmax")
     parser.add_argument("--dataset", type=Path, default=DATA, help=f"store to train on (default {DATA.relative_to(REPO)})")
     parser.add_argument("--transcendentals", action="store_true",
                         help="the prior also prices each node's transcendental evaluations (exp, erf, tanh, sigmoid)")
+    parser.add_argument("--measured-before", metavar="ISO_TIME",
+                        help="train and test on what the store held at this time (a profiler may still be adding)")
+    parser.add_argument("--device", default="cpu", help="torch device to train on (cuda runs are not bit-reproducible)")
+    batch_args = parser.add_argument_group("batch")
+    batch_args.add_argument("--splits", nargs="+", default=["in-domain"], help="'ood:all' holds out each family")
+    batch_args.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["prior"])
+    batch_args.add_argument("--seeds", nargs="+", type=int, default=[0])
+    batch_args.add_argument("--jobs", type=int, default=1, help="worker processes, one torch thread each")
+    batch_args.add_argument("--deadline-min", type=float, help="start no run after this many minutes")
     args = parser.parse_args(argv)
     if args.split in ("table", "kinds"):
         print(table() if args.split == "table" else kinds())
         return 0
-    if args.prior is None:
-        parser.error("say prior or base")
-    if args.transcendentals and args.prior != "prior":
-        parser.error("--transcendentals prices them in the cost prior: it needs 'prior'")
-    row = run(args.split, args.prior == "prior", args.seed, args.save, args.attention, args.dataset, args.transcendentals)
+    variants = args.variants if args.split == "batch" else [args.variant]
+    if None in variants:
+        parser.error("say prior, base or nnlp")
+    if args.transcendentals and variants != ["prior"]:
+        parser.error("--transcendentals prices them in the cost prior: it needs 'prior' alone")
+    if args.attention != "softmax" and "nnlp" in variants:
+        parser.error("--attention is NAR-Former V2's: not with nnlp")
+
+    def spec(split, variant, seed):
+        method, prior = VARIANTS[variant]
+        return Run(split=split, seed=seed, method=method, prior=prior, attention=args.attention,
+                   transcendentals=args.transcendentals, data=args.dataset, measured_before=args.measured_before,
+                   device=args.device)
+    if args.split == "batch":
+        try:
+            splits = expand_splits(args.splits, args.dataset, args.measured_before)
+        except ValueError as exc:
+            parser.error(str(exc))
+        # Variant-major, so that a deadline leaves whole variants done rather than a bit of each.
+        specs = [spec(split, variant, seed) for variant in variants for seed in args.seeds for split in splits]
+        rows = batch(specs, args.jobs, args.deadline_min)
+        print(f"{len(rows)} runs recorded of {len(specs)} asked (the others were recorded before or not started)")
+        return 0
+    row = run(spec(args.split, args.variant, args.seed), args.save)
     record(row)
     print(json.dumps(row))
     return 0
@@ -142,7 +274,8 @@ def main(argv=None) -> int:
 def run_id(row: dict) -> tuple:
     """What a row measured."""
     row = with_defaults(row)
-    return (row["dataset"], row["split"], row["prior"], row["attention"], row["transcendentals"], row["seed"])
+    return (row["dataset"], row["measured_before"], row["split"], row["method"], row["prior"], row["attention"],
+            row["transcendentals"], row["seed"])
 
 
 def record(row: dict) -> None:

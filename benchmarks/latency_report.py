@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file of finished runs (default: the report's name with .runs.jsonl); a rerun on "
                              "the same snapshot and settings reuses them instead of training again")
     parser.add_argument("--notes", default=None, help="markdown file appended to the report (discussion)")
+    parser.add_argument("--measured-before", metavar="ISO_TIME",
+                        help="the dataset as it was at this time (UTC unless a zone is given): a store that a "
+                             "profiler is still filling gives the same snapshot, and the run cache stays valid")
     parser.add_argument("--labels", choices=LABELS, default=TRAINING_LABELS,
                         help="a model's latency: its first measurement, or its fastest run (dataset.load_samples)")
     return parser
@@ -143,8 +146,8 @@ def ship(runner: Runner, snapshot: Snapshot, in_domain: dict, level: str, args, 
 def dataset_summary(args, snapshot: Snapshot) -> dict:
     samples = snapshot.samples
     return {
-        "path": args.dataset, "n": len(samples), "platform": snapshot.platform, "platform_id": snapshot.platform_id,
-        "labels": args.labels,
+        "path": args.dataset, "measured_before": args.measured_before, "n": len(samples),
+        "platform": snapshot.platform, "platform_id": snapshot.platform_id, "labels": args.labels,
         "families": {f: {"n": len(v), "min": min(v), "median": statistics.median(v), "max": max(v)}
                      for f in snapshot.families for v in [[s.latency_ms for s in samples if s.family == f]]},
         "median_compile_s": statistics.median(s.record["measurement"]["compile_s"] for s in samples),
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     log = Log()
 
-    snapshot = Snapshot.take(args.dataset, args.labels)
+    snapshot = Snapshot.take(args.dataset, args.labels, args.measured_before)
     samples, families = snapshot.samples, snapshot.families
     log(f"snapshot: {len(samples)} models, families {families}")
     plan = Plan.from_args(args, families)

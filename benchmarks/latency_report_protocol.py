@@ -190,7 +190,7 @@ def held_out_mapes(runs_by_family: dict) -> dict[str, float]:
 def worst_family_kernel_errors(runs_by_family: dict, worst: int = 3, top: int = 4) -> dict[str, list[dict]]:
     """For the `worst` held-out families by mean MAPE, the `top` kinds of kernel carrying their
     error, pooled over the family's seeds; families whose runs have no kernel times are left out."""
-    from nar_tvm.compare import largest_kernel_errors
+    from nar_tvm.kernel_errors import largest_kernel_errors
 
     mapes = held_out_mapes(runs_by_family)
     ranked = sorted(runs_by_family, key=lambda f: -mapes[f])

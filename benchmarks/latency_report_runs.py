@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nar_tvm.compare import samples_kernel_error
+from nar_tvm.kernel_errors import samples_kernel_error
 from nar_tvm.cost_model import load_checkpoint, regression_report, relative_error, save_checkpoint
 from nar_tvm.cost_model.model import NARFormerV2Config
 from nar_tvm.cost_model.nnlp import NNLPConfig
-from nar_tvm.dataset import TRAINING_LABELS, DatasetStore, load_samples, make_split
+from nar_tvm.dataset import TRAINING_LABELS, DatasetStore, load_samples, make_split, measured_before_filter
 from nar_tvm.training import train_on_dataset
 
 from latency_report_protocol import LEVELS, TRAIN, Method, methods
@@ -294,10 +294,13 @@ class Snapshot:
     families: list[str]
 
     @classmethod
-    def take(cls, dataset: str, labels: str) -> Snapshot:
+    def take(cls, dataset: str, labels: str, measured_before: str | None = None) -> Snapshot:
+        """`measured_before`: what the store held at that time, so that a report on a store still
+        being profiled can be resumed, or repeated, on the same data."""
         snapshot_dir = tempfile.TemporaryDirectory(prefix="nar-tvm-report-")
         path = Path(snapshot_dir.name) / "shard-00000.jsonl"
-        path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in read_all(dataset)))
+        kept = measured_before_filter(measured_before)
+        path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in read_all(dataset) if kept(r)))
         samples = load_samples(path, labels=labels)
         return cls(dir=snapshot_dir, path=path, samples=samples, store=DatasetStore(path),
                    platform=samples[0].record["platform"], platform_id=samples[0].record["platform_id"],

@@ -140,7 +140,9 @@ def write_report(path: Path, ctx: dict) -> None:
 
     ds = ctx["dataset"]
     w("## Dataset\n")
-    w(f"`{ds['path']}`, a snapshot of **{ds['n']} measured models** (taken at the start of the run), "
+    taken = (f"what it held before {ds['measured_before']} UTC" if ds.get("measured_before")
+             else "taken at the start of the run")
+    w(f"`{ds['path']}`, a snapshot of **{ds['n']} measured models** ({taken}), "
       f"platform `{ds['platform_id']}`: {ds['platform']['cpu']} (`{ds['platform']['mcpu']}`), "
       f"{ds['platform']['threads']} thread, TVM {ds['platform']['tvm']}, untuned default pipeline. "
       + ("Each model's label is its fastest measured run (`--labels min`: the first measurement or a "

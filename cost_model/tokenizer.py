@@ -25,7 +25,7 @@ COST_FEATURES = ("flops", "bytes", "params")
 # Element-wise functions that evaluate a transcendental per element (fused ops may carry a
 # "tir_" prefix). TVM's FLOP count gives them no cost, yet on a CPU each element is a scalar
 # libm call worth tens of multiply-adds: a conv2d + sigmoid or matmul + erf kernel costs more
-# than its FLOPs say. The order is the one kernel kinds are named in (nar_tvm.compare).
+# than its FLOPs say. The order is the one kernel kinds are named in (nar_tvm.kernel_errors).
 TRANSCENDENTALS = ("erf", "exp", "sigmoid", "tanh", "softmax", "log", "pow",
                    "log_softmax", "gelu", "gelu_tanh", "silu", "power")
 

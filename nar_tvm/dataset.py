@@ -13,6 +13,7 @@ import os
 import random
 import statistics
 from collections import Counter, defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -168,22 +169,27 @@ LABELS = ("first", "min")
 TRAINING_LABELS = "min"
 
 
-def load_samples(path, platform_id: str | None = None, labels: str = "first") -> list[Sample]:
+def load_samples(path, platform_id: str | None = None, labels: str = "first",
+                 measured_before: str | None = None) -> list[Sample]:
     """Successfully measured samples of one platform (required when several are present).
 
     `labels`: "first", each model's first measurement; "min", the fastest of its first
     measurement and its re-measurements (`nar-tvm profile --remeasure`). Interference from
     other work on the machine only ever slows a run down, so the fastest run is the one
     closest to the model's own latency.
+    `measured_before` (ISO time, UTC if no zone is given): only what was measured before it,
+    so that training on a store that a profiler is still filling can be repeated later.
     """
     if labels not in LABELS:
         raise DatasetError(f"unknown label rule {labels!r}; choose from {LABELS}")
     if not Path(path).exists():
         raise DatasetError(f"{path}: no such dataset")
     store = DatasetStore(path)
-    records = list(store.records("ok"))
+    kept = measured_before_filter(measured_before)
+    records = [r for r in store.records("ok") if kept(r)]
     if not records:
-        raise DatasetError(f"{path}: no successfully measured records")
+        raise DatasetError(f"{path}: no successfully measured records"
+                           + (f" before {measured_before}" if measured_before else ""))
     ids = Counter(r["platform_id"] for r in records)
     if platform_id is None:
         if len(ids) > 1:
@@ -197,9 +203,31 @@ def load_samples(path, platform_id: str | None = None, labels: str = "first") ->
         return [Sample(r) for r in records]
     fastest = {r["job"]: r["measurement"]["median_ms"] for r in records}
     for r in store.records("remeasure"):
-        if r.get("remeasure_of") in fastest:
+        if r.get("remeasure_of") in fastest and kept(r):
             fastest[r["remeasure_of"]] = min(fastest[r["remeasure_of"]], r["measurement"]["median_ms"])
     return [Sample(r, fastest[r["job"]]) for r in records]
+
+
+def _utc(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def measured_before_filter(when: str | None):
+    """A filter keeping the records measured before `when` (all of them for None)."""
+    if when is None:
+        return lambda record: True
+    try:
+        limit = _utc(when)
+    except ValueError:
+        raise DatasetError(f"measured before {when!r}: not an ISO time such as 2026-12-04T13:20") from None
+
+    def kept(record: dict) -> bool:
+        if "time" not in record:
+            raise DatasetError(f"record {record.get('job')!r} has no measurement time: it cannot be kept or "
+                               f"dropped by time")
+        return _utc(record["time"]) < limit
+    return kept
 
 
 def split_in_domain(samples: list[Sample], seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> dict[str, list[Sample]]:

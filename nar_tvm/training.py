@@ -24,11 +24,13 @@ def latencies_of(samples: list[Sample]) -> np.ndarray:
 def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed: int = 0,
                      platform_id: str | None = None, model_cfg: NARFormerV2Config | None = None,
                      train_cfg: TrainConfig | None = None, progress: bool = True, node_weight: float = 0.0,
-                     labels: str = TRAINING_LABELS, tokenizer_cfg: TokenizerConfig | None = None):
+                     labels: str = TRAINING_LABELS, tokenizer_cfg: TokenizerConfig | None = None,
+                     measured_before: str | None = None):
     """Train on the split's train part, select on its val part; the test part is not touched.
     `node_weight`: see cost_model.train (the samples' measured kernel times of fused graphs);
-    `labels`: which of a model's measured runs is its latency (dataset.load_samples)."""
-    samples = load_samples(dataset, platform_id, labels)
+    `labels`, `measured_before`: which of a model's measured runs is its latency, and which
+    records count (dataset.load_samples)."""
+    samples = load_samples(dataset, platform_id, labels, measured_before)
     parts = make_split(samples, split, seed)
     train_cfg = train_cfg or TrainConfig(seed=seed)
     node_targets = [s.node_ms(level) for s in parts["train"]] if node_weight > 0 else None
@@ -39,7 +41,8 @@ def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed:
     predictor.platform = dict(samples[0].record["platform"], platform_id=samples[0].record["platform_id"])
     predictor.provenance.update(dataset=str(dataset), split=split, split_seed=seed, level=level,
                                 best_val_mape=history.best_val_mape, node_weight=node_weight, labels=labels,
-                                families=sorted({s.family for s in parts["train"]}))
+                                families=sorted({s.family for s in parts["train"]}),
+                                **({"measured_before": measured_before} if measured_before else {}))
     return predictor, history, parts
 
 

@@ -104,7 +104,7 @@ def kernel_tasks(mod, tasks) -> dict[str, int]:
 def predicted_task_ms(graph, predictor, tasks, kernel_to_task: dict[str, int]) -> tuple[np.ndarray, float]:
     """Predicted ms of each task over all its call sites, and the predicted ms that no task
     covers (kernels MetaSchedule does not tune, e.g. VM builtins)."""
-    from .compare import predicted_kernel_ms
+    from .kernel_errors import predicted_kernel_ms
 
     per_kernel = predicted_kernel_ms(predictor, graph)
     if not per_kernel:

@@ -198,7 +198,7 @@ def test_compare_measures_and_predicts(capsys, models, checkpoint):
 
 
 def test_predicted_kernel_times_are_summed_per_kernel_name(checkpoint):
-    from nar_tvm.compare import predicted_kernel_ms
+    from nar_tvm.kernel_errors import predicted_kernel_ms
     from nar_tvm.cost_model import load_checkpoint
     from nar_tvm.cost_model.synthetic import synthetic_dataset
 
@@ -225,7 +225,7 @@ def test_predicted_kernel_times_are_summed_per_kernel_name(checkpoint):
 
 
 def test_kernel_error_is_pooled_by_kernel_kind():
-    from nar_tvm.compare import error_by_kernel_kind, kernel_kind
+    from nar_tvm.kernel_errors import error_by_kernel_kind, kernel_kind
     from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
 
     x = TensorSpec([1, 16, 8, 8])

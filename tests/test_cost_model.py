@@ -730,6 +730,18 @@ def test_cost_model_never_imports_tvm_or_the_integration_layer():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_training_from_a_stored_dataset_needs_no_tvm():
+    """What trains and evaluates on a stored dataset (a training server without TVM) imports
+    no tvm: the dataset, the training glue and the kernel-error analysis."""
+    modules = ["nar_tvm.dataset", "nar_tvm.training", "nar_tvm.kernel_errors"]
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "bad = sorted(m for m in sys.modules if m == 'tvm' or m.startswith('tvm.') or m == 'tvm_ffi')\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # ------------------------------------------------------- kernel-time supervision
 
 def test_node_times_split_shared_kernels_and_mark_unknown_ones():

@@ -94,7 +94,7 @@ def test_committed_regenerate_commands_still_parse():
 def test_held_out_kernel_error_pairs_each_kernel_with_its_measurement():
     from types import SimpleNamespace
 
-    from nar_tvm.compare import samples_kernel_error
+    from nar_tvm.kernel_errors import samples_kernel_error
 
     from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
 
@@ -147,10 +147,48 @@ def test_a_rerun_replaces_its_recorded_row(tmp_path, monkeypatch):
     elsewhere = {"split": "ood:vgg", "prior": True, "attention": "softmax", "seed": 0, "dataset": "zoo-x", "test_mape": 0.2}
     for row in (old, other, elsewhere):
         cost_prior_runs.record(row)
+    # The baseline, and the same recipe on an earlier snapshot of the same store, are other runs.
+    baseline = {"split": "ood:vgg", "prior": False, "method": "nnlp", "seed": 0, "test_mape": 0.1}
+    earlier = {**elsewhere, "measured_before": "2026-12-04T13:00", "test_mape": 0.3}
+    for row in (baseline, earlier):
+        cost_prior_runs.record(row)
     rerun = {"split": "ood:vgg", "prior": True, "attention": "softmax", "seed": 0, "test_mape": 0.05, "kernel_kinds": {}}
     cost_prior_runs.record(rerun)
     rows = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
-    assert rows == [other, elsewhere, rerun]
+    assert rows == [other, elsewhere, baseline, earlier, rerun]
+    # A batch asks only for the runs not recorded yet: here none, so no worker starts.
+    specs = [cost_prior_runs.Run("ood:vgg", 0), cost_prior_runs.Run("ood:vgg", 0, method="nnlp", prior=False),
+             cost_prior_runs.Run("ood:vgg", 0, data=tmp_path / "zoo-x", measured_before="2026-12-04T13:00")]
+    assert cost_prior_runs.batch(specs, jobs=2) == []
+    for row in rows:
+        row.update(val_mape=0.01, test_acc10=0.5)
+    monkeypatch.setattr(cost_prior_runs, "recorded", lambda: [cost_prior_runs.with_defaults(r) for r in rows])
+    table = cost_prior_runs.table()
+    assert "| zoo-x | 2026-12-04T13:00 | ood:vgg | shipped | yes | softmax | 0 | " in table
+    assert "| nnlp | no | softmax | 0 |" in table
+
+
+def test_batch_holds_out_every_family_of_the_snapshot(tmp_path):
+    import cost_prior_runs
+    from nar_tvm.dataset import DatasetStore
+
+    store = DatasetStore(tmp_path / "d")
+    for i, (family, when) in enumerate((("vgg", "12:00"), ("vit", "12:10"), ("bert", "13:30"))):
+        store.append({"job": f"j{i}", "status": "ok", "platform_id": "p", "platform": {}, "time": f"2026-12-04T{when}",
+                      "model": {"family": family, "name": f"j{i}"}, "measurement": {"median_ms": 1.0}})
+    assert cost_prior_runs.expand_splits(["in-domain", "ood:all"], tmp_path / "d", "2026-12-04T13:00") == [
+        "in-domain", "ood:vgg", "ood:vit"]
+    assert cost_prior_runs.expand_splits(["ood:bert"], tmp_path / "d", None) == ["ood:bert"]
+    with pytest.raises(ValueError, match=r"split 'ood:bert': use .* of \['vgg', 'vit'\]"):
+        cost_prior_runs.expand_splits(["ood:bert"], tmp_path / "d", "2026-12-04T13:00")
+    # The report's snapshot of the same store at the same time holds the same models.
+    from latency_report_runs import Snapshot
+
+    snapshot = Snapshot.take(str(tmp_path / "d"), "min", "2026-12-04T13:00")
+    try:
+        assert snapshot.families == ["vgg", "vit"] and len(snapshot.path.read_text().splitlines()) == 2
+    finally:
+        snapshot.cleanup()
 
 
 def test_family_targets_judge_every_held_out_family_and_the_modern_families_in_domain():

@@ -470,3 +470,26 @@ def test_opgraph_v1_still_loads_and_keeps_its_hash():
     assert out["nodes"] == V1_GRAPH["nodes"]
     with pytest.raises(OpGraphError, match="format is 'nar-tvm.opgraph/9'"):
         OpGraph.from_dict({**V1_GRAPH, "format": "nar-tvm.opgraph/9"})
+
+
+def test_gathers_count_the_rows_they_read_not_their_source():
+    from nar_tvm.passes.opgraph import FusedOp, OpNode, TensorSpec
+
+    table, ids, rows = TensorSpec([1000, 64]), TensorSpec([1, 5], "int64"), TensorSpec([1, 5, 64])
+    plain = OpNode("relax.add", inputs=[rows, rows], outputs=[rows])
+    assert plain.bytes == 3 * 5 * 64 * 4
+    lookup = OpNode("relax.take", inputs=[ids], weights=[table], outputs=[rows])
+    assert lookup.bytes == 5 * 8 + 2 * 5 * 64 * 4
+    # A fused lookup with its scale: the table is still read row by row, the multiply's
+    # operand in full.
+    scale = TensorSpec([64])
+    fused = OpNode("kernel:take", ops=["take", "multiply"], inputs=[ids], weights=[table, scale], outputs=[rows],
+                   fused=[FusedOp("take", inputs=[table, ids], outputs=[rows]),
+                          FusedOp("multiply", inputs=[rows, scale], outputs=[rows])])
+    assert fused.bytes == 5 * 8 + 64 * 4 + 2 * 5 * 64 * 4
+    # A gather from a tensor the kernel computes itself never counted that tensor.
+    source, computed = TensorSpec([1, 999, 64]), TensorSpec([1, 1000, 64])
+    gather_of_computed = OpNode("kernel:exp_take", ops=["exp", "take"], inputs=[source, ids], outputs=[rows],
+                                fused=[FusedOp("exp", inputs=[source], outputs=[computed]),
+                                       FusedOp("take", inputs=[computed, ids], outputs=[rows])])
+    assert gather_of_computed.bytes == 999 * 64 * 4 + 5 * 8 + 5 * 64 * 4

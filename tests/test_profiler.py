@@ -220,6 +220,29 @@ def test_min_label_is_the_fastest_of_a_models_runs(tmp_path):
     assert nf["count"] == 2 and nf["mape"] == pytest.approx(0.2) and nf["acc@10%"] == 0.0
 
 
+def test_measured_before_keeps_what_the_store_held_then(tmp_path):
+    store = DatasetStore(tmp_path / "d")
+    for job, ms, when in (("a", 10.0, "2026-12-04T12:00:00+00:00"), ("b", 4.0, "2026-12-04T13:00:00+00:00")):
+        store.append({**_fake(job, "f", ms), "time": when})
+    again = {**_fake("a", "f", 7.0), "time": "2026-12-04T12:30:00+00:00"}
+    again.update(status="remeasure", remeasure_of="a", job="remeasure:a")
+    store.append(again)
+
+    def labels(before):
+        return {s.name: s.latency_ms for s in load_samples(tmp_path / "d", labels="min", measured_before=before)}
+    assert labels(None) == {"a": 7.0, "b": 4.0}
+    # A time without a zone is UTC; the re-measurement at 12:30 is not yet in at 12:15.
+    assert labels("2026-12-04T12:15") == {"a": 10.0}
+    assert labels("2026-12-04T12:45:00+00:00") == {"a": 7.0}
+    with pytest.raises(DatasetError, match="no successfully measured records before 2026-12-04T11:00"):
+        load_samples(tmp_path / "d", measured_before="2026-12-04T11:00")
+    with pytest.raises(DatasetError, match="'noon': not an ISO time"):
+        load_samples(tmp_path / "d", measured_before="noon")
+    store.append(_fake("c", "f", 1.0))
+    with pytest.raises(DatasetError, match="record 'c' has no measurement time"):
+        load_samples(tmp_path / "d", measured_before="2026-12-04T12:15")
+
+
 def test_next_model_is_exported_during_timing_only_off_the_measuring_cores():
     from nar_tvm.profiler import builds_beside_measurement
 

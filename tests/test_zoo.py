@@ -254,6 +254,8 @@ def test_bert_graph(tiny_graphs):
     assert op.op_counts()["relax.nn.layer_norm"] == 3 and op.op_counts()["relax.tanh"] == 1
     table = [n for n in _nodes(fused, "kernel:take") if [50, 16] in [w.shape for w in n.weights]]
     assert len(table) == 1 and table[0].attrs["axis"] == 0
+    # The lookup reads the 8 rows it gathers, not the 50-row table: 8 int64 ids + 2 x 8 x 16 floats.
+    assert embed.bytes == table[0].bytes == 8 * 8 + 2 * 8 * 16 * 4
 
 
 def test_convnext_graph(tiny_graphs):
