@@ -181,6 +181,64 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def families(dataset: str, measured_before: str | None) -> str:
+    """Every family held out in turn on one snapshot: each variant's MAPE per held-out family,
+    the out-of-domain targets (against NNLP, per family, modern families in-domain) and the
+    kinds of kernel carrying the worst families' error, from the recorded runs."""
+    import numpy as np
+
+    from latency_report_protocol import family_targets, held_out_mapes, worst_family_kernel_errors
+
+    rows = [r for r in recorded() if r["dataset"] == dataset and r["measured_before"] == measured_before]
+    if not rows:
+        raise ValueError(f"no recorded runs on {dataset} measured before {measured_before}")
+
+    def as_run(r):  # the latency report's run format, for its target functions
+        return {"overall": {"mape": r["test_mape"]}, "kernel_kinds": r.get("kernel_kinds"),
+                "families": {f: {"mape": m} for f, m in r["test_family_mape"].items()}}
+
+    def label(r):
+        return r["method"] + ("" if r["method"] == "nnlp" else
+                              (" + prior" if r["prior"] else "") + (" + transcendentals" if r["transcendentals"] else "")
+                              + ("" if r["attention"] == "softmax" else f" ({r['attention']})"))
+    variants = sorted({label(r) for r in rows}, key=lambda v: (not v.startswith("shipped + prior"), v))
+    ood = {v: {} for v in variants}
+    in_domain = {v: {} for v in variants}
+    for r in rows:
+        if r["split"].startswith("ood:"):
+            ood[label(r)].setdefault(r["split"].removeprefix("ood:"), {})[r["seed"]] = as_run(r)
+        elif r["split"] == "in-domain":
+            in_domain[label(r)][r["seed"]] = as_run(r)
+    held = {v: held_out_mapes(ood[v]) for v in variants}
+    fams = sorted(set().union(*held.values()))
+    lines = [f"Recorded runs on `{dataset}`, measured before {measured_before or 'the end'} "
+             "(`python benchmarks/cost_prior_runs.py families ...`). Held-out test MAPE, mean over the seeds run "
+             "(seeds in brackets).", "",
+             "| held out | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for f in fams:
+        cells = [f"{held[v][f]:.3f} ({len(ood[v][f])})" if f in held[v] else "" for v in variants]
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    complete = [v for v in variants if held[v] and set(held[v]) == set(fams)]
+    lines.append("| **mean** | " + " | ".join(f"**{np.mean(list(held[v].values())):.3f}**" if v in complete else
+                                            "(incomplete)" for v in variants) + " |")
+    judged, baseline = variants[0], "nnlp"
+    lines += ["", f"Targets for **{judged}**:", ""]
+    if judged in complete and baseline in complete:
+        a, b = np.mean(list(held[judged].values())), np.mean(list(held[baseline].values()))
+        lines.append(f"- out-of-domain mean MAPE at least 25% below NNLP's: {a:.3f} vs {b:.3f} "
+                     f"({100 * (1 - a / b):.0f}% lower) -> **{'met' if a <= 0.75 * b else 'not met'}**")
+    lines += [f"- {line}" for line in family_targets(in_domain[judged], ood[judged] if judged in complete else {})]
+    worst = worst_family_kernel_errors(ood[judged])
+    if worst:
+        lines += ["", "Kinds of kernel carrying the worst held-out families' error (pooled over seeds):", "",
+                  "| held out | kernel kind | kernels | measured ms | predicted ms | predicted / measured | share of error |",
+                  "|---|---|---|---|---|---|---|"]
+        for family, kinds_ in worst.items():
+            lines += [f"| {family} | {k['kind']} | {k['kernels']} | {k['measured_ms']:.1f} | {k['predicted_ms']:.1f} | "
+                      f"{k['predicted_ms'] / k['measured_ms']:.2f} | {k['error_share']:.0%} |" for k in kinds_]
+    return "\n".join(lines)
+
+
 def kinds(top: int = 4) -> str:
     """For each recorded held-out run that kept its kernel times, the kinds of kernel carrying its error."""
     from nar_tvm.kernel_errors import largest_kernel_errors
@@ -220,7 +278,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("split", help="in-domain, ood:<family> or size; 'batch' for the --splits x --variants x "
                         "--seeds runs in parallel; 'table' to print the recorded runs, 'kinds' the kernel kinds "
-                        "carrying each recorded held-out run's error")
+                        "carrying each recorded held-out run's error, 'families' every family held out on "
+                        "--dataset as of --measured-before, with the targets")
     parser.add_argument("variant", nargs="?", choices=list(VARIANTS),
                         help="the shipped recipe with or without the cost prior, or the NNLP baseline")
     parser.add_argument("seed", nargs="?", type=int, default=0)
@@ -242,6 +301,12 @@ def main(argv=None) -> int:
     if args.split in ("table", "kinds"):
         print(table() if args.split == "table" else kinds())
         return 0
+    if args.split == "families":
+        try:
+            print(families(args.dataset.name, args.measured_before))
+        except ValueError as exc:
+            parser.error(str(exc))
+        return 0
     variants = args.variants if args.split == "batch" else [args.variant]
     if None in variants:
         parser.error("say prior, base or nnlp")
@@ -260,8 +325,9 @@ def main(argv=None) -> int:
             splits = expand_splits(args.splits, args.dataset, args.measured_before)
         except ValueError as exc:
             parser.error(str(exc))
-        # Variant-major, so that a deadline leaves whole variants done rather than a bit of each.
-        specs = [spec(split, variant, seed) for variant in variants for seed in args.seeds for split in splits]
+        # Seed-major, so that a deadline leaves whole seeds of every variant done (the
+        # comparison a report needs) rather than a bit of each.
+        specs = [spec(split, variant, seed) for seed in args.seeds for variant in variants for split in splits]
         rows = batch(specs, args.jobs, args.deadline_min)
         print(f"{len(rows)} runs recorded of {len(specs)} asked (the others were recorded before or not started)")
         return 0

@@ -208,3 +208,30 @@ def test_family_targets_judge_every_held_out_family_and_the_modern_families_in_d
     assert "0.040 vs 0.020 (2.00x) -> **not met**" in lines[2]
     # A zoo without modern families in-domain and no held-out runs: nothing to judge.
     assert family_targets({0: run(0.0, {"resnet": 0.01})}, {}, modern=("vit",)) == []
+
+
+def test_families_table_judges_the_shipped_recipe_against_nnlp_on_one_snapshot(monkeypatch):
+    import cost_prior_runs
+
+    def row(split, seed, mape, method="shipped", families=None, kinds=None):
+        return cost_prior_runs.with_defaults({
+            "split": split, "seed": seed, "prior": method == "shipped", "method": method, "dataset": "zoo-x",
+            "measured_before": "2026-12-04T13:00", "test_mape": mape,
+            "test_family_mape": families or {split.removeprefix("ood:"): mape}, **({"kernel_kinds": kinds} if kinds else {})})
+    rows = [row("ood:vgg", 0, 0.04), row("ood:vgg", 1, 0.06), row("ood:vit", 0, 0.20,
+            kinds={"matmul + erf": {"kernels": 3, "measured_ms": 10.0, "predicted_ms": 6.0}}),
+            row("ood:vgg", 0, 0.10, "nnlp"), row("ood:vit", 0, 0.30, "nnlp"),
+            row("in-domain", 0, 0.02, families={"vgg": 0.01, "vit": 0.03}),
+            # Another snapshot of the same store is not pooled in.
+            {**row("ood:vgg", 2, 0.9), "measured_before": None}]
+    monkeypatch.setattr(cost_prior_runs, "recorded", lambda: rows)
+    text = cost_prior_runs.families("zoo-x", "2026-12-04T13:00")
+    assert "| vgg | 0.050 (2) | 0.100 (1) |" in text and "| vit | 0.200 (1) | 0.300 (1) |" in text
+    assert "| **mean** | **0.125** | **0.200** |" in text
+    # (0.05 + 0.20) / 2 = 0.125 against NNLP's 0.200: 38% lower.
+    assert "0.125 vs 0.200 (38% lower) -> **met**" in text
+    assert "worst vit 0.200 -> **not met**" in text
+    assert "0.030 vs 0.010 (3.00x) -> **not met**" in text
+    assert "| vit | matmul + erf | 3 | 10.0 | 6.0 | 0.60 | 100% |" in text
+    with pytest.raises(ValueError, match="no recorded runs on zoo-y"):
+        cost_prior_runs.families("zoo-y", None)
