@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -57,6 +58,17 @@ class Run:
     data: Path = DATA
     measured_before: str | None = None
     device: str = "cpu"
+    parallel_runs: int = 1  # not part of what is measured: it says how busy the machine was
+
+
+def trained_on(parallel_runs: int) -> str:
+    """Where a run trained: cpu_s compares only between rows with the same machine and load."""
+    import torch
+
+    from nar_tvm.platform import cpu_model_name
+
+    return (f"{cpu_model_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{parallel_runs} run{'s' if parallel_runs > 1 else ''} in parallel")
 
 
 def run(spec: Run, save: str | None = None) -> dict:
@@ -92,7 +104,8 @@ def run(spec: Run, save: str | None = None) -> dict:
             "transcendentals": spec.transcendentals, "seed": spec.seed,
             **{k: v for k, v in optional.items() if v is not None},
             "models": sum(len(p) for p in parts.values()),
-            "cpu_s": round(time.process_time() - start), "best_epoch": history.best_epoch,
+            "cpu_s": round(time.process_time() - start), "trained_on": trained_on(spec.parallel_runs),
+            "best_epoch": history.best_epoch,
             **{f"{part}_{metric}": scores[part][key] for part in ("val", "test")
                for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))},
             "test_family_mape": {f: r["mape"] for f, r in evaluated["test"]["families"].items()},
@@ -215,12 +228,24 @@ def families(dataset: str, measured_before: str | None) -> str:
              "(`python benchmarks/cost_prior_runs.py families ...`). Held-out test MAPE, mean over the seeds run "
              "(seeds in brackets).", "",
              "| held out | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    def spread(runs: dict) -> str:
+        x = np.array([r["overall"]["mape"] for r in runs.values()])
+        return "" if not len(x) else f"{x.mean():.3f}" + (f" ± {x.std():.3f}" if len(x) > 1 else "") + f" ({len(x)})"
     for f in fams:
-        cells = [f"{held[v][f]:.3f} ({len(ood[v][f])})" if f in held[v] else "" for v in variants]
-        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {f} | " + " | ".join(spread(ood[v].get(f, {})) for v in variants) + " |")
     complete = [v for v in variants if held[v] and set(held[v]) == set(fams)]
     lines.append("| **mean** | " + " | ".join(f"**{np.mean(list(held[v].values())):.3f}**" if v in complete else
                                             "(incomplete)" for v in variants) + " |")
+
+    def per_seed_means(v: str) -> str:
+        # A seed's mean over families, only for seeds every family was held out with: the spread
+        # of the headline number itself, not of single families.
+        seeds = sorted(set.intersection(*(set(ood[v][f]) for f in fams))) if v in complete else []
+        means = [np.mean([ood[v][f][s]["overall"]["mape"] for f in fams]) for s in seeds]
+        return ", ".join(f"{m:.3f} (seed {s})" for s, m in zip(seeds, means)) + (
+            f"; {np.mean(means):.3f} ± {np.std(means):.3f}" if len(means) > 1 else "")
+    lines.append("| mean per seed | " + " | ".join(per_seed_means(v) for v in variants) + " |")
+    lines.append("| in-domain (all families) | " + " | ".join(spread(in_domain[v]) for v in variants) + " |")
     judged, baseline = variants[0], "nnlp"
     lines += ["", f"Targets for **{judged}**:", ""]
     if judged in complete and baseline in complete:
@@ -327,7 +352,8 @@ def main(argv=None) -> int:
             parser.error(str(exc))
         # Seed-major, so that a deadline leaves whole seeds of every variant done (the
         # comparison a report needs) rather than a bit of each.
-        specs = [spec(split, variant, seed) for seed in args.seeds for variant in variants for split in splits]
+        specs = [replace(spec(split, variant, seed), parallel_runs=args.jobs)
+                 for seed in args.seeds for variant in variants for split in splits]
         rows = batch(specs, args.jobs, args.deadline_min)
         print(f"{len(rows)} runs recorded of {len(specs)} asked (the others were recorded before or not started)")
         return 0

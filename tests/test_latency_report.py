@@ -168,6 +168,21 @@ def test_a_rerun_replaces_its_recorded_row(tmp_path, monkeypatch):
     assert "| nnlp | no | softmax | 0 |" in table
 
 
+def test_a_row_says_where_it_trained_and_how_busy_that_machine_was(monkeypatch):
+    import torch
+
+    import cost_prior_runs
+    from nar_tvm.platform import cpu_model_name
+
+    monkeypatch.setattr(cost_prior_runs.os, "cpu_count", lambda: 16)
+    assert cost_prior_runs.trained_on(4) == f"{cpu_model_name()}, 16 cores, torch {torch.__version__}, 4 runs in parallel"
+    assert cost_prior_runs.trained_on(1).endswith(", 1 run in parallel")
+    # How busy the machine was does not change what a run measured: a rerun replaces the row.
+    spec = cost_prior_runs.Run(split="ood:vgg", parallel_runs=16)
+    assert cost_prior_runs.run_id(cost_prior_runs._row_of(spec)) == cost_prior_runs.run_id(
+        cost_prior_runs._row_of(cost_prior_runs.replace(spec, parallel_runs=1)))
+
+
 def test_batch_holds_out_every_family_of_the_snapshot(tmp_path):
     import cost_prior_runs
     from nar_tvm.dataset import DatasetStore
@@ -220,17 +235,20 @@ def test_families_table_judges_the_shipped_recipe_against_nnlp_on_one_snapshot(m
             "test_family_mape": families or {split.removeprefix("ood:"): mape}, **({"kernel_kinds": kinds} if kinds else {})})
     rows = [row("ood:vgg", 0, 0.04), row("ood:vgg", 1, 0.06), row("ood:vit", 0, 0.20,
             kinds={"matmul + erf": {"kernels": 3, "measured_ms": 10.0, "predicted_ms": 6.0}}),
-            row("ood:vgg", 0, 0.10, "nnlp"), row("ood:vit", 0, 0.30, "nnlp"),
+            row("ood:vit", 1, 0.08), row("ood:vgg", 0, 0.10, "nnlp"), row("ood:vit", 0, 0.30, "nnlp"),
             row("in-domain", 0, 0.02, families={"vgg": 0.01, "vit": 0.03}),
             # Another snapshot of the same store is not pooled in.
             {**row("ood:vgg", 2, 0.9), "measured_before": None}]
     monkeypatch.setattr(cost_prior_runs, "recorded", lambda: rows)
     text = cost_prior_runs.families("zoo-x", "2026-12-04T13:00")
-    assert "| vgg | 0.050 (2) | 0.100 (1) |" in text and "| vit | 0.200 (1) | 0.300 (1) |" in text
-    assert "| **mean** | **0.125** | **0.200** |" in text
-    # (0.05 + 0.20) / 2 = 0.125 against NNLP's 0.200: 38% lower.
-    assert "0.125 vs 0.200 (38% lower) -> **met**" in text
-    assert "worst vit 0.200 -> **not met**" in text
+    assert "| vgg | 0.050 ± 0.010 (2) | 0.100 (1) |" in text and "| vit | 0.140 ± 0.060 (2) | 0.300 (1) |" in text
+    assert "| **mean** | **0.095** | **0.200** |" in text
+    # Seed 0 holds out vgg at 0.04 and vit at 0.20, seed 1 at 0.06 and 0.08.
+    assert "| mean per seed | 0.120 (seed 0), 0.070 (seed 1); 0.095 ± 0.025 | 0.200 (seed 0) |" in text
+    assert "| in-domain (all families) | 0.020 (1) |  |" in text
+    # (0.05 + 0.14) / 2 = 0.095 against NNLP's 0.200: 52% lower.
+    assert "0.095 vs 0.200 (52% lower) -> **met**" in text
+    assert "worst vit 0.140 -> **met**" in text
     assert "0.030 vs 0.010 (3.00x) -> **not met**" in text
     assert "| vit | matmul + erf | 3 | 10.0 | 6.0 | 0.60 | 100% |" in text
     with pytest.raises(ValueError, match="no recorded runs on zoo-y"):
