@@ -401,6 +401,11 @@ def cmd_profile(args) -> int:
     unknown = set(families) - set(zoo.FAMILIES)
     if unknown:
         raise CLIError(f"unknown families {sorted(unknown)}; choose from {', '.join(zoo.FAMILIES)}")
+    if args.remeasure and (args.per_family is not None or args.start_seed):
+        # The stored models are what gets re-measured; silently ignoring a seed range would
+        # leave a user believing they chose which ones.
+        raise CLIError("--remeasure measures again what the store holds (of --families, if given): "
+                       "--per-family and --start-seed do not apply to it")
     affinity = [int(c) for c in args.cpu_affinity.split(",")] if args.cpu_affinity else None
     cfg = WorkerConfig(
         spec=_platform_from_args(args),
@@ -415,10 +420,11 @@ def cmd_profile(args) -> int:
     print(f"platform {profiler.platform_id}: {json.dumps(profiler.fingerprint)}", file=sys.stderr)
     try:
         if args.remeasure:
-            counts = profiler.profile(profiler.remeasure_jobs(args.remeasure, seed=args.seed))
+            counts = profiler.profile(profiler.remeasure_jobs(
+                args.remeasure, seed=args.seed, families=families if args.families else None))
         else:
-            counts = profiler.profile(zoo_jobs(families, args.per_family, args.start_seed),
-                                      total=len(families) * args.per_family)
+            per_family = 10 if args.per_family is None else args.per_family
+            counts = profiler.profile(zoo_jobs(families, per_family, args.start_seed), total=len(families) * per_family)
     finally:
         profiler.close()
     if args.seal:
@@ -567,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="compile and measure zoo models into a dataset")
     p.add_argument("--families", help="comma-separated zoo families (default: all)")
-    p.add_argument("--per-family", type=int, default=10)
+    p.add_argument("--per-family", type=int, help="seeds per family (default 10)")
     p.add_argument("--start-seed", type=int, default=0)
     p.add_argument("--out", required=True, help="dataset folder (created; resumed if it exists)")
     _add_platform_args(p)
@@ -584,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-fallback", action="store_true",
                    help="with --runner native: use the in-process evaluator if the runner is not built")
     p.add_argument("--remeasure", type=float, metavar="FRACTION",
-                   help="re-measure this share of measured models instead (noise floor)")
+                   help="re-measure this share of measured models (of --families, if given) instead (noise floor)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=200)
     p.add_argument("--seal", action="store_true", help="gzip the open shard at the end")

@@ -327,10 +327,12 @@ class Profiler:
         bar.close()
         return counts
 
-    def remeasure_jobs(self, fraction: float, seed: int = 0):
-        """A seeded random share of this platform's zoo records, measured again: the noise floor."""
+    def remeasure_jobs(self, fraction: float, seed: int = 0, families: list[str] | None = None):
+        """A seeded random share of this platform's zoo records (of `families` only, if given),
+        measured again: the noise floor."""
         ok = sorted((r for r in self.store.records("ok")
-                     if r["platform_id"] == self.platform_id and r["job"].startswith("zoo:")),
+                     if r["platform_id"] == self.platform_id and r["job"].startswith("zoo:")
+                     and (families is None or r["model"]["family"] in families)),
                     key=lambda r: r["job"])
         chosen = random.Random(seed).sample(ok, max(1, round(fraction * len(ok)))) if ok else []
         for r in chosen:

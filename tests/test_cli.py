@@ -407,3 +407,10 @@ def test_parser_builds_without_heavy_imports():
             "print(sorted(m for m in ('tvm','torch','scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_remeasure_refuses_a_seed_range_it_would_ignore(capsys, tmp_path):
+    code, out, err = run(capsys, "profile", "--families", "vgg", "--per-family", "60", "--remeasure", "1.0",
+                         "--out", tmp_path / "d")
+    assert code == 2 and out == "" and "--per-family and --start-seed do not apply to it" in one_line(err)
+    assert not (tmp_path / "d").exists()

@@ -424,3 +424,18 @@ def test_dataset_stats_prints_probes_of_a_new_panel_as_not_comparable(tmp_path, 
     assert lines[3].endswith("first probe of panel v2; not comparable with the ones above  "
                              "(host unsteady during this probe)")
     assert lines[5].endswith(f"x1.008 of {probes[1].id}")
+
+
+def test_remeasure_takes_only_the_families_asked_for(tmp_path):
+    store = DatasetStore(tmp_path / "d")
+    prof = Profiler(store, WorkerConfig(PlatformSpec(), FAST), probe=False)
+    try:
+        for family, seed in (("vgg", 0), ("vgg", 1), ("vit", 0)):
+            store.append({"job": f"zoo:{family}:{seed}@{prof.platform_id}", "status": "ok",
+                          "platform_id": prof.platform_id, "model": {"family": family, "seed": seed},
+                          "measurement": {"median_ms": 1.0}})
+        keys = lambda **kw: sorted(key for key, _ in prof.remeasure_jobs(1.0, **kw))
+        assert keys(families=["vgg"]) == ["remeasure:zoo:vgg:0", "remeasure:zoo:vgg:1"]
+        assert keys() == ["remeasure:zoo:vgg:0", "remeasure:zoo:vgg:1", "remeasure:zoo:vit:0"]
+    finally:
+        prof.close()
