@@ -200,7 +200,8 @@ def families(dataset: str, measured_before: str | None) -> str:
     kinds of kernel carrying the worst families' error, from the recorded runs."""
     import numpy as np
 
-    from latency_report_protocol import family_targets, held_out_mapes, worst_family_kernel_errors
+    from latency_report_protocol import (family_targets, held_out_mapes, mean_std, ood_seed_means,
+                                         worst_family_kernel_errors)
 
     rows = [r for r in recorded() if r["dataset"] == dataset and r["measured_before"] == measured_before]
     if not rows:
@@ -229,8 +230,7 @@ def families(dataset: str, measured_before: str | None) -> str:
              "(seeds in brackets).", "",
              "| held out | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     def spread(runs: dict) -> str:
-        x = np.array([r["overall"]["mape"] for r in runs.values()])
-        return "" if not len(x) else f"{x.mean():.3f}" + (f" ± {x.std():.3f}" if len(x) > 1 else "") + f" ({len(x)})"
+        return f"{mean_std([r['overall']['mape'] for r in runs.values()])} ({len(runs)})" if runs else ""
     for f in fams:
         lines.append(f"| {f} | " + " | ".join(spread(ood[v].get(f, {})) for v in variants) + " |")
     complete = [v for v in variants if held[v] and set(held[v]) == set(fams)]
@@ -238,12 +238,11 @@ def families(dataset: str, measured_before: str | None) -> str:
                                             "(incomplete)" for v in variants) + " |")
 
     def per_seed_means(v: str) -> str:
-        # A seed's mean over families, only for seeds every family was held out with: the spread
-        # of the headline number itself, not of single families.
+        # Only seeds every family was held out with: the spread of the headline number itself.
         seeds = sorted(set.intersection(*(set(ood[v][f]) for f in fams))) if v in complete else []
-        means = [np.mean([ood[v][f][s]["overall"]["mape"] for f in fams]) for s in seeds]
+        means = ood_seed_means({f: {s: ood[v][f][s] for s in seeds} for f in fams}, "mape") if seeds else []
         return ", ".join(f"{m:.3f} (seed {s})" for s, m in zip(seeds, means)) + (
-            f"; {np.mean(means):.3f} ± {np.std(means):.3f}" if len(means) > 1 else "")
+            f"; {mean_std(means)}" if len(means) > 1 else "")
     lines.append("| mean per seed | " + " | ".join(per_seed_means(v) for v in variants) + " |")
     lines.append("| in-domain (all families) | " + " | ".join(spread(in_domain[v]) for v in variants) + " |")
     judged, baseline = variants[0], "nnlp"
