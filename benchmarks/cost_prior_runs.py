@@ -59,16 +59,18 @@ class Run:
     measured_before: str | None = None
     device: str = "cpu"
     parallel_runs: int = 1  # not part of what is measured: it says how busy the machine was
+    threads: int = 1  # torch threads of a batch worker; also only how busy the machine was
 
 
-def trained_on(parallel_runs: int) -> str:
+def trained_on(parallel_runs: int, threads: int = 1) -> str:
     """Where a run trained: cpu_s compares only between rows with the same machine and load."""
     import torch
 
     from nar_tvm.platform import cpu_model_name
 
     return (f"{cpu_model_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{parallel_runs} run{'s' if parallel_runs > 1 else ''} in parallel")
+            f"{parallel_runs} run{'s' if parallel_runs > 1 else ''} in parallel"
+            + (f", {threads} threads each" if threads > 1 else ""))
 
 
 def run(spec: Run, save: str | None = None) -> dict:
@@ -104,7 +106,7 @@ def run(spec: Run, save: str | None = None) -> dict:
             "transcendentals": spec.transcendentals, "seed": spec.seed,
             **{k: v for k, v in optional.items() if v is not None},
             "models": sum(len(p) for p in parts.values()),
-            "cpu_s": round(time.process_time() - start), "trained_on": trained_on(spec.parallel_runs),
+            "cpu_s": round(time.process_time() - start), "trained_on": trained_on(spec.parallel_runs, spec.threads),
             "best_epoch": history.best_epoch,
             **{f"{part}_{metric}": scores[part][key] for part in ("val", "test")
                for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))},
@@ -116,7 +118,7 @@ def run(spec: Run, save: str | None = None) -> dict:
 def _run_and_record(spec: Run) -> dict:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(spec.threads)
     row = run(spec)
     record(row)
     return row
@@ -319,7 +321,9 @@ def main(argv=None) -> int:
     batch_args.add_argument("--splits", nargs="+", default=["in-domain"], help="'ood:all' holds out each family")
     batch_args.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["prior"])
     batch_args.add_argument("--seeds", nargs="+", type=int, default=[0])
-    batch_args.add_argument("--jobs", type=int, default=1, help="worker processes, one torch thread each")
+    batch_args.add_argument("--jobs", type=int, default=1, help="worker processes")
+    batch_args.add_argument("--threads", type=int, default=1,
+                            help="torch threads per worker (jobs x threads should not exceed the cores)")
     batch_args.add_argument("--deadline-min", type=float, help="start no run after this many minutes")
     args = parser.parse_args(argv)
     if args.split in ("table", "kinds"):
@@ -351,7 +355,7 @@ def main(argv=None) -> int:
             parser.error(str(exc))
         # Seed-major, so that a deadline leaves whole seeds of every variant done (the
         # comparison a report needs) rather than a bit of each.
-        specs = [replace(spec(split, variant, seed), parallel_runs=args.jobs)
+        specs = [replace(spec(split, variant, seed), parallel_runs=args.jobs, threads=args.threads)
                  for seed in args.seeds for variant in variants for split in splits]
         rows = batch(specs, args.jobs, args.deadline_min)
         print(f"{len(rows)} runs recorded of {len(specs)} asked (the others were recorded before or not started)")

@@ -177,10 +177,11 @@ def test_a_row_says_where_it_trained_and_how_busy_that_machine_was(monkeypatch):
     monkeypatch.setattr(cost_prior_runs.os, "cpu_count", lambda: 16)
     assert cost_prior_runs.trained_on(4) == f"{cpu_model_name()}, 16 cores, torch {torch.__version__}, 4 runs in parallel"
     assert cost_prior_runs.trained_on(1).endswith(", 1 run in parallel")
+    assert cost_prior_runs.trained_on(8, threads=2).endswith(", 8 runs in parallel, 2 threads each")
     # How busy the machine was does not change what a run measured: a rerun replaces the row.
     spec = cost_prior_runs.Run(split="ood:vgg", parallel_runs=16)
     assert cost_prior_runs.run_id(cost_prior_runs._row_of(spec)) == cost_prior_runs.run_id(
-        cost_prior_runs._row_of(cost_prior_runs.replace(spec, parallel_runs=1)))
+        cost_prior_runs._row_of(cost_prior_runs.replace(spec, parallel_runs=8, threads=2)))
 
 
 def test_batch_holds_out_every_family_of_the_snapshot(tmp_path):
