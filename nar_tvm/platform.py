@@ -45,11 +45,11 @@ class PlatformSpec:
     def resolved_target(self) -> dict:
         if self.target:
             return dict(self.target)
-        import tvm
+        from nar_tvm.passes.host_target import host_target
 
         if self.device == "cuda":
             return {"kind": "cuda", "host": {"kind": "llvm"}}
-        return {"kind": "llvm", "mcpu": str(tvm.target.codegen.llvm_get_system_cpu()), "num-cores": self.threads}
+        return host_target(num_cores=self.threads)
 
     def tvm_target(self):
         import tvm

@@ -420,7 +420,9 @@ class ExtractOpGraph:
 
 
 def default_target() -> tvm.target.Target:
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    from .host_target import host_target
+
+    return tvm.target.Target(host_target())
 
 
 def prepare_for_level(mod: tvm.IRModule, level: str, target=None) -> tvm.IRModule:
