@@ -10,6 +10,13 @@ The shots are zoo models with seeds no training or evaluation set uses, taken ro
 over the families, so any K spans the model kinds the predictor was trained on. Measured
 shots are kept in a dataset store beside the checkpoint: calibrating again (more shots,
 another checkpoint) measures only what is new.
+
+`--models` adds the user's own models (ONNX files or zoo specs) as shots. A family the
+predictor never saw is predicted with a bias of its own (the leave-one-family-out runs: 0.6x
+to 0.9x for transformers), which zoo shots cannot see; a few measured models of that family
+fit it away, and the calibrated predictor then speaks for models like them. Own models are
+keyed by their content, so calibrating again skips the files already measured and measures
+a changed file anew.
 """
 from __future__ import annotations
 
@@ -62,9 +69,32 @@ def shot_models(k: int, families) -> list[tuple[str, int]]:
     return [(families[i % len(families)], SHOT_SEED_BASE + i // len(families)) for i in range(k)]
 
 
+def own_model_job(spec: str, input_shapes: dict | None = None) -> tuple[str, callable]:
+    """(job key, make_job) for a user's model: an ONNX path or a `zoo:FAMILY:SEED` spec.
+
+    A file is keyed by a digest of its bytes and of the input shapes it is given, not by its
+    path: the same file measured again is skipped, an edited one is a new shot."""
+    import hashlib
+    import json
+
+    from . import zoo
+    from .compare import model_bytes
+    from .profiler import Job, zoo_job
+
+    if spec.startswith("zoo:"):
+        family, seed = zoo.parse_spec(spec)
+        return f"zoo:{family}:{seed}", lambda: zoo_job(family, seed)
+    name, data = model_bytes(spec)  # a missing file fails here, before anything is measured
+    digest = hashlib.sha256(data + json.dumps(input_shapes or {}, sort_keys=True).encode()).hexdigest()[:16]
+    key = f"file:{name}:{digest}"
+    return key, lambda: Job(key=key, name=name, onnx_bytes=data, input_shapes=input_shapes,
+                            params={"source": str(Path(spec).resolve())})
+
+
 def calibrate(predictor, shots: int = 10, cpu_affinity=None, protocol=None, store_dir: Path | None = None,
-              progress: bool = True, families=None):
-    """Measure the probe and `shots` zoo models here; return (fit, probe, fingerprint, records)."""
+              progress: bool = True, families=None, models=(), input_shapes: dict | None = None):
+    """Measure the probe, `shots` zoo models and the user's `models` here; return
+    (fit, probe, fingerprint, records)."""
     from nar_tvm.cost_model import calibration
     from nar_tvm.passes.opgraph import OpGraph
 
@@ -74,8 +104,9 @@ def calibrate(predictor, shots: int = 10, cpu_affinity=None, protocol=None, stor
     from .platform import PlatformSpec
     from .profiler import Profiler, WorkerConfig, zoo_job
 
-    if shots < 1:
-        raise ValueError(f"--shots must be at least 1, got {shots}")
+    if shots < 0 or (shots == 0 and not models):
+        raise ValueError(f"--shots must be at least 1 (or 0 with --models), got {shots}")
+    own = [own_model_job(m, input_shapes) for m in models]
     level = predictor.provenance.get("level", "op")
     spec = PlatformSpec(pipeline=predictor.platform.get("pipeline", "default"),
                         threads=int(predictor.platform.get("threads", 1)))
@@ -85,19 +116,26 @@ def calibrate(predictor, shots: int = 10, cpu_affinity=None, protocol=None, stor
     # Shots span the families the predictor learned: a family it never saw would calibrate
     # the machine and the model's blind spot at once.
     families = families or predictor.provenance.get("families") or zoo.FAMILIES
-    wanted = shot_models(shots, families)
+    jobs = [(f"zoo:{f}:{s}", lambda f=f, s=s: zoo_job(f, s)) for f, s in shot_models(shots, families)] + own
     try:
         profiler.measure_probe()
-        jobs = [(f"zoo:{f}:{s}", lambda f=f, s=s: zoo_job(f, s)) for f, s in wanted]
         profiler.profile(jobs, progress=progress)
     finally:
         profiler.close()
-    keys = {profiler.job_id(f"zoo:{f}:{s}") for f, s in wanted}
-    records = {r["job"]: r for r in DatasetStore(store_dir).records("ok") if r["job"] in keys}
+    keys = {profiler.job_id(key) for key, _ in jobs}
+    store = DatasetStore(store_dir)
+    own_keys = {profiler.job_id(key): spec for (key, _), spec in zip(own, models)}
+    for r in store.records("failed"):
+        if r["job"] in own_keys:
+            # The user named this model: dropping it silently would calibrate on less than asked.
+            reason = (str(r.get("error") or "").strip().splitlines() or ["no error recorded"])[-1]
+            print(f"warning: {own_keys[r['job']]} could not be measured ({r.get('stage')}): {reason}",
+                  file=sys.stderr)
+    records = {r["job"]: r for r in store.records("ok") if r["job"] in keys}
     # A shot whose graph duplicates an earlier one is stored once; it is then not a new shot.
     records = [records[k] for k in sorted(records)]
     if not records:
-        raise RuntimeError(f"none of the {shots} calibration models could be measured; see {store_dir}")
+        raise RuntimeError(f"none of the {len(jobs)} calibration models could be measured; see {store_dir}")
     graphs = [OpGraph.from_dict(r["graphs"][level]) for r in records]
     measured = [r["measurement"]["median_ms"] for r in records]
     fit = calibration.fit(predictor, graphs, measured)
@@ -150,8 +188,12 @@ def cmd_calibrate(args) -> int:
         raise ValueError(f"{base} is already calibrated (for {predictor.calibration['machine_id']}); "
                          f"calibrate its base checkpoint {predictor.calibration['base_checkpoint']}")
     affinity = [int(c) for c in args.cpu_affinity.split(",")] if args.cpu_affinity else None
-    fit, probe, fingerprint, records = calibrate(predictor, args.shots, affinity, Protocol(repeat=args.repeat),
-                                                 Path(args.store) if args.store else None)
+    from .loaders import parse_input_shapes
+
+    shots = args.shots if args.shots is not None else (0 if args.models else 10)
+    fit, probe, fingerprint, records = calibrate(predictor, shots, affinity, Protocol(repeat=args.repeat),
+                                                 Path(args.store) if args.store else None, models=args.models or (),
+                                                 input_shapes=parse_input_shapes(args.input_shape) or None)
     calibrated = calibrated_predictor(predictor, fit, probe, fingerprint, base)
     out = Path(args.out) if args.out else calibrated_path(base)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +233,12 @@ def cmd_probe(args) -> int:
 def add_parsers(sub) -> None:
     p = sub.add_parser("calibrate", help="adapt a predictor to this machine from a few measured models",
                        description=__doc__.split("\n\n")[1])
-    p.add_argument("--shots", type=int, default=10, help="zoo models to measure here (default 10)")
+    p.add_argument("--shots", type=int, help="zoo models to measure here (default 10, or 0 with --models)")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help="your own models to calibrate on as well (ONNX paths or zoo:FAMILY:SEED): "
+                        "the calibration then fits models like them, a family the predictor never saw too")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                   help="fixes a dynamic input dimension of the --models files")
     p.add_argument("--checkpoint", help="predictor to calibrate (default: the one shipped with nar-tvm)")
     p.add_argument("--out", help="calibrated checkpoint to write (default: this machine's entry in "
                                  "$NAR_TVM_HOME/calibrated, which the other commands pick up)")

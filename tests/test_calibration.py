@@ -280,3 +280,38 @@ def test_calibrate_measures_here_and_the_commands_pick_the_calibration_up(tmp_pa
     monkeypatch.setenv("NAR_TVM_HOME", str(tmp_path))
     again = cal.calibrate(base, shots=2, protocol=fast, progress=False, families=["nasbench201"])[3]
     assert [r["time"] for r in again] == [r["time"] for r in records]
+
+
+def test_calibrate_on_the_users_own_models_keys_files_by_content_and_names_the_ones_that_fail(
+        tmp_path, monkeypatch, capsys):
+    from nar_tvm import calibrate as cal
+    from nar_tvm.api import DEFAULT_CHECKPOINT, load_predictor
+    from nar_tvm.compare import model_bytes
+    from nar_tvm.loaders import ModelLoadError
+    from nar_tvm.measure import Protocol
+
+    monkeypatch.setenv("NAR_TVM_HOME", str(tmp_path))
+    base = load_predictor(DEFAULT_CHECKPOINT, use_calibration=False)
+    fast = Protocol(warmup=1, repeat=3, min_repeat_ms=1)
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(model_bytes("zoo:nasbench201:9005")[1])
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx file")
+    with pytest.raises(ModelLoadError, match="missing.onnx: no such file"):
+        cal.calibrate(base, shots=0, models=[str(tmp_path / "missing.onnx")], protocol=fast, progress=False)
+    with pytest.raises(ValueError, match="--shots must be at least 1"):
+        cal.calibrate(base, shots=0, protocol=fast, progress=False)
+
+    fit, _, _, records = cal.calibrate(base, shots=0, models=[str(mine), str(broken), "zoo:nasbench201:9006"],
+                                       protocol=fast, progress=False)
+    keys = [r["job"].split("@")[0] for r in records]
+    assert len(keys) == 2 and keys[1] == "zoo:nasbench201:9006"
+    assert keys[0].startswith("file:mine:") and records[0]["model"]["params"]["source"] == str(mine.resolve())
+    assert fit.shots == [r["model"]["name"] for r in records]
+    assert "broken.onnx could not be measured (extract)" in capsys.readouterr().err
+    # The same bytes again are not measured twice; the same name with other bytes is a new shot.
+    again = cal.calibrate(base, shots=0, models=[str(mine)], protocol=fast, progress=False)[3]
+    assert [r["time"] for r in again] == [records[0]["time"]]
+    mine.write_bytes(model_bytes("zoo:nasbench201:9007")[1])
+    edited = cal.calibrate(base, shots=0, models=[str(mine)], protocol=fast, progress=False)[3]
+    assert edited[0]["job"] != records[0]["job"] and edited[0]["job"].startswith("file:mine:")
