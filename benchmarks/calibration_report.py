@@ -12,11 +12,14 @@ Stages (each cached, so a rerun only does what is missing):
             (the other cpu-znver4 platforms) and interval coverage -> calibration_report.md/.json
   unseen    only the rows of families the predictor never saw (panels and the stores beside
             them, `other_stores`), into the existing calibration_report.json and .md
+  own       each of those families calibrated on K of its own models, tested on the rest
+            (what `nar-tvm calibrate --models` gives a user with a new family), into the same files
 
     OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/calibration_report.py lofo [--families a,b]
     python benchmarks/calibration_report.py intervals --write-default
     python benchmarks/calibration_report.py report
     python benchmarks/calibration_report.py unseen
+    python benchmarks/calibration_report.py own
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ PLATFORMS = ("cpu-znver4-2t", "cpu-znver4-1t-nhwc", "cpu-znver4-1t-nofuse")
 LOFO_RUNS = REPO / "benchmarks" / "calibration_lofo.jsonl"
 SHOTS = (0, 5, 10, 20)
 PLATFORM_SHOTS = (0, 10)
+OWN_SHOTS = (0, 3, 5, 10)
 # Random shot draws per K: the spread of a user's luck with their K models. One draw's coverage
 # of a 10-shot interval varies by about 0.1 (the largest of ten residuals is a coarse quantile),
 # so ten draws leave the mean uncertain by about 0.03; thirty, by about 0.02.
@@ -429,6 +433,31 @@ def run_unseen(args) -> None:
     write_markdown(out)
 
 
+def run_own(args) -> None:
+    """Each family the predictor never saw, on each machine that measured enough of it, calibrated
+    on K of its own models drawn at random and tested on the others; into calibration_report.json."""
+    from nar_tvm.dataset import load_samples
+
+    _, base = shipped()
+    _, parts = training_split(base)
+    trained_on, trained_families = trained_sets(parts)
+    report = REPO / "benchmarks" / "calibration_report.json"
+    out = json.loads(report.read_text())
+    out["own_family"] = []
+    for machine, _, platform_id, _, unseen in panels(trained_on, trained_families):
+        for store in other_stores(machine):
+            unseen = unseen + split_panel(load_samples(store, platform_id, "min"), trained_on, trained_families)[1]
+        for family in sorted({s.family for s in unseen}):
+            members = [s for s in unseen if s.family == family]
+            # Ten shots and a test set large enough that a draw's MAPE is not one model's error.
+            if len(members) < 2 * max(OWN_SHOTS):
+                log(f"{machine} {family}: {len(members)} models, too few for {max(OWN_SHOTS)} shots and a test set")
+                continue
+            out["own_family"] += transfer_rows(base, members, f"{machine} {family}", None, shots=OWN_SHOTS)
+    report.write_text(json.dumps(out, indent=1))
+    write_markdown(out)
+
+
 def run_report(args) -> None:
     from nar_tvm.dataset import DatasetStore, load_samples, noise_floor
     from nar_tvm.training import graphs_of, latencies_of
@@ -543,11 +572,17 @@ def write_markdown(out: dict) -> None:
                              f"{r['predicted_ms']:.1f} | {r['predicted_ms'] / r['measured_ms']:.2f} | "
                              f"{r['error_share']:.0%} |")
     for key, title in (("cross_machine", "Another machine (held-out panel measured there)"),
-                       ("cross_platform", "Another platform of the same machine (models of the test split)")):
-        if not out[key]:
+                       ("cross_platform", "Another platform of the same machine (models of the test split)"),
+                       ("own_family", "A family the predictor never saw, calibrated on K of its own models "
+                                      "(`nar-tvm calibrate --models`), tested on the family's other models")):
+        if not out.get(key):
             continue
-        lines += ["", f"## {title}", "",
-                  "| target | K shots | draws | MAPE (mean ± sd over draws) | 90% coverage (mean ± sd over draws) | "
+        lines += ["", f"## {title}", ""]
+        if key == "own_family":
+            lines += ["K models drawn at random, 30 times, from the family's models measured on that machine; "
+                      "the family's other models are tested (K = 0: the predictor as shipped). A machine with "
+                      "fewer than 20 models of a family is left out.", ""]
+        lines += ["| target | K shots | draws | MAPE (mean ± sd over draws) | 90% coverage (mean ± sd over draws) | "
                   "methods chosen | re-measurement MAPE |",
                   "|---|---|---|---|---|---|---|"]
         for r in out[key]:
@@ -570,6 +605,7 @@ def main() -> None:
     q.set_defaults(func=run_intervals)
     sub.add_parser("report").set_defaults(func=run_report)
     sub.add_parser("unseen").set_defaults(func=run_unseen)
+    sub.add_parser("own").set_defaults(func=run_own)
     args = p.parse_args()
     args.func(args)
 

@@ -315,3 +315,22 @@ def test_calibrate_on_the_users_own_models_keys_files_by_content_and_names_the_o
     mine.write_bytes(model_bytes("zoo:nasbench201:9007")[1])
     edited = cal.calibrate(base, shots=0, models=[str(mine)], protocol=fast, progress=False)[3]
     assert edited[0]["job"] != records[0]["job"] and edited[0]["job"].startswith("file:mine:")
+
+
+def test_calibrate_cli_passes_own_models_and_shapes_and_takes_no_zoo_shots_unless_asked(monkeypatch, capsys, tmp_path):
+    from nar_tvm import calibrate as cal
+    from nar_tvm.cli import main
+
+    monkeypatch.setenv("NAR_TVM_HOME", str(tmp_path))
+    seen = []
+
+    def fake(predictor, shots, affinity, protocol, store, models=(), input_shapes=None):
+        seen.append((shots, list(models), input_shapes))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(cal, "calibrate", fake)
+    assert main(["calibrate", "--models", "a.onnx", "zoo:vit:3", "--input-shape", "ids=1,64"]) == 2
+    assert main(["calibrate", "--models", "a.onnx", "--shots", "4"]) == 2
+    assert main(["calibrate"]) == 2
+    assert seen == [(0, ["a.onnx", "zoo:vit:3"], {"ids": [1, 64]}), (4, ["a.onnx"], None), (10, [], None)]
+    assert "nar-tvm calibrate: error: stop here" in capsys.readouterr().err
