@@ -42,6 +42,9 @@ LOFO_RUNS = REPO / "benchmarks" / "calibration_lofo.jsonl"
 SHOTS = (0, 5, 10, 20)
 PLATFORM_SHOTS = (0, 10)
 OWN_SHOTS = (0, 3, 5, 10)
+# The largest K and a test set as large, so that a draw's MAPE is not one model's error.
+OWN_MIN_MODELS = 2 * max(OWN_SHOTS)
+REPORT_JSON = REPO / "benchmarks" / "calibration_report.json"
 # Random shot draws per K: the spread of a user's luck with their K models. One draw's coverage
 # of a 10-shot interval varies by about 0.1 (the largest of ten residuals is a coarse quantile),
 # so ten draws leave the mean uncertain by about 0.03; thirty, by about 0.02.
@@ -378,15 +381,24 @@ def other_stores(machine: str) -> list[Path]:
     return [store for store in (DATA / f"zoo-{machine}", DATA / f"unseen-families-{machine}") if store.exists()]
 
 
+def machine_unseen_samples(machine: str, platform_id: str, unseen: list, trained_on: set,
+                           trained_families: set) -> list:
+    """A machine's models of families the predictor never saw: its panel's (`unseen`) and those of
+    its other stores."""
+    from nar_tvm.dataset import load_samples
+
+    for store in other_stores(machine):
+        unseen = unseen + split_panel(load_samples(store, platform_id, "min"), trained_on, trained_families)[1]
+    return unseen
+
+
 def machine_unseen_rows(base, machine: str, platform_id: str, panel: list, unseen: list, panel_graphs: list,
                         trained_on: set, trained_families: set) -> dict[str, list[dict]]:
     """The unseen-family rows of one machine: its panel's models of families the predictor never
     saw, and those of its other stores."""
-    from nar_tvm.dataset import load_samples
     from nar_tvm.training import graphs_of
 
-    for store in other_stores(machine):
-        unseen = unseen + split_panel(load_samples(store, platform_id, "min"), trained_on, trained_families)[1]
+    unseen = machine_unseen_samples(machine, platform_id, unseen, trained_on, trained_families)
     if not unseen:
         return {}
     graphs = graphs_of(unseen, base.provenance["level"])
@@ -413,48 +425,44 @@ def trained_sets(parts) -> tuple[set, set]:
     return {s.job.split("@")[0] for s in seen}, {s.family for s in seen}
 
 
+def shipped_and_report() -> tuple:
+    """(shipped predictor, the zoo jobs and the families it trained or validated on, the recorded
+    calibration_report.json): what a stage that redoes part of the report starts from."""
+    _, base = shipped()
+    _, parts = training_split(base)
+    return (base, *trained_sets(parts), json.loads(REPORT_JSON.read_text()))
+
+
 def run_unseen(args) -> None:
     """Recompute only the unseen-family rows of calibration_report.json (after measuring more
     models of those families), and rewrite the markdown."""
     from nar_tvm.training import graphs_of
 
-    _, base = shipped()
-    _, parts = training_split(base)
-    trained_on, trained_families = trained_sets(parts)
-    report = REPO / "benchmarks" / "calibration_report.json"
-    out = json.loads(report.read_text())
+    base, trained_on, trained_families, out = shipped_and_report()
     out["unseen_families"], out["unseen_error_by_kind"] = [], []
     for machine, _, platform_id, panel, unseen in panels(trained_on, trained_families):
         rows = machine_unseen_rows(base, machine, platform_id, panel, unseen, graphs_of(panel, base.provenance["level"]),
                                    trained_on, trained_families)
         for key, value in rows.items():
             out[key] += value
-    report.write_text(json.dumps(out, indent=1))
+    REPORT_JSON.write_text(json.dumps(out, indent=1))
     write_markdown(out)
 
 
 def run_own(args) -> None:
     """Each family the predictor never saw, on each machine that measured enough of it, calibrated
     on K of its own models drawn at random and tested on the others; into calibration_report.json."""
-    from nar_tvm.dataset import load_samples
-
-    _, base = shipped()
-    _, parts = training_split(base)
-    trained_on, trained_families = trained_sets(parts)
-    report = REPO / "benchmarks" / "calibration_report.json"
-    out = json.loads(report.read_text())
+    base, trained_on, trained_families, out = shipped_and_report()
     out["own_family"] = []
     for machine, _, platform_id, _, unseen in panels(trained_on, trained_families):
-        for store in other_stores(machine):
-            unseen = unseen + split_panel(load_samples(store, platform_id, "min"), trained_on, trained_families)[1]
+        unseen = machine_unseen_samples(machine, platform_id, unseen, trained_on, trained_families)
         for family in sorted({s.family for s in unseen}):
             members = [s for s in unseen if s.family == family]
-            # Ten shots and a test set large enough that a draw's MAPE is not one model's error.
-            if len(members) < 2 * max(OWN_SHOTS):
+            if len(members) < OWN_MIN_MODELS:
                 log(f"{machine} {family}: {len(members)} models, too few for {max(OWN_SHOTS)} shots and a test set")
                 continue
             out["own_family"] += transfer_rows(base, members, f"{machine} {family}", None, shots=OWN_SHOTS)
-    report.write_text(json.dumps(out, indent=1))
+    REPORT_JSON.write_text(json.dumps(out, indent=1))
     write_markdown(out)
 
 
@@ -520,7 +528,7 @@ def run_report(args) -> None:
         floor = noise_floor(DatasetStore(store))
         log(f"cross-platform: {name} ({len(held)} models of the training platform's test split)")
         out["cross_platform"] += transfer_rows(base, held, name, floor, shots=PLATFORM_SHOTS)
-    (REPO / "benchmarks" / "calibration_report.json").write_text(json.dumps(out, indent=1))
+    REPORT_JSON.write_text(json.dumps(out, indent=1))
     write_markdown(out)
 
 
@@ -579,9 +587,9 @@ def write_markdown(out: dict) -> None:
             continue
         lines += ["", f"## {title}", ""]
         if key == "own_family":
-            lines += ["K models drawn at random, 30 times, from the family's models measured on that machine; "
+            lines += [f"K models drawn at random, {DRAWS} times, from the family's models measured on that machine; "
                       "the family's other models are tested (K = 0: the predictor as shipped). A machine with "
-                      "fewer than 20 models of a family is left out.", ""]
+                      f"fewer than {OWN_MIN_MODELS} models of a family is left out.", ""]
         lines += ["| target | K shots | draws | MAPE (mean ± sd over draws) | 90% coverage (mean ± sd over draws) | "
                   "methods chosen | re-measurement MAPE |",
                   "|---|---|---|---|---|---|---|"]

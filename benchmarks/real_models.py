@@ -120,7 +120,7 @@ def run_profile(args) -> None:
     from nar_tvm.dataset import DatasetStore
     from nar_tvm.measure import Protocol
     from nar_tvm.platform import PlatformSpec
-    from nar_tvm.profiler import Profiler, WorkerConfig, zoo_job
+    from nar_tvm.profiler import Profiler, WorkerConfig, zoo_entry
 
     predictor = load_checkpoint(DEFAULT_CHECKPOINT)
     spec = PlatformSpec(pipeline=predictor.platform.get("pipeline", "default"),
@@ -128,7 +128,7 @@ def run_profile(args) -> None:
     affinity = [int(c) for c in args.cpu_affinity.split(",")] if args.cpu_affinity else None
     profiler = Profiler(DatasetStore(args.out, shard_size=100), WorkerConfig(spec, Protocol(**PROTOCOL), affinity),
                         measure_timeout=1800)
-    jobs = [(f"zoo:{f}:{s}", lambda f=f, s=s: zoo_job(f, s)) for f, s in shot_specs(predictor)]
+    jobs = [zoo_entry(f, s) for f, s in shot_specs(predictor)]
     jobs += [(f"real:{model_name(*m)}", lambda m=m: real_job(*m)) for m in MODELS]
     try:
         counts = profiler.profile(jobs)

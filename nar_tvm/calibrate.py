@@ -80,11 +80,10 @@ def own_model_job(spec: str, input_shapes: dict | None = None) -> tuple[str, cal
 
     from . import zoo
     from .compare import model_bytes
-    from .profiler import Job, zoo_job
+    from .profiler import Job, zoo_entry
 
     if spec.startswith("zoo:"):
-        family, seed = zoo.parse_spec(spec)
-        return f"zoo:{family}:{seed}", lambda: zoo_job(family, seed)
+        return zoo_entry(*zoo.parse_spec(spec))
     name, data = model_bytes(spec)  # a missing file fails here, before anything is measured
     digest = hashlib.sha256(data + json.dumps(input_shapes or {}, sort_keys=True).encode()).hexdigest()[:16]
     key = f"file:{name}:{digest}"
@@ -103,7 +102,7 @@ def calibrate(predictor, shots: int = 10, cpu_affinity=None, protocol=None, stor
     from .dataset import DatasetStore
     from .measure import Protocol
     from .platform import PlatformSpec
-    from .profiler import Profiler, WorkerConfig, zoo_job
+    from .profiler import Profiler, WorkerConfig, zoo_entry
 
     if shots < 0 or (shots == 0 and not models):
         raise ValueError(f"--shots must be at least 1 (or 0 with --models), got {shots}")
@@ -117,22 +116,23 @@ def calibrate(predictor, shots: int = 10, cpu_affinity=None, protocol=None, stor
     # Shots span the families the predictor learned: a family it never saw would calibrate
     # the machine and the model's blind spot at once.
     families = families or predictor.provenance.get("families") or zoo.FAMILIES
-    jobs = [(f"zoo:{f}:{s}", lambda f=f, s=s: zoo_job(f, s)) for f, s in shot_models(shots, families)] + own
+    jobs = [zoo_entry(f, s) for f, s in shot_models(shots, families)] + own
     try:
         profiler.measure_probe()
         profiler.profile(jobs, progress=progress)
     finally:
         profiler.close()
     keys = {profiler.job_id(key) for key, _ in jobs}
-    store = DatasetStore(store_dir)
     own_keys = {profiler.job_id(key): spec for (key, _), spec in zip(own, models)}
-    for r in store.records("failed"):
-        if r["job"] in own_keys:
+    records = {}
+    for r in DatasetStore(store_dir).records():
+        if r["job"] in keys and r["status"] == "ok":
+            records[r["job"]] = r
+        elif r["job"] in own_keys and r["status"] == "failed":
             # The user named this model: dropping it silently would calibrate on less than asked.
             reason = (str(r.get("error") or "").strip().splitlines() or ["no error recorded"])[-1]
             print(f"warning: {own_keys[r['job']]} could not be measured ({r.get('stage')}): {reason}",
                   file=sys.stderr)
-    records = {r["job"]: r for r in store.records("ok") if r["job"] in keys}
     # A shot whose graph duplicates an earlier one is stored once; it is then not a new shot.
     records = [records[k] for k in sorted(records)]
     if not records:
@@ -180,6 +180,7 @@ def cmd_calibrate(args) -> int:
     from nar_tvm.cost_model import save_checkpoint
 
     from .api import load_predictor, resolve_base_checkpoint
+    from .loaders import parse_input_shapes
     from .measure import Protocol
 
     base = resolve_base_checkpoint(args.checkpoint)
@@ -189,8 +190,6 @@ def cmd_calibrate(args) -> int:
         raise ValueError(f"{base} is already calibrated (for {predictor.calibration['machine_id']}); "
                          f"calibrate its base checkpoint {predictor.calibration['base_checkpoint']}")
     affinity = [int(c) for c in args.cpu_affinity.split(",")] if args.cpu_affinity else None
-    from .loaders import parse_input_shapes
-
     shots = args.shots if args.shots is not None else (0 if args.models else 10)
     fit, probe, fingerprint, records = calibrate(predictor, shots, affinity, Protocol(repeat=args.repeat),
                                                  Path(args.store) if args.store else None, models=args.models or (),

@@ -14,6 +14,8 @@ wider check would switch off, and re-identify, machines that run their code fine
 """
 from __future__ import annotations
 
+import functools
+
 import tvm
 
 # LLVM feature names of the vector extensions LLVM emits for float kernels, which /proc/cpuinfo
@@ -49,11 +51,20 @@ def missing_features(mcpu: str, flags: set[str] | None) -> list[str]:
                   and not f.startswith(_UNCHECKED_PREFIXES) and _normalised(f) not in flags)
 
 
-def host_target(num_cores: int | None = None, flags: set[str] | None = None) -> dict:
-    """This CPU as a TVM target dict (`flags` defaults to this machine's /proc/cpuinfo)."""
+@functools.cache
+def _this_cpu() -> tuple[str, tuple[str, ...]]:
+    """(LLVM's name for this CPU, the extensions it lacks): fixed for the process, and asked for
+    with every target the profiler and the passes build."""
     mcpu = str(tvm.target.codegen.llvm_get_system_cpu())
+    return mcpu, tuple(missing_features(mcpu, cpuinfo_flags()))
+
+
+def host_target(num_cores: int | None = None, flags: set[str] | None = None) -> dict:
+    """This CPU as a TVM target dict (`flags` in place of this machine's /proc/cpuinfo)."""
+    mcpu, missing = _this_cpu()
+    if flags is not None:
+        missing = missing_features(mcpu, flags)
     target = {"kind": "llvm", "mcpu": mcpu}
-    missing = missing_features(mcpu, cpuinfo_flags() if flags is None else flags)
     if missing:
         target["mattr"] = [f"-{f}" for f in missing]
     if num_cores is not None:
