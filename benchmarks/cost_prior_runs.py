@@ -103,7 +103,7 @@ def run(spec: Run, save: str | None = None) -> dict:
                 "dataset": spec.data.name if spec.data.resolve() != DATA else None,
                 "measured_before": spec.measured_before, "device": spec.device if spec.device != "cpu" else None}
     return {"split": spec.split, "prior": spec.prior and spec.method == "shipped", "attention": spec.attention,
-            "transcendentals": spec.transcendentals, "seed": spec.seed,
+            "transcendentals": transcendentals_field(spec), "seed": spec.seed,
             **{k: v for k, v in optional.items() if v is not None},
             "models": sum(len(p) for p in parts.values()),
             "cpu_s": round(time.process_time() - start), "trained_on": trained_on(spec.parallel_runs, spec.threads),
@@ -150,10 +150,21 @@ def batch(specs: list[Run], jobs: int, deadline_min: float | None = None) -> lis
     return rows
 
 
+# Rows up to 2026-12-04 wrote `true` for a count that charged every transcendental fused into a
+# kernel once per element of the kernel's output, so a squeeze-excitation gate (a sigmoid per
+# channel, broadcast over the feature map) was charged as if it ran over the whole map. Rows since
+# count each fused op on its own output (tokenizer.transcendental_evaluations) and say so.
+TRANSCENDENTAL_COUNTS = {True: "kernel outputs", "fused ops": "fused ops"}
+
+
+def transcendentals_field(spec: Run):
+    return "fused ops" if spec.transcendentals else False
+
+
 def _row_of(spec: Run) -> dict:
     """The identifying fields of the row `spec` will write (run_id's input)."""
     return {"split": spec.split, "prior": spec.prior and spec.method == "shipped", "attention": spec.attention,
-            "transcendentals": spec.transcendentals, "seed": spec.seed, "method": spec.method,
+            "transcendentals": transcendentals_field(spec), "seed": spec.seed, "method": spec.method,
             "dataset": spec.data.name, "measured_before": spec.measured_before}
 
 
@@ -182,7 +193,7 @@ def table() -> str:
         for split in sorted({r["split"] for r in here}):
             in_split = [r for r in here if r["split"] == split]
             for v in sorted({tuple(r[k] for k in variant) for r in in_split},
-                            key=lambda v: (v[0] != "shipped", v[1], v[2] != "softmax", v[3])):
+                            key=lambda v: (v[0] != "shipped", v[1], v[2] != "softmax", str(v[3]))):
                 sel = sorted((r for r in in_split if tuple(r[k] for k in variant) == v), key=lambda r: r["seed"])
                 method, prior, attention, transcendentals = v
 
@@ -190,7 +201,8 @@ def table() -> str:
                     x = np.array([r[key] for r in sel])
                     return fmt.format(x.mean()) + (f" ± {x.std():.4f}" if len(x) > 1 else "")
                 lines.append(f"| {data[0]} | {data[1] or 'all'} | {split} | {method} | "
-                             f"{('yes' if prior else 'no') + (' + transcendentals' if transcendentals else '')} | "
+                             f"{('yes' if prior else 'no')}"
+                             f"{f' + transcendentals ({TRANSCENDENTAL_COUNTS[transcendentals]})' if transcendentals else ''} | "
                              f"{attention} | {', '.join(str(r['seed']) for r in sel)} | {cell('val_mape')} | "
                              f"{cell('test_mape')} | {cell('test_acc10', '{:.3f}')} |")
     return "\n".join(lines)
@@ -215,7 +227,9 @@ def families(dataset: str, measured_before: str | None) -> str:
 
     def label(r):
         return r["method"] + ("" if r["method"] == "nnlp" else
-                              (" + prior" if r["prior"] else "") + (" + transcendentals" if r["transcendentals"] else "")
+                              (" + prior" if r["prior"] else "")
+                              + (f" + transcendentals ({TRANSCENDENTAL_COUNTS[r['transcendentals']]})"
+                                 if r["transcendentals"] else "")
                               + ("" if r["attention"] == "softmax" else f" ({r['attention']})"))
     variants = sorted({label(r) for r in rows}, key=lambda v: (not v.startswith("shipped + prior"), v))
     ood = {v: {} for v in variants}

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from nar_tvm.passes.opgraph import OpGraph, OpNode
+from nar_tvm.passes.opgraph import OpGraph, OpNode, numel
 
 UNK = "<unk>"
 STATE_FORMAT = "nar-tvm.tokenizer/1"
@@ -30,9 +30,18 @@ TRANSCENDENTALS = ("erf", "exp", "sigmoid", "tanh", "softmax", "log", "pow",
                    "log_softmax", "gelu", "gelu_tanh", "silu", "power")
 
 
-def transcendentals_per_element(node: OpNode) -> int:
-    """How many transcendental functions the node evaluates per output element."""
-    return sum(name.removeprefix("tir_") in TRANSCENDENTALS for name in node.ops or [node.op])
+def transcendental_evaluations(node: OpNode) -> int:
+    """How many transcendental functions the node evaluates: each transcendental op's output
+    elements. A fused kernel counts each fused op on its own output, because the tensor a
+    transcendental runs on need not be the kernel's: a squeeze-excitation gate evaluates its
+    sigmoid once per channel, then broadcasts it over the feature map the kernel writes, while
+    a SiLU convolution evaluates one per output element. Nodes without the fused ops' shapes
+    (op level, or graphs extracted without them) count every such op on the node's output."""
+    if node.fused:
+        return sum(numel(op.outputs[0].shape) for op in node.fused
+                   if op.outputs and op.op.removeprefix("tir_") in TRANSCENDENTALS)
+    per_element = sum(name.removeprefix("tir_") in TRANSCENDENTALS for name in node.ops or [node.op])
+    return per_element * numel(node.outputs[0].shape) if per_element and node.outputs else 0
 
 
 class Vocabulary:
@@ -91,9 +100,8 @@ class TokenizerConfig:
     attr_slots: dict[str, int] = field(
         default_factory=lambda: {"strides": 2, "padding": 4, "dilation": 2, "groups": 1}
     )
-    # A slot for the node's transcendental evaluations (output elements x the TRANSCENDENTALS
-    # fused into it), which the cost prior reads beside FLOPs and bytes. Off in states saved
-    # before the option existed.
+    # A slot for the node's transcendental evaluations (transcendental_evaluations), which
+    # the cost prior reads beside FLOPs and bytes. Off in states saved before the option existed.
     transcendentals: bool = False
 
     def __post_init__(self):
@@ -304,8 +312,7 @@ class Tokenizer:
         shape = node.outputs[0].shape if node.outputs else []
         row += _fit(_shape(shape, c.max_shape_dims), c.max_shape_dims)
         if c.transcendentals:
-            per_element = transcendentals_per_element(node)
-            row.append(float(per_element * np.prod(shape)) if per_element else 0.0)
+            row.append(float(transcendental_evaluations(node)))
         row += [float(getattr(node, name)) for name in COST_FEATURES]
         return row
 

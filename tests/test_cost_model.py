@@ -798,6 +798,22 @@ def test_training_on_kernel_times_teaches_the_node_head():
               progress=False, node_weight=1.0, node_targets=[None] * 20)
 
 
+def test_a_fused_kernel_counts_each_transcendental_on_the_tensor_it_runs_on():
+    """A squeeze-excitation gate's sigmoid runs once per channel and is broadcast over the map
+    the kernel writes; a SiLU convolution's runs once per output element."""
+    from nar_tvm.cost_model.tokenizer import transcendental_evaluations
+
+    feature_map, per_channel = TensorSpec([1, 8, 4, 4]), TensorSpec([1, 8, 1, 1])
+    gate = OpNode(op="kernel:conv2d", outputs=[feature_map], ops=["conv2d", "add", "tir_sigmoid", "multiply"],
+                  fused=[FusedOp("conv2d", outputs=[per_channel]), FusedOp("add", outputs=[per_channel]),
+                         FusedOp("tir_sigmoid", outputs=[per_channel]), FusedOp("multiply", outputs=[feature_map])])
+    silu = OpNode(op="kernel:conv2d", outputs=[feature_map], ops=["conv2d", "add", "tir_sigmoid", "multiply"],
+                  fused=[FusedOp(op, outputs=[feature_map]) for op in ("conv2d", "add", "tir_sigmoid", "multiply")])
+    gelu = OpNode(op="kernel:matmul", outputs=[feature_map], ops=["matmul", "erf", "tir_tanh"],
+                  fused=[FusedOp(op, outputs=[feature_map]) for op in ("matmul", "erf", "tir_tanh")])
+    assert [transcendental_evaluations(n) for n in (gate, silu, gelu)] == [8, 128, 256]
+
+
 def test_the_prior_prices_transcendental_evaluations_that_flop_counts_miss(data, tmp_path):
     from nar_tvm.cost_model.model import TRANSCENDENTAL_COST, node_log_cost
 
@@ -809,10 +825,11 @@ def test_the_prior_prices_transcendental_evaluations_that_flop_counts_miss(data,
     assert counted.token_dim == Tokenizer().fit([graph]).token_dim + counted.config.pe_dim
     prior = counted.cost_decoding()
     assert set(prior["columns"]) == {"flops", "bytes", "transcendentals"}
-    # An op-level node lists itself among its ops: counted once, not twice.
-    from nar_tvm.cost_model.tokenizer import transcendentals_per_element
-    assert [transcendentals_per_element(n) for n in graph.nodes] == [0, 1, 2]
-    assert transcendentals_per_element(OpNode(op="exp", ops=["exp"])) == 1
+    # Without the fused ops' shapes, each transcendental counts once per output element; an
+    # op-level node lists itself among its ops and is counted once, not twice.
+    from nar_tvm.cost_model.tokenizer import transcendental_evaluations
+    assert [transcendental_evaluations(n) for n in graph.nodes] == [0, 128, 256]
+    assert transcendental_evaluations(OpNode(op="exp", ops=["exp"], outputs=[TensorSpec([2, 3])])) == 6
     tokens = torch.from_numpy(counted.encode(graph).x)[None]
     # Each count is read back as 1 + count: ln((1 + FLOPs) + (1 + bytes) + price x (1 + evaluations)).
     evaluations = np.array([0.0, 128.0, 256.0])
