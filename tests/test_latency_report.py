@@ -254,3 +254,37 @@ def test_families_table_judges_the_shipped_recipe_against_nnlp_on_one_snapshot(m
     assert "| vit | matmul + erf | 3 | 10.0 | 6.0 | 0.60 | 100% |" in text
     with pytest.raises(ValueError, match="no recorded runs on zoo-y"):
         cost_prior_runs.families("zoo-y", None)
+
+
+def test_each_held_out_family_gets_the_configuration_the_other_families_chose():
+    import cost_prior_runs
+
+    def runs(**by_family):  # family -> MAPE per seed
+        return {f: {s: {"overall": {"mape": m}} for s, m in enumerate(mapes)} for f, mapes in by_family.items()}
+
+    ood = {"A": runs(vgg=[0.1, 0.1], vit=[0.1, 0.1], bert=[0.3, 0.3]),
+           "B": runs(vgg=[0.2, 0.2], vit=[0.05, 0.05], bert=[0.05, 0.05]),
+           "one seed": runs(vgg=[0.01], vit=[0.01], bert=[0.01])}
+    # bert is held out: A averages 0.10 on vgg and vit, B 0.125, so bert gets A although B's
+    # 0.05 on bert would have been better: its own test never enters its choice.
+    assert cost_prior_runs.choose_on_other_families(ood, ["A", "B"], [0, 1]) == {"bert": "A", "vgg": "B", "vit": "B"}
+    lines = cost_prior_runs.chosen_on_other_families(ood, ["A", "B", "one seed"], ["bert", "vgg", "vit"])
+    assert "among: A; B." in lines[1]  # a one-seed variant is not a candidate
+    assert "| bert | A | 0.300 ± 0.000 |" in lines and "| vgg | B | 0.200 ± 0.000 |" in lines
+    assert "| **mean** | | **0.183** |" in lines
+    assert any("worst bert 0.300 -> **not met**" in line for line in lines)
+    # With one candidate left there is nothing to choose.
+    assert cost_prior_runs.chosen_on_other_families(ood, ["A", "one seed"], ["bert", "vgg", "vit"]) == []
+
+
+def test_rows_say_how_their_transcendentals_were_counted(monkeypatch):
+    import cost_prior_runs
+
+    spec = cost_prior_runs.Run("ood:vgg", transcendentals=True)
+    new = {**cost_prior_runs._row_of(spec), "val_mape": 0.01, "test_mape": 0.02, "test_acc10": 0.9}
+    old = {**new, "transcendentals": True}  # written before each fused op was counted on its own output
+    assert new["transcendentals"] == "fused ops"
+    assert cost_prior_runs.run_id(new) != cost_prior_runs.run_id(old)
+    monkeypatch.setattr(cost_prior_runs, "recorded", lambda: [cost_prior_runs.with_defaults(r) for r in (old, new)])
+    table = cost_prior_runs.table()
+    assert "| yes + transcendentals (kernel outputs) |" in table and "| yes + transcendentals (fused ops) |" in table
