@@ -280,6 +280,7 @@ def cmd_train(args) -> int:
     from dataclasses import replace
 
     from nar_tvm.cost_model import recipes, save_checkpoint
+    from nar_tvm.cost_model.tokenizer import TokenizerConfig
 
     from .training import evaluate_predictor, train_on_dataset
 
@@ -293,10 +294,13 @@ def cmd_train(args) -> int:
         if args.model == "nnlp":
             raise CLIError("--attention, --heads and --cost-prior apply to nar-former-v2 and transformer, not nnlp")
         model_cfg = replace(model_cfg, **extra)
+    if args.transcendentals and not args.cost_prior:
+        raise CLIError("--transcendentals prices transcendental evaluations in the cost prior: add --cost-prior")
     predictor, history, parts = train_on_dataset(args.dataset, level=args.level, split=args.split,
                                                  seed=args.seed, platform_id=args.platform,
                                                  model_cfg=model_cfg, train_cfg=cfg, node_weight=args.kernel_times,
-                                                 labels=args.labels)
+                                                 labels=args.labels,
+                                                 tokenizer_cfg=TokenizerConfig(transcendentals=args.transcendentals))
     path = save_checkpoint(predictor, args.out)
     val = evaluate_predictor(predictor, parts["val"])["overall"]
     print(f"saved {path}: best epoch {history.best_epoch}, validation MAPE {val['mape']:.4f}, "
@@ -352,6 +356,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cost-prior", action="store_true",
                    help="with the kernels readout: scale each kernel's time with its FLOPs + bytes, so graphs "
                         "larger than any in training extrapolate instead of saturating (NAR-Former V2)")
+    p.add_argument("--transcendentals", action="store_true",
+                   help="with --cost-prior: also charge each sigmoid, exp, erf or tanh evaluation in a kernel "
+                        "(SiLU and GELU activations cost more than their FLOPs say on a CPU; "
+                        "benchmarks/families16.md)")
     p.add_argument("--kernel-times", type=float, default=0.0, metavar="WEIGHT",
                    help="also learn each fused kernel's measured time, with this loss weight (fused level)")
     p.add_argument("--labels", choices=LABELS, default=TRAINING_LABELS,

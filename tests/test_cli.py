@@ -284,6 +284,14 @@ def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
     assert isinstance(loaded.model, NNLP) and loaded.model.cfg.hidden == 16 and loaded.model.cfg.readout == "kernels"
     assert loaded.provenance["level"] == "fused" and loaded.provenance["labels"] == "min"  # the default
     assert load_checkpoint(ckpt).provenance["labels"] == "first"
+    priced = tmp_path / "priced.pt"
+    code, out, _ = run(capsys, "train", tmp_path / "d", "--out", priced, "--epochs", "2", "--width", "32",
+                       "--layers", "1", "--readout", "kernels", "--cost-prior", "--transcendentals")
+    loaded = load_checkpoint(priced)
+    assert code == 0 and loaded.tokenizer.config.transcendentals
+    assert set(loaded.model.cfg.cost_prior["columns"]) == {"flops", "bytes", "transcendentals"}
+    code, _, err = run(capsys, "train", tmp_path / "d", "--out", priced, "--transcendentals")
+    assert code == 2 and "--transcendentals prices transcendental evaluations in the cost prior: add --cost-prior" in err
     code, out, _ = run(capsys, "evaluate", gnn, tmp_path / "d", "--json")
     assert code == 0 and json.loads(out)["overall"]["n"] == 4
     code, out, _ = run(capsys, "dataset", "stats", tmp_path / "d", "--json")
