@@ -154,11 +154,13 @@ def batch(specs: list[Run], jobs: int, deadline_min: float | None = None) -> lis
 # kernel once per element of the kernel's output, so a squeeze-excitation gate (a sigmoid per
 # channel, broadcast over the feature map) was charged as if it ran over the whole map. Rows since
 # count each fused op on its own output (tokenizer.transcendental_evaluations) and say so.
-TRANSCENDENTAL_COUNTS = {True: "kernel outputs", "fused ops": "fused ops"}
-
-
 def transcendentals_field(spec: Run):
     return "fused ops" if spec.transcendentals else False
+
+
+def transcendentals_label(value) -> str:
+    """How a row's `transcendentals` field reads in a table: nothing when off."""
+    return f" + transcendentals ({'kernel outputs' if value is True else value})" if value else ""
 
 
 def _row_of(spec: Run) -> dict:
@@ -201,8 +203,7 @@ def table() -> str:
                     x = np.array([r[key] for r in sel])
                     return fmt.format(x.mean()) + (f" ± {x.std():.4f}" if len(x) > 1 else "")
                 lines.append(f"| {data[0]} | {data[1] or 'all'} | {split} | {method} | "
-                             f"{('yes' if prior else 'no')}"
-                             f"{f' + transcendentals ({TRANSCENDENTAL_COUNTS[transcendentals]})' if transcendentals else ''} | "
+                             f"{('yes' if prior else 'no') + transcendentals_label(transcendentals)} | "
                              f"{attention} | {', '.join(str(r['seed']) for r in sel)} | {cell('val_mape')} | "
                              f"{cell('test_mape')} | {cell('test_acc10', '{:.3f}')} |")
     return "\n".join(lines)
@@ -214,7 +215,7 @@ def families(dataset: str, measured_before: str | None) -> str:
     kinds of kernel carrying the worst families' error, from the recorded runs."""
     import numpy as np
 
-    from latency_report_protocol import family_targets, held_out_mapes, mean_std, ood_seed_means
+    from latency_report_protocol import below_nnlp_target, family_targets, held_out_mapes, mean_std, ood_seed_means
 
     rows = [r for r in recorded() if r["dataset"] == dataset and r["measured_before"] == measured_before]
     if not rows:
@@ -226,9 +227,7 @@ def families(dataset: str, measured_before: str | None) -> str:
 
     def label(r):
         return r["method"] + ("" if r["method"] == "nnlp" else
-                              (" + prior" if r["prior"] else "")
-                              + (f" + transcendentals ({TRANSCENDENTAL_COUNTS[r['transcendentals']]})"
-                                 if r["transcendentals"] else "")
+                              (" + prior" if r["prior"] else "") + transcendentals_label(r["transcendentals"])
                               + ("" if r["attention"] == "softmax" else f" ({r['attention']})"))
     variants = sorted({label(r) for r in rows}, key=lambda v: (not v.startswith("shipped + prior"), v))
     ood = {v: {} for v in variants}
@@ -263,17 +262,13 @@ def families(dataset: str, measured_before: str | None) -> str:
     judged, baseline = variants[0], "nnlp"
     lines += ["", f"Targets for **{judged}**:", ""]
     if judged in complete and baseline in complete:
-        lines.append(below_nnlp_line(np.mean(list(held[judged].values())), np.mean(list(held[baseline].values()))))
+        lines.append("- " + below_nnlp_target(np.mean(list(held[judged].values())),
+                                              np.mean(list(held[baseline].values()))))
     lines += [f"- {line}" for line in family_targets(in_domain[judged], ood[judged] if judged in complete else {})]
     lines += kernel_kind_lines(ood[judged], judged)
     baseline_mean = np.mean(list(held[baseline].values())) if baseline in complete else None
     return "\n".join(lines + chosen_on_other_families(ood, [v for v in complete if v != baseline], fams,
                                                       baseline_mean))
-
-
-def below_nnlp_line(mean: float, nnlp_mean: float) -> str:
-    return (f"- out-of-domain mean MAPE at least 25% below NNLP's: {mean:.3f} vs {nnlp_mean:.3f} "
-            f"({100 * (1 - mean / nnlp_mean):.0f}% lower) -> **{'met' if mean <= 0.75 * nnlp_mean else 'not met'}**")
 
 
 def kernel_kind_lines(runs_by_family: dict, configuration: str) -> list[str]:
@@ -310,7 +305,7 @@ def chosen_on_other_families(ood: dict, candidates: list[str], fams: list[str],
     two or more seeds on every family (a one-seed variant would win or lose on its seed's luck)."""
     import numpy as np
 
-    from latency_report_protocol import family_targets, mean_std, ood_seed_means
+    from latency_report_protocol import below_nnlp_target, family_targets, mean_std, ood_seed_means
 
     seeds_of = {v: set.intersection(*(set(ood[v][f]) for f in fams)) for v in candidates}
     candidates = [v for v in candidates if len(seeds_of[v]) >= 2]
@@ -328,7 +323,7 @@ def chosen_on_other_families(ood: dict, candidates: list[str], fams: list[str],
               f"| mean per seed | | {', '.join(f'{m:.3f} (seed {s})' for s, m in zip(seeds, means))}; "
               f"{mean_std(means)} |", "", "Targets for the configuration chosen this way:", ""]
     if baseline_mean is not None:
-        lines.append(below_nnlp_line(float(np.mean(means)), baseline_mean))
+        lines.append("- " + below_nnlp_target(float(np.mean(means)), baseline_mean))
     lines += [f"- {line}" for line in family_targets({}, runs)]
     return lines + kernel_kind_lines(runs, "as chosen")
 
