@@ -127,7 +127,7 @@ def _run_and_record(spec: Run) -> dict:
 def batch(specs: list[Run], jobs: int, deadline_min: float | None = None) -> list[dict]:
     """Runs `specs` in `jobs` worker processes, recording each row as it finishes; with a
     deadline, runs not started by then are dropped (a later batch picks them up)."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     from tqdm import tqdm
@@ -135,19 +135,31 @@ def batch(specs: list[Run], jobs: int, deadline_min: float | None = None) -> lis
     done = {run_id(r) for r in recorded()}
     todo = [s for s in specs if run_id(_row_of(s)) not in done]
     deadline = time.monotonic() + 60 * deadline_min if deadline_min is not None else None
-    rows = []
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_run_and_record, s): s for s in todo}
-        with tqdm(total=len(futures), desc="runs", unit="run") as bar:
-            for fut in as_completed(futures):
-                if fut.cancelled():
-                    continue
-                rows.append(fut.result())
-                bar.update()
-                if deadline is not None and time.monotonic() > deadline:
-                    for pending in futures:
-                        pending.cancel()
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool, \
+            tqdm(total=len(todo), desc="runs", unit="run") as bar:
+        rows = []
+        for row in started_before(pool, _run_and_record, todo, jobs, deadline):
+            rows.append(row)
+            bar.update()
     return rows
+
+
+def started_before(pool, fn, items: list, jobs: int, deadline: float | None):
+    """Yields `fn(item)` for `items` as they finish, starting an item only while the clock
+    (time.monotonic) is before `deadline`. At most `jobs` items are in `pool` at once: an
+    executor hands submitted work to its workers' queue, where cancel() no longer reaches it,
+    so submitting everything up front would let queued runs start long after the deadline."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    waiting, running = list(items), set()
+    while waiting or running:
+        while waiting and len(running) < jobs and (deadline is None or time.monotonic() < deadline):
+            running.add(pool.submit(fn, waiting.pop(0)))
+        if not running:
+            return
+        finished, running = wait(running, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            yield fut.result()
 
 
 # Rows up to 2026-12-04 wrote `true` for a count that charged every transcendental fused into a

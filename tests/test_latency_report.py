@@ -288,3 +288,28 @@ def test_rows_say_how_their_transcendentals_were_counted(monkeypatch):
     monkeypatch.setattr(cost_prior_runs, "recorded", lambda: [cost_prior_runs.with_defaults(r) for r in (old, new)])
     table = cost_prior_runs.table()
     assert "| yes + transcendentals (kernel outputs) |" in table and "| yes + transcendentals (fused ops) |" in table
+
+
+def test_a_batch_starts_no_run_after_its_deadline():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cost_prior_runs
+
+    started, release = [], threading.Event()
+
+    def slow(item):
+        started.append(item)
+        release.wait(5)
+        return item * 10
+
+    # Two workers, the deadline passing while the first two runs are still going: the other four
+    # must not start, although the pool had room to queue them.
+    threading.Timer(0.3, release.set).start()
+    with ThreadPoolExecutor(4) as pool:
+        results = cost_prior_runs.started_before(pool, slow, [1, 2, 3, 4, 5, 6], jobs=2, deadline=time.monotonic() + 0.2)
+        assert sorted(results) == [10, 20] and sorted(started) == [1, 2]
+    # Without a deadline every item runs, at most `jobs` at a time.
+    with ThreadPoolExecutor(4) as pool:
+        assert sorted(cost_prior_runs.started_before(pool, lambda i: i + 1, [1, 2, 3], jobs=2, deadline=None)) == [2, 3, 4]
