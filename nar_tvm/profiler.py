@@ -42,6 +42,16 @@ class WorkerConfig:
     runner: str = "inprocess"  # or "native": the nar-tvm-runner binary times the exported library
     allow_fallback: bool = False  # native runner not built -> in-process evaluator instead of an error
 
+    def __post_init__(self):
+        if self.rpc_tracker and not self.rpc_key:
+            raise ValueError("--rpc-tracker needs --rpc-key (the key the device's RPC server registered)")
+        if self.rpc_tracker and not self.spec.target:
+            # An empty target means this host's CPU (a GPU's host code included): the library
+            # would be built for the machine running the profiler, and its fingerprint would
+            # name that CPU, not the device's.
+            raise ValueError(f"measuring on RPC device {self.rpc_key!r} needs its TVM target: give --target, "
+                             "e.g. '{\"kind\":\"llvm\",\"mtriple\":\"aarch64-linux-gnu\",\"mcpu\":\"cortex-a76\"}'")
+
 
 def _worker_main(conn, cfg: WorkerConfig):
     # Thread count and core pinning must be in place before TVM starts its thread pool.

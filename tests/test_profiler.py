@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from nar_tvm.dataset import DatasetStore, load_samples, split_in_domain, split_out_of_domain, stats, DatasetError
 from nar_tvm.measure import Protocol
+from nar_tvm.passes.host_target import host_target
 from nar_tvm.platform import PlatformSpec
 from nar_tvm.dataset import noise_floor
 from nar_tvm.profiler import Job, Profiler, WorkerConfig, onnx_bytes_of, zoo_jobs
@@ -168,7 +169,9 @@ def test_profile_through_rpc_tracker(tmp_path):
     try:
         time.sleep(0.5)
         store = DatasetStore(tmp_path / "rpc")
-        cfg = WorkerConfig(PlatformSpec(), FAST, rpc_tracker=f"127.0.0.1:{tracker.port}", rpc_key="loopback")
+        # The loopback device is this machine, so this machine's target is the device's.
+        cfg = WorkerConfig(PlatformSpec(target=host_target(num_cores=1)), FAST,
+                           rpc_tracker=f"127.0.0.1:{tracker.port}", rpc_key="loopback")
         prof = Profiler(store, cfg, probe=False)
         try:
             assert prof.profile([tiny_job("file:remote")], progress=False)["ok"] == 1
@@ -252,7 +255,18 @@ def test_next_model_is_exported_during_timing_only_off_the_measuring_cores():
     assert not builds_beside_measurement(WorkerConfig(spec, FAST, cpu_affinity=[1]), {0, 1})
     # Unpinned: the worker may land on this process's core.
     assert not builds_beside_measurement(WorkerConfig(spec, FAST), {0})
-    assert builds_beside_measurement(WorkerConfig(spec, FAST, rpc_tracker="127.0.0.1:9190"), {0, 1})
+    remote = PlatformSpec(target={"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
+    assert builds_beside_measurement(WorkerConfig(remote, FAST, rpc_tracker="127.0.0.1:9190", rpc_key="pi"), {0, 1})
+
+
+def test_an_rpc_device_needs_its_key_and_its_target():
+    with pytest.raises(ValueError, match="--rpc-tracker needs --rpc-key"):
+        WorkerConfig(PlatformSpec(target={"kind": "llvm"}), FAST, rpc_tracker="127.0.0.1:9190")
+    # Without a target TVM would build for the profiling host's CPU and record that CPU.
+    with pytest.raises(ValueError, match="RPC device 'pi' needs its TVM target: give --target"):
+        WorkerConfig(PlatformSpec(), FAST, rpc_tracker="127.0.0.1:9190", rpc_key="pi")
+    with pytest.raises(ValueError, match="RPC device 'jetson' needs its TVM target"):
+        WorkerConfig(PlatformSpec(device="cuda"), FAST, rpc_tracker="127.0.0.1:9190", rpc_key="jetson")
 
 
 def _probe(ms_scale, when):
