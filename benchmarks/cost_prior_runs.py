@@ -213,7 +213,7 @@ def table() -> str:
 
                 def cell(key, fmt="{:.4f}"):
                     x = np.array([r[key] for r in sel])
-                    return fmt.format(x.mean()) + (f" ± {x.std():.4f}" if len(x) > 1 else "")
+                    return fmt.format(x.mean()) + (f" ± {x.std(ddof=1):.4f}" if len(x) > 1 else "")
                 lines.append(f"| {data[0]} | {data[1] or 'all'} | {split} | {method} | "
                              f"{('yes' if prior else 'no') + transcendentals_label(transcendentals)} | "
                              f"{attention} | {', '.join(str(r['seed']) for r in sel)} | {cell('val_mape')} | "

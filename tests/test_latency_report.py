@@ -313,3 +313,13 @@ def test_a_batch_starts_no_run_after_its_deadline():
     # Without a deadline every item runs, at most `jobs` at a time.
     with ThreadPoolExecutor(4) as pool:
         assert sorted(cost_prior_runs.started_before(pool, lambda i: i + 1, [1, 2, 3], jobs=2, deadline=None)) == [2, 3, 4]
+
+
+def test_the_runs_table_spreads_are_sample_standard_deviations(monkeypatch):
+    import cost_prior_runs
+
+    rows = [{**cost_prior_runs._row_of(cost_prior_runs.Run("ood:vgg", seed)), "val_mape": 0.01,
+             "test_mape": mape, "test_acc10": 0.9} for seed, mape in ((0, 0.02), (1, 0.04))]
+    monkeypatch.setattr(cost_prior_runs, "recorded", lambda: [cost_prior_runs.with_defaults(r) for r in rows])
+    # Two seeds 0.02 apart: sample std 0.0141 (the population's would be 0.0100).
+    assert "| 0, 1 | 0.0100 ± 0.0000 | 0.0300 ± 0.0141 | 0.900 ± 0.0000 |" in cost_prior_runs.table()
