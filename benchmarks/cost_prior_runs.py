@@ -99,12 +99,9 @@ def run(spec: Run, save: str | None = None) -> dict:
     evaluated = {part: evaluate_predictor(predictor, parts[part]) for part in ("val", "test")}
     scores = {part: e["overall"] for part, e in evaluated.items()}
     # Rows carry only what differs from the first rows' settings (with_defaults fills them in).
-    optional = {"method": spec.method if spec.method != "shipped" else None,
-                "dataset": spec.data.name if spec.data.resolve() != DATA else None,
-                "measured_before": spec.measured_before, "device": spec.device if spec.device != "cpu" else None}
-    return {"split": spec.split, "prior": spec.prior and spec.method == "shipped", "attention": spec.attention,
-            "transcendentals": transcendentals_field(spec), "seed": spec.seed,
-            **{k: v for k, v in optional.items() if v is not None},
+    first_rows = with_defaults({})
+    return {**{k: v for k, v in {**_row_of(spec), "device": spec.device}.items()
+               if k not in first_rows or v != first_rows[k]},
             "models": sum(len(p) for p in parts.values()),
             "cpu_s": round(time.process_time() - start), "trained_on": trained_on(spec.parallel_runs, spec.threads),
             "best_epoch": history.best_epoch,
