@@ -55,6 +55,7 @@ class Run:
     prior: bool = True
     attention: str = "softmax"
     transcendentals: bool = False
+    input_shapes: bool = False  # tokens also carry each node's first input shape
     data: Path = DATA
     measured_before: str | None = None
     device: str = "cpu"
@@ -92,7 +93,8 @@ def run(spec: Run, save: str | None = None) -> dict:
     predictor, history, parts = train_on_dataset(
         spec.data, level="fused", split=spec.split, seed=spec.seed, model_cfg=cfg,
         train_cfg=replace(TRAIN, seed=spec.seed, device=spec.device), progress=False, node_weight=base.node_weight,
-        labels="min", tokenizer_cfg=TokenizerConfig(transcendentals=spec.transcendentals),
+        labels="min", tokenizer_cfg=TokenizerConfig(
+            transcendentals=spec.transcendentals, input_shape_dims=INPUT_SHAPE_DIMS if spec.input_shapes else 0),
         measured_before=spec.measured_before)
     if save:
         save_checkpoint(predictor, save)
@@ -172,10 +174,19 @@ def transcendentals_label(value) -> str:
     return f" + transcendentals ({'kernel outputs' if value is True else value})" if value else ""
 
 
+# Slots of TokenizerConfig.input_shape_dims a run with input shapes uses: N, C, H, W of a conv's data.
+INPUT_SHAPE_DIMS = 4
+
+
+def input_shapes_label(value: bool) -> str:
+    return " + input shapes" if value else ""
+
+
 def _row_of(spec: Run) -> dict:
     """The identifying fields of the row `spec` will write (run_id's input)."""
     return {"split": spec.split, "prior": spec.prior and spec.method == "shipped", "attention": spec.attention,
-            "transcendentals": transcendentals_field(spec), "seed": spec.seed, "method": spec.method,
+            "transcendentals": transcendentals_field(spec), "input_shapes": spec.input_shapes, "seed": spec.seed,
+            "method": spec.method,
             "dataset": spec.data.name, "measured_before": spec.measured_before}
 
 
@@ -183,7 +194,8 @@ def with_defaults(row: dict) -> dict:
     """Rows written before the attention, dataset, transcendentals, method and snapshot options
     trained the shipped recipe's default attention on all of DATA on CPU, without a
     transcendental count."""
-    return {"attention": "softmax", "dataset": DATA.name, "transcendentals": False, "method": "shipped",
+    return {"attention": "softmax", "dataset": DATA.name, "transcendentals": False, "input_shapes": False,
+            "method": "shipped",
             "measured_before": None, "device": "cpu", **row}
 
 
@@ -197,21 +209,21 @@ def table() -> str:
     rows = recorded()
     lines = ["| dataset | measured before | split | method | cost prior | attention | seeds | validation MAPE "
              "| test MAPE | test Acc(10%) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    variant = ("method", "prior", "attention", "transcendentals")
+    variant = ("method", "prior", "attention", "transcendentals", "input_shapes")
     for data in sorted({(r["dataset"], r["measured_before"] or "") for r in rows},
                        key=lambda k: (k[0] != DATA.name, k)):
         here = [r for r in rows if (r["dataset"], r["measured_before"] or "") == data]
         for split in sorted({r["split"] for r in here}):
             in_split = [r for r in here if r["split"] == split]
             for v in sorted({tuple(r[k] for k in variant) for r in in_split},
-                            key=lambda v: (v[0] != "shipped", v[1], v[2] != "softmax", str(v[3]))):
+                            key=lambda v: (v[0] != "shipped", v[1], v[2] != "softmax", str(v[3]), v[4])):
                 sel = sorted((r for r in in_split if tuple(r[k] for k in variant) == v), key=lambda r: r["seed"])
-                method, prior, attention, transcendentals = v
+                method, prior, attention, transcendentals, input_shapes = v
 
                 def cell(key, fmt="{:.4f}"):
                     x = np.array([r[key] for r in sel])
                     return fmt.format(x.mean()) + (f" ± {x.std(ddof=1):.4f}" if len(x) > 1 else "")
-                lines.append(f"| {data[0]} | {data[1] or 'all'} | {split} | {method} | "
+                lines.append(f"| {data[0]} | {data[1] or 'all'} | {split} | {method}{input_shapes_label(input_shapes)} | "
                              f"{('yes' if prior else 'no') + transcendentals_label(transcendentals)} | "
                              f"{attention} | {', '.join(str(r['seed']) for r in sel)} | {cell('val_mape')} | "
                              f"{cell('test_mape')} | {cell('test_acc10', '{:.3f}')} |")
@@ -237,6 +249,7 @@ def families(dataset: str, measured_before: str | None) -> str:
     def label(r):
         return r["method"] + ("" if r["method"] == "nnlp" else
                               (" + prior" if r["prior"] else "") + transcendentals_label(r["transcendentals"])
+                              + input_shapes_label(r["input_shapes"])
                               + ("" if r["attention"] == "softmax" else f" ({r['attention']})"))
     variants = sorted({label(r) for r in rows}, key=lambda v: (not v.startswith("shipped + prior"), v))
     ood = {v: {} for v in variants}
@@ -386,6 +399,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", type=Path, default=DATA, help=f"store to train on (default {DATA.relative_to(REPO)})")
     parser.add_argument("--transcendentals", action="store_true",
                         help="the prior also prices each node's transcendental evaluations (exp, erf, tanh, sigmoid)")
+    parser.add_argument("--input-shapes", action="store_true",
+                        help="tokens also carry each node's first input shape (a conv's input channels: "
+                             "untuned 1x1 convolutions slow down ~5x past ~44 of them)")
     parser.add_argument("--measured-before", metavar="ISO_TIME",
                         help="train and test on what the store held at this time (a profiler may still be adding)")
     parser.add_argument("--device", default="cpu", help="torch device to train on (cuda runs are not bit-reproducible)")
@@ -412,13 +428,15 @@ def main(argv=None) -> int:
         parser.error("say prior, base or nnlp")
     if args.transcendentals and variants != ["prior"]:
         parser.error("--transcendentals prices them in the cost prior: it needs 'prior' alone")
+    if args.input_shapes and "nnlp" in variants:
+        parser.error("--input-shapes is NAR-Former V2's tokenizer option: not with nnlp")
     if args.attention != "softmax" and "nnlp" in variants:
         parser.error("--attention is NAR-Former V2's: not with nnlp")
 
     def spec(split, variant, seed):
         method, prior = VARIANTS[variant]
         return Run(split=split, seed=seed, method=method, prior=prior, attention=args.attention,
-                   transcendentals=args.transcendentals, data=args.dataset, measured_before=args.measured_before,
+                   transcendentals=args.transcendentals, input_shapes=args.input_shapes, data=args.dataset, measured_before=args.measured_before,
                    device=args.device)
     if args.split == "batch":
         try:
@@ -442,7 +460,7 @@ def run_id(row: dict) -> tuple:
     """What a row measured."""
     row = with_defaults(row)
     return (row["dataset"], row["measured_before"], row["split"], row["method"], row["prior"], row["attention"],
-            row["transcendentals"], row["seed"])
+            row["transcendentals"], row["input_shapes"], row["seed"])
 
 
 def record(row: dict) -> None:

@@ -290,6 +290,23 @@ def test_rows_say_how_their_transcendentals_were_counted(monkeypatch):
     assert "| yes + transcendentals (kernel outputs) |" in table and "| yes + transcendentals (fused ops) |" in table
 
 
+def test_input_shape_tokens_are_a_run_of_their_own(monkeypatch):
+    import cost_prior_runs
+
+    plain = {**cost_prior_runs._row_of(cost_prior_runs.Run("ood:vgg")), "val_mape": 0.01, "test_mape": 0.02,
+             "test_acc10": 0.9}
+    shapes = {**cost_prior_runs._row_of(cost_prior_runs.Run("ood:vgg", input_shapes=True)), "val_mape": 0.01,
+              "test_mape": 0.02, "test_acc10": 0.9}
+    assert shapes["input_shapes"] and cost_prior_runs.run_id(plain) != cost_prior_runs.run_id(shapes)
+    # Rows written before the option read as without it.
+    legacy = {k: v for k, v in plain.items() if k != "input_shapes"}
+    assert cost_prior_runs.run_id(legacy) == cost_prior_runs.run_id(plain)
+    monkeypatch.setattr(cost_prior_runs, "recorded", lambda: [cost_prior_runs.with_defaults(r) for r in (plain, shapes)])
+    assert "| ood:vgg | shipped + input shapes | yes | softmax | 0 |" in cost_prior_runs.table()
+    with pytest.raises(SystemExit):
+        cost_prior_runs.main(["batch", "--variants", "nnlp", "--input-shapes"])
+
+
 def test_a_batch_starts_no_run_after_its_deadline():
     import threading
     import time
