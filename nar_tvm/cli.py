@@ -300,7 +300,9 @@ def cmd_train(args) -> int:
                                                  seed=args.seed, platform_id=args.platform,
                                                  model_cfg=model_cfg, train_cfg=cfg, node_weight=args.kernel_times,
                                                  labels=args.labels,
-                                                 tokenizer_cfg=TokenizerConfig(transcendentals=args.transcendentals))
+                                                 tokenizer_cfg=TokenizerConfig(
+                                                     transcendentals=args.transcendentals,
+                                                     input_shape_dims=4 if args.input_shapes else 0))
     path = save_checkpoint(predictor, args.out)
     val = evaluate_predictor(predictor, parts["val"])["overall"]
     print(f"saved {path}: best epoch {history.best_epoch}, validation MAPE {val['mape']:.4f}, "
@@ -360,6 +362,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --cost-prior: also charge each sigmoid, exp, erf or tanh evaluation in a kernel "
                         "(SiLU and GELU activations cost more than their FLOPs say on a CPU; "
                         "benchmarks/families16.md)")
+    p.add_argument("--input-shapes", action="store_true",
+                   help="tokens also carry each node's first input shape (a convolution's input channels and "
+                        "plane size, which untuned code is sensitive to; benchmarks/families16.md)")
     p.add_argument("--kernel-times", type=float, default=0.0, metavar="WEIGHT",
                    help="also learn each fused kernel's measured time, with this loss weight (fused level)")
     p.add_argument("--labels", choices=LABELS, default=TRAINING_LABELS,

@@ -286,9 +286,10 @@ def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
     assert load_checkpoint(ckpt).provenance["labels"] == "first"
     priced = tmp_path / "priced.pt"
     code, out, _ = run(capsys, "train", tmp_path / "d", "--out", priced, "--epochs", "2", "--width", "32",
-                       "--layers", "1", "--readout", "kernels", "--cost-prior", "--transcendentals")
+                       "--layers", "1", "--readout", "kernels", "--cost-prior", "--transcendentals", "--input-shapes")
     loaded = load_checkpoint(priced)
-    assert code == 0 and loaded.tokenizer.config.transcendentals
+    assert code == 0 and loaded.tokenizer.config.transcendentals and loaded.tokenizer.config.input_shape_dims == 4
+    assert loaded.tokenizer.layout()["input_shape"][1] - loaded.tokenizer.layout()["input_shape"][0] == 4 * 8
     assert set(loaded.model.cfg.cost_prior["columns"]) == {"flops", "bytes", "transcendentals"}
     code, _, err = run(capsys, "train", tmp_path / "d", "--out", priced, "--transcendentals")
     assert code == 2 and "--transcendentals prices transcendental evaluations in the cost prior: add --cost-prior" in err
