@@ -340,3 +340,31 @@ def test_the_runs_table_spreads_are_sample_standard_deviations(monkeypatch):
     monkeypatch.setattr(cost_prior_runs, "recorded", lambda: [cost_prior_runs.with_defaults(r) for r in rows])
     # Two seeds 0.02 apart: sample std 0.0141 (the population's would be 0.0100).
     assert "| 0, 1 | 0.0100 ± 0.0000 | 0.0300 ± 0.0141 | 0.900 ± 0.0000 |" in cost_prior_runs.table()
+
+
+def test_conv_efficiency_keeps_plain_pointwise_convs_per_call():
+    from types import SimpleNamespace
+
+    import conv_efficiency
+    from nar_tvm.passes.opgraph import FusedOp, OpGraph, OpNode, TensorSpec
+
+    def conv(kernel, channels, window=1, groups=1, epilogue=()):
+        data, weight = TensorSpec([1, channels, 8, 8]), TensorSpec([4, channels // groups, window, window])
+        out = TensorSpec([1, 4, 8, 8])
+        return OpNode(f"kernel:{kernel}", inputs=[data], weights=[weight], outputs=[out], flops=1000, kernel=kernel,
+                      fused=[FusedOp("conv2d", {"groups": groups, "strides": [1, 1]}, [data, weight], [out]),
+                             *(FusedOp(op) for op in epilogue)])
+
+    nodes = [conv("plain", 16), conv("silu", 16, epilogue=("tir_sigmoid", "multiply")), conv("window", 16, window=3),
+             conv("grouped", 16, groups=2), conv("twice", 64), conv("twice", 64)]
+    graph = OpGraph(nodes, [], level="fused")
+    ms = {"plain": 0.002, "silu": 1.0, "window": 1.0, "grouped": 1.0, "twice": 0.010}
+    sample = SimpleNamespace(record={"model": {"family": "toy"}, "measurement": {"kernels_ms": ms}},
+                             graph=lambda level: graph)
+    rows = list(conv_efficiency.plain_pointwise_convs([sample]))
+    units = [n.flops + n.bytes for n in (nodes[0], nodes[4])]
+    assert [(f, shape[1]) for f, shape, _ in rows] == [("toy", 16), ("toy", 64), ("toy", 64)]
+    # A kernel the graph calls twice is timed once for both calls: each call gets half.
+    assert rows[0][2] == pytest.approx(0.002 * 1e6 / units[0]) and rows[1][2] == pytest.approx(0.005 * 1e6 / units[1])
+    table = conv_efficiency.tables(rows)
+    assert f"| toy |  | {rows[0][2]:.3f} (1) |" in table and f"| {rows[1][2]:.3f} (2) |" in table

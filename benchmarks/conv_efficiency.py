@@ -1,0 +1,86 @@
+"""How fast untuned TVM runs plain 1x1 convolutions, by input channels and by plane size.
+
+Reads a store's measured per-kernel times (no measuring, no TVM) and prints, for every plain
+ungrouped stride-1 1x1 convolution kernel (a conv2d anchor with no transcendental epilogue),
+the median time per unit of the cost prior's FLOPs + bytes, per input-channel count and per
+input plane size, over all families and per family. The cost prior assumes time grows with
+FLOPs + bytes at one rate per kind of kernel; these tables show where untuned code breaks that
+(on the znver3 VM: a ~5x slowdown past ~40 input channels, and 32x32 planes, 4 KiB apart,
+another ~4x). Figures: families16.md.
+
+    python benchmarks/conv_efficiency.py --dataset benchmarks/data/zoo-epyc-znver3-1 \\
+        --measured-before 2026-12-04T12:31:37
+"""
+from __future__ import annotations
+
+import argparse
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CHANNEL_EDGES = (8, 16, 24, 32, 40, 48, 64, 128, 1 << 20)
+
+
+def plain_pointwise_convs(samples):
+    """(family, input shape [N, C, H, W], ns per FLOP-or-byte) of every plain 1x1 stride-1 conv
+    kernel call; a kernel called several times counts as its mean call."""
+    from nar_tvm.cost_model.tokenizer import TRANSCENDENTALS
+
+    for sample in samples:
+        kernels_ms = sample.record["measurement"].get("kernels_ms") or {}
+        graph = sample.graph("fused")
+        calls = Counter(node.kernel for node in graph.nodes if node.kernel)
+        for node in graph.nodes:
+            conv = next((f for f in node.fused if f.op.endswith("conv2d")), None)
+            if (conv is None or node.kernel not in kernels_ms or len(conv.inputs) < 2
+                    or any(f.op.removeprefix("tir_") in TRANSCENDENTALS for f in node.fused)):
+                continue
+            data, weight = conv.inputs[0].shape, conv.inputs[1].shape
+            if (conv.attrs.get("groups", 1) != 1 or weight[2:] != [1, 1]
+                    or list(conv.attrs.get("strides", [1, 1])) != [1, 1]):
+                continue
+            ms = kernels_ms[node.kernel] / calls[node.kernel]
+            yield sample.record["model"]["family"], data, ms * 1e6 / (node.flops + node.bytes)
+
+
+def median_cell(values) -> str:
+    return f"{np.median(values):.3f} ({len(values)})" if values else ""
+
+
+def tables(rows) -> str:
+    families = sorted({family for family, _, _ in rows})
+    bands = list(zip(CHANNEL_EDGES, CHANNEL_EDGES[1:]))
+    lines = ["Median ns per FLOP-or-byte (kernels) of plain 1x1 stride-1 convolutions, by input channels:", "",
+             "| family | " + " | ".join(f"{lo}-{hi - 1}" if hi < 1 << 20 else f">= {lo}" for lo, hi in bands) + " |",
+             "|---|" + "---|" * len(bands)]
+    for family in [*families, "all"]:
+        cells = [median_cell([e for f, shape, e in rows if family in (f, "all") and lo <= shape[1] < hi])
+                 for lo, hi in bands]
+        lines.append(f"| {family} | " + " | ".join(cells) + " |")
+    by_plane = defaultdict(list)
+    for _, shape, e in rows:
+        if shape[1] >= 48:
+            by_plane[(shape[2], shape[3])].append(e)
+    lines += ["", "With >= 48 input channels, by input plane (H x W) and its size in bytes (float32):", "",
+              "| plane | bytes | median ns per FLOP-or-byte | kernels |", "|---|---|---|---|"]
+    lines += [f"| {h}x{w} | {4 * h * w} | {np.median(v):.3f} | {len(v)} |"
+              for (h, w), v in sorted(by_plane.items()) if len(v) >= 50]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from nar_tvm.dataset import load_samples
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", type=Path, default=REPO / "benchmarks" / "data" / "zoo-epyc-znver3-1")
+    parser.add_argument("--measured-before", metavar="ISO_TIME")
+    args = parser.parse_args(argv)
+    rows = list(plain_pointwise_convs(load_samples(args.dataset, labels="min", measured_before=args.measured_before)))
+    print(tables(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
