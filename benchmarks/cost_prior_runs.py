@@ -4,8 +4,10 @@ Trains the recipe of the checkpoint shipped before the prior (NAR-Former V2, ker
 no grouped FFN, kernel times weight 1, fused graphs, labels "min"; cost_model.recipes.TRAINING)
 with and without `cost_prior` (with it, the shipped recipe), optionally with the paper's
 attention form (`--attention sigmoid-adjacency`: a sigmoid of the query-key score times the
-normalised adjacency, one head, as the official NAR-Former V2 code computes it), and appends its
-validation and test MAPE to benchmarks/cost_prior_runs.jsonl. Splits: `in-domain`, `ood:<family>`
+normalised adjacency, one head, as the official NAR-Former V2 code computes it), with the prior
+also pricing transcendental evaluations (`--transcendentals`), with each node's first input shape
+in its token (`--input-shapes`), and appends its validation and test MAPE to
+benchmarks/cost_prior_runs.jsonl. Splits: `in-domain`, `ood:<family>`
 (the family held out of training and validation), and `size` (train on the smallest 80% of
 graphs by FLOPs, validate on the next 10%, test on the largest 10%: extrapolation to larger
 graphs). `nnlp` in place of `prior` trains the baseline the out-of-domain target is held
