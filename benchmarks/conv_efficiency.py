@@ -14,7 +14,7 @@ another ~4x). Figures: families16.md.
 from __future__ import annotations
 
 import argparse
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -25,24 +25,19 @@ CHANNEL_EDGES = (8, 16, 24, 32, 40, 48, 64, 128, 1 << 20)
 
 def plain_pointwise_convs(samples):
     """(family, input shape [N, C, H, W], ns per FLOP-or-byte) of every plain 1x1 stride-1 conv
-    kernel call; a kernel called several times counts as its mean call."""
-    from nar_tvm.cost_model.tokenizer import TRANSCENDENTALS
+    kernel call (kernel_kind "conv2d": ungrouped, no transcendental epilogue); a kernel called
+    several times counts as its mean call (node_times)."""
+    from nar_tvm.dataset import node_times
+    from nar_tvm.kernel_errors import kernel_kind
 
     for sample in samples:
-        kernels_ms = sample.record["measurement"].get("kernels_ms") or {}
         graph = sample.graph("fused")
-        calls = Counter(node.kernel for node in graph.nodes if node.kernel)
-        for node in graph.nodes:
-            conv = next((f for f in node.fused if f.op.endswith("conv2d")), None)
-            if (conv is None or node.kernel not in kernels_ms or len(conv.inputs) < 2
-                    or any(f.op.removeprefix("tir_") in TRANSCENDENTALS for f in node.fused)):
+        for node, ms in zip(graph.nodes, node_times(graph, sample.record["measurement"].get("kernels_ms")) or []):
+            # Graphs extracted before OpGraph /2 carry no strides on fused nodes: not classifiable.
+            if (ms is None or kernel_kind(node) != "conv2d" or list(node.attrs.get("strides", [])) != [1, 1]
+                    or not node.weights or node.weights[0].shape[2:] != [1, 1]):
                 continue
-            data, weight = conv.inputs[0].shape, conv.inputs[1].shape
-            if (conv.attrs.get("groups", 1) != 1 or weight[2:] != [1, 1]
-                    or list(conv.attrs.get("strides", [1, 1])) != [1, 1]):
-                continue
-            ms = kernels_ms[node.kernel] / calls[node.kernel]
-            yield sample.record["model"]["family"], data, ms * 1e6 / (node.flops + node.bytes)
+            yield sample.record["model"]["family"], node.inputs[0].shape, ms * 1e6 / (node.flops + node.bytes)
 
 
 def median_cell(values) -> str:

@@ -78,7 +78,7 @@ def trained_on(parallel_runs: int, threads: int = 1) -> str:
 
 def run(spec: Run, save: str | None = None) -> dict:
     from nar_tvm.cost_model import save_checkpoint
-    from nar_tvm.cost_model.tokenizer import TokenizerConfig
+    from nar_tvm.cost_model.tokenizer import INPUT_SHAPE_SLOTS, TokenizerConfig
     from nar_tvm.training import evaluate_predictor, graphs_of, train_on_dataset
 
     from latency_report_protocol import TRAIN, methods
@@ -96,7 +96,7 @@ def run(spec: Run, save: str | None = None) -> dict:
         spec.data, level="fused", split=spec.split, seed=spec.seed, model_cfg=cfg,
         train_cfg=replace(TRAIN, seed=spec.seed, device=spec.device), progress=False, node_weight=base.node_weight,
         labels="min", tokenizer_cfg=TokenizerConfig(
-            transcendentals=spec.transcendentals, input_shape_dims=INPUT_SHAPE_DIMS if spec.input_shapes else 0),
+            transcendentals=spec.transcendentals, input_shape_dims=INPUT_SHAPE_SLOTS if spec.input_shapes else 0),
         measured_before=spec.measured_before)
     if save:
         save_checkpoint(predictor, save)
@@ -174,10 +174,6 @@ def transcendentals_field(spec: Run):
 def transcendentals_label(value) -> str:
     """How a row's `transcendentals` field reads in a table: nothing when off."""
     return f" + transcendentals ({'kernel outputs' if value is True else value})" if value else ""
-
-
-# Slots of TokenizerConfig.input_shape_dims a run with input shapes uses: N, C, H, W of a conv's data.
-INPUT_SHAPE_DIMS = 4
 
 
 def input_shapes_label(value: bool) -> str:
@@ -403,7 +399,7 @@ def main(argv=None) -> int:
                         help="the prior also prices each node's transcendental evaluations (exp, erf, tanh, sigmoid)")
     parser.add_argument("--input-shapes", action="store_true",
                         help="tokens also carry each node's first input shape (a conv's input channels: "
-                             "untuned 1x1 convolutions slow down ~5x past ~44 of them)")
+                             "untuned 1x1 convolutions slow down ~5x past ~40 of them)")
     parser.add_argument("--measured-before", metavar="ISO_TIME",
                         help="train and test on what the store held at this time (a profiler may still be adding)")
     parser.add_argument("--device", default="cpu", help="torch device to train on (cuda runs are not bit-reproducible)")
@@ -438,8 +434,8 @@ def main(argv=None) -> int:
     def spec(split, variant, seed):
         method, prior = VARIANTS[variant]
         return Run(split=split, seed=seed, method=method, prior=prior, attention=args.attention,
-                   transcendentals=args.transcendentals, input_shapes=args.input_shapes, data=args.dataset, measured_before=args.measured_before,
-                   device=args.device)
+                   transcendentals=args.transcendentals, input_shapes=args.input_shapes, data=args.dataset,
+                   measured_before=args.measured_before, device=args.device)
     if args.split == "batch":
         try:
             splits = expand_splits(args.splits, args.dataset, args.measured_before)

@@ -80,6 +80,10 @@ class Vocabulary:
         return list(self.names)
 
 
+# input_shape_dims when input shapes are on (`--input-shapes`): N, C, H, W of a conv's data.
+INPUT_SHAPE_SLOTS = 4
+
+
 @dataclass
 class TokenizerConfig:
     # Width of one scalar's sinusoidal encoding (sin/cos pairs), as in the paper.

@@ -280,7 +280,7 @@ def cmd_train(args) -> int:
     from dataclasses import replace
 
     from nar_tvm.cost_model import recipes, save_checkpoint
-    from nar_tvm.cost_model.tokenizer import TokenizerConfig
+    from nar_tvm.cost_model.tokenizer import INPUT_SHAPE_SLOTS, TokenizerConfig
 
     from .training import evaluate_predictor, train_on_dataset
 
@@ -302,7 +302,7 @@ def cmd_train(args) -> int:
                                                  labels=args.labels,
                                                  tokenizer_cfg=TokenizerConfig(
                                                      transcendentals=args.transcendentals,
-                                                     input_shape_dims=4 if args.input_shapes else 0))
+                                                     input_shape_dims=INPUT_SHAPE_SLOTS if args.input_shapes else 0))
     path = save_checkpoint(predictor, args.out)
     val = evaluate_predictor(predictor, parts["val"])["overall"]
     print(f"saved {path}: best epoch {history.best_epoch}, validation MAPE {val['mape']:.4f}, "

@@ -351,9 +351,10 @@ def test_conv_efficiency_keeps_plain_pointwise_convs_per_call():
     def conv(kernel, channels, window=1, groups=1, epilogue=()):
         data, weight = TensorSpec([1, channels, 8, 8]), TensorSpec([4, channels // groups, window, window])
         out = TensorSpec([1, 4, 8, 8])
-        return OpNode(f"kernel:{kernel}", inputs=[data], weights=[weight], outputs=[out], flops=1000, kernel=kernel,
-                      fused=[FusedOp("conv2d", {"groups": groups, "strides": [1, 1]}, [data, weight], [out]),
-                             *(FusedOp(op) for op in epilogue)])
+        attrs = {"groups": groups, "strides": [1, 1]}
+        return OpNode("kernel:conv2d", attrs, inputs=[data], weights=[weight], outputs=[out], flops=1000,
+                      ops=["conv2d", *epilogue], kernel=kernel,
+                      fused=[FusedOp("conv2d", attrs, [data, weight], [out]), *(FusedOp(op) for op in epilogue)])
 
     nodes = [conv("plain", 16), conv("silu", 16, epilogue=("tir_sigmoid", "multiply")), conv("window", 16, window=3),
              conv("grouped", 16, groups=2), conv("twice", 64), conv("twice", 64)]
