@@ -37,18 +37,24 @@ def acc_within(pred, true, delta: float) -> float:
     return float((relative_error(pred, true) <= delta).mean())
 
 
-def kendall_tau(pred, true) -> float:
+def _rank_correlation(name: str, pred, true) -> float:
+    """A scipy.stats rank correlation; NaN where ranks say nothing (one sample, or every
+    prediction or label equal), as scipy returns, but without its warning: a report's
+    per-family rows often hold a single model, and the warning named none of them."""
     from scipy import stats
 
     pred, true = _pair(pred, true)
-    return float(stats.kendalltau(pred, true).statistic)
+    if pred.size < 2 or np.ptp(pred) == 0 or np.ptp(true) == 0:
+        return float("nan")
+    return float(getattr(stats, name)(pred, true).statistic)
+
+
+def kendall_tau(pred, true) -> float:
+    return _rank_correlation("kendalltau", pred, true)
 
 
 def spearman(pred, true) -> float:
-    from scipy import stats
-
-    pred, true = _pair(pred, true)
-    return float(stats.spearmanr(pred, true).statistic)
+    return _rank_correlation("spearmanr", pred, true)
 
 
 def regression_report(pred, true) -> dict[str, float]:

@@ -708,6 +708,17 @@ def test_metrics_on_hand_computed_example():
     assert ranked["spearman"] == pytest.approx(1 - 6 * 2 / (4 * 15))
 
 
+def test_rank_metrics_of_one_sample_or_constant_input_are_nan_without_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        single = regression_report([2.0], [1.0])
+        flat = regression_report([3.0, 3.0, 3.0], [1.0, 2.0, 3.0])
+    assert single["mape"] == pytest.approx(1.0) and math.isnan(single["kendall_tau"]) and math.isnan(single["spearman"])
+    assert math.isnan(flat["kendall_tau"]) and math.isnan(flat["spearman"]) and flat["acc@10%"] == pytest.approx(1 / 3)
+
+
 # ---------------------------------------------------------------- isolation
 
 def test_cost_model_never_imports_tvm_or_the_integration_layer():
