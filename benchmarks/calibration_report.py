@@ -98,7 +98,9 @@ def run_lofo(args) -> None:
             TRAINING_DATA, level=prov["level"], split=f"ood:{family}", seed=0,
             platform_id=base.platform.get("platform_id"), model_cfg=replace(base.model.cfg),
             train_cfg=train_cfg, progress=False, node_weight=float(prov.get("node_weight", 0.0)),
-            labels=prov.get("labels", "min"))
+            # The shipped checkpoint's tokens (transcendental count, input shapes): the intervals
+            # calibrate its errors, not those of the default tokenizer's.
+            labels=prov.get("labels", "min"), tokenizer_cfg=base.tokenizer.config)
         test = parts["test"]
         graphs = graphs_of(test, prov["level"])
         pred = predictor.predict(graphs)

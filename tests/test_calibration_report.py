@@ -26,3 +26,31 @@ def test_a_machines_other_stores_are_its_zoo_and_unseen_family_stores(tmp_path, 
     monkeypatch.setattr(calibration_report, "DATA", tmp_path)
     assert calibration_report.other_stores("m1") == [tmp_path / "zoo-m1", tmp_path / "unseen-families-m1"]
     assert calibration_report.other_stores("m3") == []
+
+
+def test_leave_one_family_out_runs_tokenize_as_the_shipped_checkpoint(tmp_path, monkeypatch):
+    """The intervals calibrate the shipped predictor's errors: its held-out retrainings must use
+    its tokenizer options (transcendental count, input shapes), not the tokenizer's defaults."""
+    import nar_tvm.training
+    from nar_tvm.cost_model import NARFormerV2Config
+    from nar_tvm.cost_model.tokenizer import TokenizerConfig
+
+    config = TokenizerConfig(transcendentals=True, input_shape_dims=4)
+    base = SimpleNamespace(
+        provenance={"train_config": {"epochs": 1}, "level": "fused", "method": "m"}, platform={},
+        model=SimpleNamespace(cfg=NARFormerV2Config()), tokenizer=SimpleNamespace(config=config))
+    asked = {}
+
+    def train_on_dataset(*args, **kwargs):
+        asked.update(kwargs)
+        raise StopIteration
+
+    monkeypatch.setattr(calibration_report, "shipped", lambda: ("ckpt.pt", base))
+    monkeypatch.setattr(calibration_report, "training_split", lambda _: ([_sample("vgg", 1)], None))
+    monkeypatch.setattr(calibration_report, "LOFO_RUNS", tmp_path / "lofo.jsonl")
+    monkeypatch.setattr(nar_tvm.training, "train_on_dataset", train_on_dataset)
+    try:
+        calibration_report.run_lofo(SimpleNamespace(families=None))
+    except StopIteration:
+        pass
+    assert asked["split"] == "ood:vgg" and asked["tokenizer_cfg"] == config
