@@ -1,12 +1,14 @@
-"""How fast untuned TVM runs plain 1x1 convolutions, by input channels and by plane size.
+"""How fast untuned TVM runs plain convolutions: 1x1 ones by input channels and plane size,
+few-channel ones (stems, patch embeddings) by window and stride.
 
-Reads a store's measured per-kernel times (no measuring, no TVM) and prints, for every plain
-ungrouped stride-1 1x1 convolution kernel (a conv2d anchor with no transcendental epilogue),
-the median time per unit of the cost prior's FLOPs + bytes, per input-channel count and per
-input plane size, over all families and per family. The cost prior assumes time grows with
+Reads a store's measured per-kernel times (no measuring, no TVM) and prints the median time per
+unit of the cost prior's FLOPs + bytes of plain convolution kernels (a conv2d anchor with no
+transcendental epilogue): for every ungrouped stride-1 1x1 convolution, per input-channel count
+(over all families and per family) and per input plane size; for every convolution with at
+most 4 input channels, per family, window and stride. The cost prior assumes time grows with
 FLOPs + bytes at one rate per kind of kernel; these tables show where untuned code breaks that
-(on the znver3 VM: a ~5x slowdown past ~40 input channels, and 32x32 planes, 4 KiB apart,
-another ~4x). Figures: families16.md.
+(on the znver3 VM: a ~5x slowdown past ~40 input channels, 32x32 planes, 4 KiB apart, another
+~4x, and a stem's rate growing ~8x from a 2x2 window to 16x16). Figures: families16.md.
 
     python benchmarks/conv_efficiency.py --dataset benchmarks/data/zoo-epyc-znver3-1 \\
         --measured-before 2026-12-04T12:31:37
@@ -38,6 +40,33 @@ def plain_pointwise_convs(samples):
                     or not node.weights or node.weights[0].shape[2:] != [1, 1]):
                 continue
             yield sample.record["model"]["family"], node.inputs[0].shape, ms * 1e6 / (node.flops + node.bytes)
+
+
+def few_channel_convs(samples, max_channels: int = 4):
+    """(family, window, strides, ns per FLOP-or-byte) of every plain conv kernel call reading at
+    most `max_channels` input channels: the stems on images and the patch embeddings."""
+    from nar_tvm.dataset import node_times
+    from nar_tvm.kernel_errors import kernel_kind
+
+    for sample in samples:
+        graph = sample.graph("fused")
+        for node, ms in zip(graph.nodes, node_times(graph, sample.record["measurement"].get("kernels_ms")) or []):
+            if (ms is None or kernel_kind(node) != "conv2d" or not node.weights
+                    or node.inputs[0].shape[1] > max_channels):
+                continue
+            yield (sample.record["model"]["family"], tuple(node.weights[0].shape[2:]),
+                   tuple(node.attrs.get("strides", [])), ms * 1e6 / (node.flops + node.bytes))
+
+
+def few_channel_table(rows) -> str:
+    by_window = defaultdict(list)
+    for family, window, strides, e in rows:
+        by_window[(family, window, strides)].append(e)
+    lines = ["Convolutions reading at most 4 input channels (stems, patch embeddings), by window and stride:", "",
+             "| family | window | stride | median ns per FLOP-or-byte | kernels |", "|---|---|---|---|---|"]
+    lines += [f"| {f} | {'x'.join(map(str, w))} | {'x'.join(map(str, st))} | {np.median(v):.3f} | {len(v)} |"
+              for (f, w, st), v in sorted(by_window.items())]
+    return "\n".join(lines)
 
 
 def median_cell(values) -> str:
@@ -72,8 +101,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", type=Path, default=REPO / "benchmarks" / "data" / "zoo-epyc-znver3-1")
     parser.add_argument("--measured-before", metavar="ISO_TIME")
     args = parser.parse_args(argv)
-    rows = list(plain_pointwise_convs(load_samples(args.dataset, labels="min", measured_before=args.measured_before)))
-    print(tables(rows))
+    samples = load_samples(args.dataset, labels="min", measured_before=args.measured_before)
+    print(tables(list(plain_pointwise_convs(samples))))
+    print()
+    print(few_channel_table(list(few_channel_convs(samples))))
     return 0
 
 

@@ -369,3 +369,26 @@ def test_conv_efficiency_keeps_plain_pointwise_convs_per_call():
     assert rows[0][2] == pytest.approx(0.002 * 1e6 / units[0]) and rows[1][2] == pytest.approx(0.005 * 1e6 / units[1])
     table = conv_efficiency.tables(rows)
     assert f"| toy |  | {rows[0][2]:.3f} (1) |" in table and f"| {rows[1][2]:.3f} (2) |" in table
+
+
+def test_conv_efficiency_groups_few_channel_convs_by_window_and_stride():
+    from types import SimpleNamespace
+
+    import conv_efficiency
+    from nar_tvm.passes.opgraph import FusedOp, OpGraph, OpNode, TensorSpec
+
+    def conv(kernel, channels, window, stride):
+        data, weight = TensorSpec([1, channels, 32, 32]), TensorSpec([8, channels, window, window])
+        out = TensorSpec([1, 8, 32 // stride, 32 // stride])
+        attrs = {"groups": 1, "strides": [stride, stride]}
+        return OpNode("kernel:conv2d", attrs, inputs=[data], weights=[weight], outputs=[out], flops=5000,
+                      ops=["conv2d"], kernel=kernel, fused=[FusedOp("conv2d", attrs, [data, weight], [out])])
+
+    nodes = [conv("patch", 3, 16, 16), conv("stem", 3, 7, 2), conv("wide", 16, 3, 1)]
+    ms = {"patch": 0.004, "stem": 0.002, "wide": 1.0}
+    sample = SimpleNamespace(record={"model": {"family": "toy"}, "measurement": {"kernels_ms": ms}},
+                             graph=lambda level: OpGraph(nodes, [], level="fused"))
+    rows = list(conv_efficiency.few_channel_convs([sample]))
+    assert [(w, st) for _, w, st, _ in rows] == [((16, 16), (16, 16)), ((7, 7), (2, 2))]  # 16 channels: not a stem
+    assert rows[0][3] == pytest.approx(0.004 * 1e6 / (nodes[0].flops + nodes[0].bytes))
+    assert f"| toy | 16x16 | 16x16 | {rows[0][3]:.3f} | 1 |" in conv_efficiency.few_channel_table(rows)
