@@ -99,6 +99,11 @@ def run(spec: Run, save: str | None = None) -> dict:
             transcendentals=spec.transcendentals, input_shape_dims=INPUT_SHAPE_SLOTS if spec.input_shapes else 0),
         measured_before=spec.measured_before)
     if save:
+        # The names the calibration report's leave-one-family-out cache and `nar-tvm info` go by.
+        predictor.provenance.update(
+            method=configuration_label(with_defaults(_row_of(spec)), METHODS[spec.method]),
+            dataset=str(spec.data.relative_to(REPO)) if spec.data.is_relative_to(REPO) else str(spec.data),
+            dataset_models=sum(len(p) for p in parts.values()), report="benchmarks/cost_prior_runs.py")
         save_checkpoint(predictor, save)
     evaluated = {part: evaluate_predictor(predictor, parts[part]) for part in ("val", "test")}
     scores = {part: e["overall"] for part, e in evaluated.items()}
@@ -180,6 +185,16 @@ def input_shapes_label(value: bool) -> str:
     return " + input shapes" if value else ""
 
 
+def configuration_label(row: dict, method_name: str | None = None) -> str:
+    """A row's configuration as the tables name it ("shipped + prior + input shapes"); given the
+    method's full name, as a checkpoint's provenance does ("NAR-Former V2 ... + cost prior ...")."""
+    if row["method"] == "nnlp":
+        return method_name or row["method"]
+    return ((method_name or row["method"]) + ((" + cost prior" if method_name else " + prior") if row["prior"] else "")
+            + transcendentals_label(row["transcendentals"]) + input_shapes_label(row["input_shapes"])
+            + ("" if row["attention"] == "softmax" else f" ({row['attention']})"))
+
+
 def _row_of(spec: Run) -> dict:
     """The identifying fields of the row `spec` will write (run_id's input)."""
     return {"split": spec.split, "prior": spec.prior and spec.method == "shipped", "attention": spec.attention,
@@ -244,19 +259,14 @@ def families(dataset: str, measured_before: str | None) -> str:
         return {"overall": {"mape": r["test_mape"]}, "kernel_kinds": r.get("kernel_kinds"),
                 "families": {f: {"mape": m} for f, m in r["test_family_mape"].items()}}
 
-    def label(r):
-        return r["method"] + ("" if r["method"] == "nnlp" else
-                              (" + prior" if r["prior"] else "") + transcendentals_label(r["transcendentals"])
-                              + input_shapes_label(r["input_shapes"])
-                              + ("" if r["attention"] == "softmax" else f" ({r['attention']})"))
-    variants = sorted({label(r) for r in rows}, key=lambda v: (not v.startswith("shipped + prior"), v))
+    variants = sorted({configuration_label(r) for r in rows}, key=lambda v: (not v.startswith("shipped + prior"), v))
     ood = {v: {} for v in variants}
     in_domain = {v: {} for v in variants}
     for r in rows:
         if r["split"].startswith("ood:"):
-            ood[label(r)].setdefault(r["split"].removeprefix("ood:"), {})[r["seed"]] = as_run(r)
+            ood[configuration_label(r)].setdefault(r["split"].removeprefix("ood:"), {})[r["seed"]] = as_run(r)
         elif r["split"] == "in-domain":
-            in_domain[label(r)][r["seed"]] = as_run(r)
+            in_domain[configuration_label(r)][r["seed"]] = as_run(r)
     held = {v: held_out_mapes(ood[v]) for v in variants}
     fams = sorted(set().union(*held.values()))
     lines = [f"Recorded runs on `{dataset}`, measured before {measured_before or 'the end'} "

@@ -392,3 +392,17 @@ def test_conv_efficiency_groups_few_channel_convs_by_window_and_stride():
     assert [(w, st) for _, w, st, _ in rows] == [((16, 16), (16, 16)), ((7, 7), (2, 2))]  # 16 channels: not a stem
     assert rows[0][3] == pytest.approx(0.004 * 1e6 / (nodes[0].flops + nodes[0].bytes))
     assert f"| toy | 16x16 | 16x16 | {rows[0][3]:.3f} | 1 |" in conv_efficiency.few_channel_table(rows)
+
+
+def test_cost_prior_runs_names_a_configuration_for_tables_and_for_checkpoints():
+    import cost_prior_runs
+
+    row = cost_prior_runs.with_defaults(cost_prior_runs._row_of(
+        cost_prior_runs.Run("in-domain", transcendentals=True, input_shapes=True, attention="sigmoid-adjacency")))
+    assert cost_prior_runs.configuration_label(row) == \
+        "shipped + prior + transcendentals (fused ops) + input shapes (sigmoid-adjacency)"
+    # The shipped checkpoint's provenance names its method this way; the calibration cache checks it.
+    assert cost_prior_runs.configuration_label({**row, "attention": "softmax"}, cost_prior_runs.BASE_METHOD) == \
+        "NAR-Former V2 + kernel-sum readout - grouped FFN + cost prior + transcendentals (fused ops) + input shapes"
+    nnlp = cost_prior_runs.with_defaults(cost_prior_runs._row_of(cost_prior_runs.Run("ood:vit", method="nnlp")))
+    assert cost_prior_runs.configuration_label(nnlp) == "nnlp"
