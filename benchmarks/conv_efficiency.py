@@ -25,37 +25,33 @@ REPO = Path(__file__).resolve().parents[1]
 CHANNEL_EDGES = (8, 16, 24, 32, 40, 48, 64, 128, 1 << 20)
 
 
-def plain_pointwise_convs(samples):
-    """(family, input shape [N, C, H, W], ns per FLOP-or-byte) of every plain 1x1 stride-1 conv
-    kernel call (kernel_kind "conv2d": ungrouped, no transcendental epilogue); a kernel called
-    several times counts as its mean call (node_times)."""
+def plain_conv_calls(samples):
+    """(family, node, ns per FLOP-or-byte) of every plain conv kernel call (kernel_kind "conv2d":
+    ungrouped, no transcendental epilogue) with its weights; a kernel called several times counts
+    as its mean call (node_times). Both tables select from these, so each graph is read once."""
     from nar_tvm.dataset import node_times
     from nar_tvm.kernel_errors import kernel_kind
 
     for sample in samples:
         graph = sample.graph("fused")
         for node, ms in zip(graph.nodes, node_times(graph, sample.record["measurement"].get("kernels_ms")) or []):
-            # Graphs extracted before OpGraph /2 carry no strides on fused nodes: not classifiable.
-            if (ms is None or kernel_kind(node) != "conv2d" or list(node.attrs.get("strides", [])) != [1, 1]
-                    or not node.weights or node.weights[0].shape[2:] != [1, 1]):
-                continue
-            yield sample.record["model"]["family"], node.inputs[0].shape, ms * 1e6 / (node.flops + node.bytes)
+            if ms is not None and node.weights and kernel_kind(node) == "conv2d":
+                yield sample.record["model"]["family"], node, ms * 1e6 / (node.flops + node.bytes)
 
 
-def few_channel_convs(samples, max_channels: int = 4):
-    """(family, window, strides, ns per FLOP-or-byte) of every plain conv kernel call reading at
-    most `max_channels` input channels: the stems on images and the patch embeddings."""
-    from nar_tvm.dataset import node_times
-    from nar_tvm.kernel_errors import kernel_kind
+def plain_pointwise_convs(calls):
+    """(family, input shape [N, C, H, W], ns per FLOP-or-byte) of the 1x1 stride-1 ones among
+    `plain_conv_calls`."""
+    # Graphs extracted before OpGraph /2 carry no strides on fused nodes: not classifiable.
+    return [(family, node.inputs[0].shape, e) for family, node, e in calls
+            if list(node.attrs.get("strides", [])) == [1, 1] and node.weights[0].shape[2:] == [1, 1]]
 
-    for sample in samples:
-        graph = sample.graph("fused")
-        for node, ms in zip(graph.nodes, node_times(graph, sample.record["measurement"].get("kernels_ms")) or []):
-            if (ms is None or kernel_kind(node) != "conv2d" or not node.weights
-                    or node.inputs[0].shape[1] > max_channels):
-                continue
-            yield (sample.record["model"]["family"], tuple(node.weights[0].shape[2:]),
-                   tuple(node.attrs.get("strides", [])), ms * 1e6 / (node.flops + node.bytes))
+
+def few_channel_convs(calls, max_channels: int = 4):
+    """(family, window, strides, ns per FLOP-or-byte) of the `plain_conv_calls` reading at most
+    `max_channels` input channels: the stems on images and the patch embeddings."""
+    return [(family, tuple(node.weights[0].shape[2:]), tuple(node.attrs.get("strides", [])), e)
+            for family, node, e in calls if node.inputs[0].shape[1] <= max_channels]
 
 
 def few_channel_table(rows) -> str:
@@ -101,10 +97,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", type=Path, default=REPO / "benchmarks" / "data" / "zoo-epyc-znver3-1")
     parser.add_argument("--measured-before", metavar="ISO_TIME")
     args = parser.parse_args(argv)
-    samples = load_samples(args.dataset, labels="min", measured_before=args.measured_before)
-    print(tables(list(plain_pointwise_convs(samples))))
+    calls = list(plain_conv_calls(load_samples(args.dataset, labels="min", measured_before=args.measured_before)))
+    print(tables(plain_pointwise_convs(calls)))
     print()
-    print(few_channel_table(list(few_channel_convs(samples))))
+    print(few_channel_table(few_channel_convs(calls)))
     return 0
 
 

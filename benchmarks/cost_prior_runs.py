@@ -78,7 +78,7 @@ def trained_on(parallel_runs: int, threads: int = 1) -> str:
 
 def run(spec: Run, save: str | None = None) -> dict:
     from nar_tvm.cost_model import save_checkpoint
-    from nar_tvm.cost_model.tokenizer import INPUT_SHAPE_SLOTS, TokenizerConfig
+    from nar_tvm.cost_model.tokenizer import TokenizerConfig
     from nar_tvm.training import evaluate_predictor, graphs_of, train_on_dataset
 
     from latency_report_protocol import TRAIN, methods
@@ -95,8 +95,7 @@ def run(spec: Run, save: str | None = None) -> dict:
     predictor, history, parts = train_on_dataset(
         spec.data, level="fused", split=spec.split, seed=spec.seed, model_cfg=cfg,
         train_cfg=replace(TRAIN, seed=spec.seed, device=spec.device), progress=False, node_weight=base.node_weight,
-        labels="min", tokenizer_cfg=TokenizerConfig(
-            transcendentals=spec.transcendentals, input_shape_dims=INPUT_SHAPE_SLOTS if spec.input_shapes else 0),
+        labels="min", tokenizer_cfg=TokenizerConfig.with_options(spec.transcendentals, spec.input_shapes),
         measured_before=spec.measured_before)
     if save:
         # The names the calibration report's leave-one-family-out cache and `nar-tvm info` go by.

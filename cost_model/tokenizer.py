@@ -80,10 +80,6 @@ class Vocabulary:
         return list(self.names)
 
 
-# input_shape_dims when input shapes are on (`--input-shapes`): N, C, H, W of a conv's data.
-INPUT_SHAPE_SLOTS = 4
-
-
 @dataclass
 class TokenizerConfig:
     # Width of one scalar's sinusoidal encoding (sin/cos pairs), as in the paper.
@@ -107,6 +103,12 @@ class TokenizerConfig:
     # A slot for the node's transcendental evaluations (transcendental_evaluations), which
     # the cost prior reads beside FLOPs and bytes. Off in states saved before the option existed.
     transcendentals: bool = False
+
+    @classmethod
+    def with_options(cls, transcendentals: bool = False, input_shapes: bool = False) -> "TokenizerConfig":
+        """The config `--transcendentals` and `--input-shapes` ask for (the CLI's and the
+        benchmarks' spelling); input shapes take four slots: N, C, H, W of a conv's data."""
+        return cls(transcendentals=transcendentals, input_shape_dims=4 if input_shapes else 0)
 
     def __post_init__(self):
         if self.pe_dim < 2 or self.pe_dim % 2:

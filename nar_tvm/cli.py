@@ -280,7 +280,7 @@ def cmd_train(args) -> int:
     from dataclasses import replace
 
     from nar_tvm.cost_model import recipes, save_checkpoint
-    from nar_tvm.cost_model.tokenizer import INPUT_SHAPE_SLOTS, TokenizerConfig
+    from nar_tvm.cost_model.tokenizer import TokenizerConfig
 
     from .training import evaluate_predictor, train_on_dataset
 
@@ -300,9 +300,8 @@ def cmd_train(args) -> int:
                                                  seed=args.seed, platform_id=args.platform,
                                                  model_cfg=model_cfg, train_cfg=cfg, node_weight=args.kernel_times,
                                                  labels=args.labels,
-                                                 tokenizer_cfg=TokenizerConfig(
-                                                     transcendentals=args.transcendentals,
-                                                     input_shape_dims=INPUT_SHAPE_SLOTS if args.input_shapes else 0))
+                                                 tokenizer_cfg=TokenizerConfig.with_options(
+                                                     args.transcendentals, args.input_shapes))
     path = save_checkpoint(predictor, args.out)
     val = evaluate_predictor(predictor, parts["val"])["overall"]
     print(f"saved {path}: best epoch {history.best_epoch}, validation MAPE {val['mape']:.4f}, "

@@ -135,6 +135,9 @@ def test_input_shape_slots_are_optional_and_old_states_keep_their_layout():
     plain = Tokenizer().fit([g])
     tok = Tokenizer(TokenizerConfig(input_shape_dims=4)).fit([g])
     assert tok.token_dim == plain.token_dim + 4 * 8
+    # --input-shapes (CLI and benchmarks) asks for this layout; without it, the default one.
+    assert TokenizerConfig.with_options(input_shapes=True) == tok.config
+    assert TokenizerConfig.with_options() == TokenizerConfig()
     x, span = tok.encode(g).x, tok.layout()
     start = span["input_shape"][0]
     # conv input [1, 3, 32, 32]: slot 3 holds 32; the dense input [1, 512] leaves slots 2-3 empty

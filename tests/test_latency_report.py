@@ -362,7 +362,7 @@ def test_conv_efficiency_keeps_plain_pointwise_convs_per_call():
     ms = {"plain": 0.002, "silu": 1.0, "window": 1.0, "grouped": 1.0, "twice": 0.010}
     sample = SimpleNamespace(record={"model": {"family": "toy"}, "measurement": {"kernels_ms": ms}},
                              graph=lambda level: graph)
-    rows = list(conv_efficiency.plain_pointwise_convs([sample]))
+    rows = conv_efficiency.plain_pointwise_convs(list(conv_efficiency.plain_conv_calls([sample])))
     units = [n.flops + n.bytes for n in (nodes[0], nodes[4])]
     assert [(f, shape[1]) for f, shape, _ in rows] == [("toy", 16), ("toy", 64), ("toy", 64)]
     # A kernel the graph calls twice is timed once for both calls: each call gets half.
@@ -388,7 +388,7 @@ def test_conv_efficiency_groups_few_channel_convs_by_window_and_stride():
     ms = {"patch": 0.004, "stem": 0.002, "wide": 1.0}
     sample = SimpleNamespace(record={"model": {"family": "toy"}, "measurement": {"kernels_ms": ms}},
                              graph=lambda level: OpGraph(nodes, [], level="fused"))
-    rows = list(conv_efficiency.few_channel_convs([sample]))
+    rows = conv_efficiency.few_channel_convs(list(conv_efficiency.plain_conv_calls([sample])))
     assert [(w, st) for _, w, st, _ in rows] == [((16, 16), (16, 16)), ((7, 7), (2, 2))]  # 16 channels: not a stem
     assert rows[0][3] == pytest.approx(0.004 * 1e6 / (nodes[0].flops + nodes[0].bytes))
     assert f"| toy | 16x16 | 16x16 | {rows[0][3]:.3f} | 1 |" in conv_efficiency.few_channel_table(rows)
