@@ -54,3 +54,18 @@ def test_leave_one_family_out_runs_tokenize_as_the_shipped_checkpoint(tmp_path, 
     except StopIteration:
         pass
     assert asked["split"] == "ood:vgg" and asked["tokenizer_cfg"] == config
+
+
+def test_shipped_intervals_come_from_leave_one_family_out_runs_of_its_own_configuration():
+    """Re-shipping the default means redoing its calibration: the cached held-out runs must be
+    of the shipped method (lofo_rows refuses others), cover every family it trained on, and
+    give exactly the width the checkpoint stores for graphs unlike its training data."""
+    from nar_tvm.cost_model.uncertainty import conformal_quantile
+
+    _, base = calibration_report.shipped()
+    rows = calibration_report.lofo_rows()
+    assert {r["method"] for r in rows} == {base.provenance["method"]}
+    assert sorted(r["family"] for r in rows) == base.provenance["families"]
+    residuals = calibration_report.lofo_abs_log_residuals(calibration_report.cached_lofo())
+    assert base.uncertainty.q_novel == conformal_quantile(residuals)
+    assert f"leave-one-family-out runs ({len(residuals)} models" in base.uncertainty.source
