@@ -6,8 +6,8 @@ with and without `cost_prior` (with it, the shipped recipe), optionally with the
 attention form (`--attention sigmoid-adjacency`: a sigmoid of the query-key score times the
 normalised adjacency, one head, as the official NAR-Former V2 code computes it), with the prior
 also pricing transcendental evaluations (`--transcendentals`), with each node's first input shape
-in its token (`--input-shapes`), and appends its validation and test MAPE to
-benchmarks/cost_prior_runs.jsonl. Splits: `in-domain`, `ood:<family>`
+in its token (`--input-shapes`), and appends its validation and test MAPE (and, since session 25,
+every validation and test model's prediction) to benchmarks/cost_prior_runs.jsonl. Splits: `in-domain`, `ood:<family>`
 (the family held out of training and validation), and `size` (train on the smallest 80% of
 graphs by FLOPs, validate on the next 10%, test on the largest 10%: extrapolation to larger
 graphs). `nnlp` in place of `prior` trains the baseline the out-of-domain target is held
@@ -116,6 +116,10 @@ def run(spec: Run, save: str | None = None) -> dict:
             **{f"{part}_{metric}": scores[part][key] for part in ("val", "test")
                for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))},
             "test_family_mape": {f: r["mape"] for f, r in evaluated["test"]["families"].items()},
+            # Every model's prediction, so that configurations can be combined or compared per model
+            # (e.g. an ensemble weighted on validation) without training them again.
+            "predicted_ms": {part: {s.job: round(float(ms), 4) for s, ms in zip(parts[part], evaluated[part]["pred"])}
+                             for part in ("val", "test")},
             **({"kernel_kinds": samples_kernel_error(predictor, parts["test"], graphs_of(parts["test"], "fused"))}
                if spec.split.startswith("ood:") and predictor.predicts_kernels else {})}
 

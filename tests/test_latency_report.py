@@ -406,3 +406,29 @@ def test_cost_prior_runs_names_a_configuration_for_tables_and_for_checkpoints():
         "NAR-Former V2 + kernel-sum readout - grouped FFN + cost prior + transcendentals (fused ops) + input shapes"
     nnlp = cost_prior_runs.with_defaults(cost_prior_runs._row_of(cost_prior_runs.Run("ood:vit", method="nnlp")))
     assert cost_prior_runs.configuration_label(nnlp) == "nnlp"
+
+
+def test_a_run_row_keeps_every_validation_and_test_models_prediction(monkeypatch):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import cost_prior_runs
+    import nar_tvm.training
+
+    samples = {part: [SimpleNamespace(job=f"zoo:vgg:{i}@p", family="vgg") for i in ids]
+               for part, ids in (("train", [0]), ("val", [1]), ("test", [2, 3]))}
+    predicted = {"zoo:vgg:1@p": 1.23456, "zoo:vgg:2@p": 20.0, "zoo:vgg:3@p": 3.5}
+    predictor = SimpleNamespace(predicts_kernels=False, provenance={})
+
+    def evaluate(_, chosen):
+        pred = np.array([predicted[s.job] for s in chosen])
+        report = {"mape": 0.1, "acc@10%": 0.5}
+        return {"overall": report, "families": {"vgg": report}, "pred": pred, "true": pred}
+
+    monkeypatch.setattr(nar_tvm.training, "train_on_dataset",
+                        lambda *a, **k: (predictor, SimpleNamespace(best_epoch=4), samples))
+    monkeypatch.setattr(nar_tvm.training, "evaluate_predictor", evaluate)
+    row = cost_prior_runs.run(cost_prior_runs.Run(split="ood:vgg"))
+    assert row["predicted_ms"] == {"val": {"zoo:vgg:1@p": 1.2346}, "test": {"zoo:vgg:2@p": 20.0, "zoo:vgg:3@p": 3.5}}
+    assert row["models"] == 4 and row["best_epoch"] == 4
