@@ -25,6 +25,7 @@ it ends and skipping recorded ones, so it resumes.
         --seeds 0 --dataset benchmarks/data/zoo-epyc-znver3-1 --measured-before 2026-12-04T13:20 --jobs 16
     python benchmarks/cost_prior_runs.py table
     python benchmarks/cost_prior_runs.py kinds
+    python benchmarks/cost_prior_runs.py ensemble --dataset benchmarks/data/zoo-epyc-znver3-1 --measured-before 2026-12-04T12:31:37
 """
 from __future__ import annotations
 
@@ -246,6 +247,41 @@ def table() -> str:
     return "\n".join(lines)
 
 
+# The two configurations with the lowest held-out means on the sixteen families (families16.md).
+ENSEMBLE = ("shipped + prior + transcendentals (fused ops)", "shipped + prior + transcendentals (fused ops) + input shapes")
+
+
+def ensemble(dataset: str, measured_before: str | None, members: tuple[str, ...] = ENSEMBLE) -> str:
+    """Each split and seed that every member configuration ran (with per-model predictions),
+    combined per model by the geometric mean of the members' predictions: test MAPE of each
+    member and of the combination. A fixed equal weight, because validation is drawn from the
+    training families and cannot say which member serves a family it has not seen."""
+    import numpy as np
+
+    from nar_tvm.dataset import load_samples
+
+    runs = {}
+    for r in recorded():
+        if (r["dataset"], r["measured_before"]) == (dataset, measured_before) and "predicted_ms" in r \
+                and configuration_label(r) in members:
+            runs.setdefault((r["split"], r["seed"]), {})[configuration_label(r)] = r["predicted_ms"]["test"]
+    runs = {k: v for k, v in runs.items() if len(v) == len(members)}
+    if not runs:
+        raise ValueError(f"no split and seed of {dataset} measured before {measured_before} was run by all of "
+                         f"{list(members)} with per-model predictions")
+    measured = {s.job: s.latency_ms for s in load_samples(DATA.parent / dataset, None, "min", measured_before)}
+    lines = ["| split | seed | " + " | ".join(members) + " | geometric mean |", "|---|---|" + "---|" * (len(members) + 1)]
+    scores = []
+    for (split, seed), by_member in sorted(runs.items()):
+        jobs = list(by_member[members[0]])
+        truth = np.array([measured[j] for j in jobs])
+        preds = np.array([[by_member[m][j] for j in jobs] for m in members])
+        scores.append([float(np.mean(np.abs(p / truth - 1))) for p in (*preds, np.exp(np.log(preds).mean(axis=0)))])
+        lines.append(f"| {split} | {seed} | " + " | ".join(f"{m:.3f}" for m in scores[-1]) + " |")
+    lines.append(f"| **mean** | {len(scores)} runs | " + " | ".join(f"**{m:.3f}**" for m in np.mean(scores, axis=0)) + " |")
+    return "\n".join(lines)
+
+
 def families(dataset: str, measured_before: str | None) -> str:
     """Every family held out in turn on one snapshot: each variant's MAPE per held-out family,
     the out-of-domain targets (against NNLP, per family, modern families in-domain) and the
@@ -401,7 +437,8 @@ def main(argv=None) -> int:
     parser.add_argument("split", help="in-domain, ood:<family> or size; 'batch' for the --splits x --variants x "
                         "--seeds runs in parallel; 'table' to print the recorded runs, 'kinds' the kernel kinds "
                         "carrying each recorded held-out run's error, 'families' every family held out on "
-                        "--dataset as of --measured-before, with the targets")
+                        "--dataset as of --measured-before, with the targets; 'ensemble' the geometric mean of the two best "
+                        "configurations' predictions (ENSEMBLE) where both ran with per-model predictions")
     parser.add_argument("variant", nargs="?", choices=list(VARIANTS),
                         help="the shipped recipe with or without the cost prior, or the NNLP baseline")
     parser.add_argument("seed", nargs="?", type=int, default=0)
@@ -428,9 +465,9 @@ def main(argv=None) -> int:
     if args.split in ("table", "kinds"):
         print(table() if args.split == "table" else kinds())
         return 0
-    if args.split == "families":
+    if args.split in ("families", "ensemble"):
         try:
-            print(families(args.dataset.name, args.measured_before))
+            print((families if args.split == "families" else ensemble)(args.dataset.name, args.measured_before))
         except ValueError as exc:
             parser.error(str(exc))
         return 0

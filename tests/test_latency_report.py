@@ -432,3 +432,26 @@ def test_a_run_row_keeps_every_validation_and_test_models_prediction(monkeypatch
     row = cost_prior_runs.run(cost_prior_runs.Run(split="ood:vgg"))
     assert row["predicted_ms"] == {"val": {"zoo:vgg:1@p": 1.2346}, "test": {"zoo:vgg:2@p": 20.0, "zoo:vgg:3@p": 3.5}}
     assert row["models"] == 4 and row["best_epoch"] == 4
+
+
+def test_ensemble_takes_the_geometric_mean_of_the_members_predictions(tmp_path, monkeypatch):
+    import cost_prior_runs
+    from nar_tvm.dataset import DatasetStore
+
+    store = DatasetStore(tmp_path / "zoo-x")
+    for job, ms in (("a", 10.0), ("b", 20.0)):
+        store.append({"job": job, "status": "ok", "platform_id": "p", "platform": {}, "time": "2026-12-04T12:00",
+                      "model": {"family": "vit", "name": job}, "measurement": {"median_ms": ms}})
+    monkeypatch.setattr(cost_prior_runs, "DATA", tmp_path / "default-store")
+    count, shapes = ({"split": "ood:vit", "seed": 0, "prior": True, "transcendentals": "fused ops", "dataset": "zoo-x",
+                      "input_shapes": flag, "measured_before": "2026-12-04T13:00", "predicted_ms": {"test": preds}}
+                     for flag, preds in ((False, {"a": 5.0, "b": 20.0}), (True, {"a": 20.0, "b": 20.0})))
+    unpaired = {**count, "split": "ood:vgg"}
+    monkeypatch.setattr(cost_prior_runs, "recorded",
+                        lambda: [cost_prior_runs.with_defaults(r) for r in (count, shapes, unpaired)])
+    text = cost_prior_runs.ensemble("zoo-x", "2026-12-04T13:00")
+    # a: 5 and 20 ms against 10 -> geometric mean 10, exact; b: 20 ms from both. MAPEs 0.25, 0.5, 0.
+    assert "| ood:vit | 0 | 0.250 | 0.500 | 0.000 |" in text and "ood:vgg" not in text
+    assert "| **mean** | 1 runs | **0.250** | **0.500** | **0.000** |" in text
+    with pytest.raises(ValueError, match="no split and seed of zoo-x measured before None"):
+        cost_prior_runs.ensemble("zoo-x", None)
