@@ -7,8 +7,8 @@ attention form (`--attention sigmoid-adjacency`: a sigmoid of the query-key scor
 normalised adjacency, one head, as the official NAR-Former V2 code computes it), with the prior
 also pricing transcendental evaluations (`--transcendentals`), with each node's first input shape
 in its token (`--input-shapes`), and appends its validation and test MAPE (and, since session 25,
-every validation and test model's prediction) to benchmarks/cost_prior_runs.jsonl. Splits: `in-domain`, `ood:<family>`
-(the family held out of training and validation), and `size` (train on the smallest 80% of
+every validation and test model's prediction) to benchmarks/cost_prior_runs.jsonl. Splits:
+`in-domain`, `ood:<family>` (the family held out of training and validation), and `size` (train on the smallest 80% of
 graphs by FLOPs, validate on the next 10%, test on the largest 10%: extrapolation to larger
 graphs). `nnlp` in place of `prior` trains the baseline the out-of-domain target is held
 against (the latency report's NNLP as specified) on the same split. One run is 5-11 minutes on
@@ -118,7 +118,7 @@ def run(spec: Run, save: str | None = None) -> dict:
                for metric, key in (("mape", "mape"), ("acc10", "acc@10%"))},
             "test_family_mape": {f: r["mape"] for f, r in evaluated["test"]["families"].items()},
             # Every model's prediction, so that configurations can be combined or compared per model
-            # (e.g. an ensemble weighted on validation) without training them again.
+            # (`ensemble`) without training them again.
             "predicted_ms": {part: {s.job: round(float(ms), 4) for s, ms in zip(parts[part], evaluated[part]["pred"])}
                              for part in ("val", "test")},
             **({"kernel_kinds": samples_kernel_error(predictor, parts["test"], graphs_of(parts["test"], "fused"))}
@@ -247,8 +247,18 @@ def table() -> str:
     return "\n".join(lines)
 
 
-# The two configurations with the lowest held-out means on the sixteen families (families16.md).
-ENSEMBLE = ("shipped + prior + transcendentals (fused ops)", "shipped + prior + transcendentals (fused ops) + input shapes")
+def snapshot_rows(dataset: str, measured_before: str | None) -> list[dict]:
+    """The recorded runs on one store as it was at `measured_before`."""
+    rows = [r for r in recorded() if r["dataset"] == dataset and r["measured_before"] == measured_before]
+    if not rows:
+        raise ValueError(f"no recorded runs on {dataset} measured before {measured_before}")
+    return rows
+
+
+# The two configurations with the lowest held-out means on the sixteen families (families16.md):
+# the transcendental count, without and with the input shapes.
+ENSEMBLE = tuple(configuration_label(with_defaults(_row_of(Run("", transcendentals=True, input_shapes=shapes))))
+                 for shapes in (False, True))
 
 
 def ensemble(dataset: str, measured_before: str | None, members: tuple[str, ...] = ENSEMBLE) -> str:
@@ -258,13 +268,13 @@ def ensemble(dataset: str, measured_before: str | None, members: tuple[str, ...]
     training families and cannot say which member serves a family it has not seen."""
     import numpy as np
 
+    from nar_tvm.cost_model.metrics import mape
     from nar_tvm.dataset import load_samples
 
     runs = {}
-    for r in recorded():
-        if (r["dataset"], r["measured_before"]) == (dataset, measured_before) and "predicted_ms" in r \
-                and configuration_label(r) in members:
-            runs.setdefault((r["split"], r["seed"]), {})[configuration_label(r)] = r["predicted_ms"]["test"]
+    for r in snapshot_rows(dataset, measured_before):
+        if "predicted_ms" in r and (label := configuration_label(r)) in members:
+            runs.setdefault((r["split"], r["seed"]), {})[label] = r["predicted_ms"]["test"]
     runs = {k: v for k, v in runs.items() if len(v) == len(members)}
     if not runs:
         raise ValueError(f"no split and seed of {dataset} measured before {measured_before} was run by all of "
@@ -274,9 +284,9 @@ def ensemble(dataset: str, measured_before: str | None, members: tuple[str, ...]
     scores = []
     for (split, seed), by_member in sorted(runs.items()):
         jobs = list(by_member[members[0]])
-        truth = np.array([measured[j] for j in jobs])
+        truth = [measured[j] for j in jobs]
         preds = np.array([[by_member[m][j] for j in jobs] for m in members])
-        scores.append([float(np.mean(np.abs(p / truth - 1))) for p in (*preds, np.exp(np.log(preds).mean(axis=0)))])
+        scores.append([mape(p, truth) for p in (*preds, np.exp(np.log(preds).mean(axis=0)))])
         lines.append(f"| {split} | {seed} | " + " | ".join(f"{m:.3f}" for m in scores[-1]) + " |")
     lines.append(f"| **mean** | {len(scores)} runs | " + " | ".join(f"**{m:.3f}**" for m in np.mean(scores, axis=0)) + " |")
     return "\n".join(lines)
@@ -290,9 +300,7 @@ def families(dataset: str, measured_before: str | None) -> str:
 
     from latency_report_protocol import below_nnlp_target, family_targets, held_out_mapes, mean_std, ood_seed_means
 
-    rows = [r for r in recorded() if r["dataset"] == dataset and r["measured_before"] == measured_before]
-    if not rows:
-        raise ValueError(f"no recorded runs on {dataset} measured before {measured_before}")
+    rows = snapshot_rows(dataset, measured_before)
 
     def as_run(r):  # the latency report's run format, for its target functions
         return {"overall": {"mape": r["test_mape"]}, "kernel_kinds": r.get("kernel_kinds"),

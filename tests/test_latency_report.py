@@ -447,8 +447,10 @@ def test_ensemble_takes_the_geometric_mean_of_the_members_predictions(tmp_path, 
                       "input_shapes": flag, "measured_before": "2026-12-04T13:00", "predicted_ms": {"test": preds}}
                      for flag, preds in ((False, {"a": 5.0, "b": 20.0}), (True, {"a": 20.0, "b": 20.0})))
     unpaired = {**count, "split": "ood:vgg"}
+    # The whole store, not the 13:00 snapshot: one member only, so nothing to combine.
+    whole_store = {**count, "measured_before": None}
     monkeypatch.setattr(cost_prior_runs, "recorded",
-                        lambda: [cost_prior_runs.with_defaults(r) for r in (count, shapes, unpaired)])
+                        lambda: [cost_prior_runs.with_defaults(r) for r in (count, shapes, unpaired, whole_store)])
     text = cost_prior_runs.ensemble("zoo-x", "2026-12-04T13:00")
     # a: 5 and 20 ms against 10 -> geometric mean 10, exact; b: 20 ms from both. MAPEs 0.25, 0.5, 0.
     assert "| ood:vit | 0 | 0.250 | 0.500 | 0.000 |" in text and "ood:vgg" not in text
