@@ -272,7 +272,8 @@ def ensemble(dataset: str, measured_before: str | None, members: tuple[str, ...]
     from nar_tvm.dataset import load_samples
 
     runs = {}
-    for r in snapshot_rows(dataset, measured_before):
+    snapshot = snapshot_rows(dataset, measured_before)
+    for r in snapshot:
         if "predicted_ms" in r and (label := configuration_label(r)) in members:
             runs.setdefault((r["split"], r["seed"]), {})[label] = r["predicted_ms"]["test"]
     runs = {k: v for k, v in runs.items() if len(v) == len(members)}
@@ -289,7 +290,35 @@ def ensemble(dataset: str, measured_before: str | None, members: tuple[str, ...]
         scores.append([mape(p, truth) for p in (*preds, np.exp(np.log(preds).mean(axis=0)))])
         lines.append(f"| {split} | {seed} | " + " | ".join(f"{m:.3f}" for m in scores[-1]) + " |")
     lines.append(f"| **mean** | {len(scores)} runs | " + " | ".join(f"**{m:.3f}**" for m in np.mean(scores, axis=0)) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + ensemble_targets(snapshot, dict(zip(sorted(runs), scores)), members))
+
+
+def ensemble_targets(snapshot: list[dict], scores: dict[tuple[str, int], list[float]], members) -> list[str]:
+    """The sixteen-family lines for the seeds whose combination held out every family of the
+    snapshot: each seed's mean for every member and the combination, then the out-of-domain
+    targets of the combination (against NNLP's mean over its recorded seeds)."""
+    import numpy as np
+
+    from latency_report_protocol import below_nnlp_target, family_targets, held_out_mapes
+
+    splits = sorted({r["split"] for r in snapshot if r["split"].startswith("ood:")})
+    seeds = sorted(s for s in {seed for _, seed in scores} if all((split, s) in scores for split in splits))
+    if not seeds:
+        return []
+    lines = [f"| **mean over the {len(splits)} held-out families** | seed {s} | "
+             + " | ".join(f"**{m:.3f}**" for m in np.mean([scores[split, s] for split in splits], axis=0)) + " |"
+             for s in seeds]
+    combined = {split.removeprefix("ood:"): {s: {"overall": {"mape": scores[split, s][-1]}} for s in seeds}
+                for split in splits}
+    lines += ["", f"Targets for the geometric mean of {' and '.join(members)} (seeds {', '.join(map(str, seeds))}):", ""]
+    nnlp = {}
+    for r in snapshot:
+        if r["method"] == "nnlp" and r["split"] in splits:
+            nnlp.setdefault(r["split"].removeprefix("ood:"), {})[r["seed"]] = {"overall": {"mape": r["test_mape"]}}
+    if set(nnlp) == set(combined):
+        lines.append("- " + below_nnlp_target(float(np.mean(list(held_out_mapes(combined).values()))),
+                                              float(np.mean(list(held_out_mapes(nnlp).values())))))
+    return lines + [f"- {line}" for line in family_targets({}, combined)]
 
 
 def families(dataset: str, measured_before: str | None) -> str:

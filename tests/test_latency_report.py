@@ -457,3 +457,33 @@ def test_ensemble_takes_the_geometric_mean_of_the_members_predictions(tmp_path, 
     assert "| **mean** | 1 runs | **0.250** | **0.500** | **0.000** |" in text
     with pytest.raises(ValueError, match="no split and seed of zoo-x measured before None"):
         cost_prior_runs.ensemble("zoo-x", None)
+
+
+def test_ensemble_states_the_targets_once_a_seed_held_out_every_family(tmp_path, monkeypatch):
+    import cost_prior_runs
+    from nar_tvm.dataset import DatasetStore
+
+    store = DatasetStore(tmp_path / "zoo-x")
+    for job, family, ms in (("a", "vit", 10.0), ("b", "vit", 20.0), ("c", "vgg", 10.0)):
+        store.append({"job": job, "status": "ok", "platform_id": "p", "platform": {}, "time": "2026-12-04T12:00",
+                      "model": {"family": family, "name": job}, "measurement": {"median_ms": ms}})
+    monkeypatch.setattr(cost_prior_runs, "DATA", tmp_path / "default-store")
+    snapshot = {"seed": 0, "dataset": "zoo-x", "measured_before": "2026-12-04T13:00"}
+    member = {**snapshot, "prior": True, "transcendentals": "fused ops"}
+    rows = [{**member, "split": "ood:vit", "input_shapes": False, "predicted_ms": {"test": {"a": 5.0, "b": 20.0}}},
+            {**member, "split": "ood:vit", "input_shapes": True, "predicted_ms": {"test": {"a": 20.0, "b": 20.0}}},
+            {**member, "split": "ood:vgg", "input_shapes": False, "predicted_ms": {"test": {"c": 12.0}}},
+            {**member, "split": "ood:vgg", "input_shapes": True, "predicted_ms": {"test": {"c": 12.0}}},
+            # Seed 1 holds out one family only: no sixteen-family line of its own.
+            {**member, "split": "ood:vgg", "seed": 1, "input_shapes": False, "predicted_ms": {"test": {"c": 10.0}}},
+            {**member, "split": "ood:vgg", "seed": 1, "input_shapes": True, "predicted_ms": {"test": {"c": 10.0}}},
+            {**snapshot, "split": "ood:vit", "method": "nnlp", "prior": False, "test_mape": 0.4},
+            {**snapshot, "split": "ood:vgg", "method": "nnlp", "prior": False, "test_mape": 0.4}]
+    monkeypatch.setattr(cost_prior_runs, "recorded", lambda: [cost_prior_runs.with_defaults(r) for r in rows])
+    text = cost_prior_runs.ensemble("zoo-x", "2026-12-04T13:00")
+    # vit 0.25 / 0.5 / 0 (as above), vgg 0.2 from every member: means 0.225, 0.35, 0.1.
+    assert "| **mean over the 2 held-out families** | seed 0 | **0.225** | **0.350** | **0.100** |" in text
+    assert "| seed 1 |" not in text and "(seeds 0):" in text
+    assert "0.100 vs 0.400 (75% lower) -> **met**" in text
+    assert "mean MAPE <= 0.06 over the 2 held-out families: 0.100 -> **not met**" in text
+    assert "worst vgg 0.200 -> **not met**" in text
