@@ -104,6 +104,24 @@ class Session:
         else:
             self.dev = tvm.cuda() if spec.device == "cuda" else tvm.cpu()
 
+    def remote_machine(self, key: str) -> dict:
+        """The fingerprint's machine fields as the remote device reports them. A server running
+        full TVM (`python -m tvm.exec.rpc_server`) answers LLVM's host queries; a runtime-only
+        server (the Android app, the C++ server) cannot, and the device is then known by its key
+        only. Never the tracker's address: the same device behind another tracker is the same
+        platform."""
+        def ask(name, *args):
+            try:
+                return self.remote.get_function(name)(*args)
+            except AttributeError:  # this server's TVM has no such function
+                return None
+
+        cpu = ask("tvm.codegen.llvm.GetHostCPUName")
+        cores = ask("s_tir.meta_schedule.cpu_count", True)  # logical, as os.cpu_count() is locally
+        triple = ask("tvm.codegen.llvm.GetDefaultTargetTriple")
+        return {"cpu": f"remote:{key}" + (f" (LLVM cpu {cpu})" if cpu else ""),
+                "cores": int(cores) if cores else -1, "host": str(triple).split("-")[0] if triple else ""}
+
     def load(self, ex):
         if self.remote is None:
             return relax.VirtualMachine(ex, self.dev)

@@ -63,9 +63,7 @@ def _worker_main(conn, cfg: WorkerConfig):
     from nar_tvm.passes.extract import ExtractOpGraph, extract_opgraph
 
     session = Session(cfg.spec, cfg.rpc_tracker, cfg.rpc_key)
-    machine = None
-    if session.remote is not None:
-        machine = {"cpu": f"remote:{cfg.rpc_key}", "cores": -1, "host": cfg.rpc_tracker}
+    machine = None if session.remote is None else session.remote_machine(cfg.rpc_key)
     conn.send(("ready", fingerprint(cfg.spec, machine)))
     loaded = None
     while True:

@@ -1,6 +1,7 @@
 """Profiling: measurement in a worker, failures as records, resumable store, RPC."""
 import gzip
 import json
+import os
 import time
 from types import SimpleNamespace
 
@@ -179,7 +180,13 @@ def test_profile_through_rpc_tracker(tmp_path):
             prof.close()
         rec = next(store.records())
         assert rec["measurement"]["median_ms"] > 0 and "kernels_ms" not in rec["measurement"]
-        assert rec["platform"]["cpu"] == "remote:loopback"
+        # The loopback server runs full TVM, so it can say what it runs on: this machine.
+        import platform
+
+        import tvm_ffi
+        llvm_cpu = tvm_ffi.get_global_func("tvm.codegen.llvm.GetHostCPUName")()
+        assert rec["platform"]["cpu"] == f"remote:loopback (LLVM cpu {llvm_cpu})"
+        assert rec["platform"]["cores"] == os.cpu_count() and rec["platform"]["host"] == platform.machine()
     finally:
         server.terminate()
         tracker.terminate()
