@@ -126,6 +126,22 @@ def test_conformal_quantile_is_the_finite_sample_rank():
         conformal_quantile([])
 
 
+def test_the_width_for_new_families_is_a_quantile_over_families_not_models():
+    from nar_tvm.cost_model.uncertainty import family_conformal_quantile
+
+    # Nine easy families of 20 models and a hard one of 2: pooled, the hard family's models are
+    # 1% of the residuals and fall above the 90% rank; over families, its width is one of ten.
+    easy = {f"easy{i}": [0.01 * (i + 1)] * 20 for i in range(9)}
+    hard = {"hard": [0.5] * 2}
+    assert conformal_quantile([r for rs in {**easy, **hard}.values() for r in rs]) == pytest.approx(0.09)
+    assert family_conformal_quantile({**easy, **hard}) == pytest.approx(0.5)  # the 10th of 10 widths
+    # Each family's own width is its conformal quantile, not its largest residual.
+    spread = {f"f{i}": list(np.linspace(0.0, 0.1 * (i + 1), 19)) + [5.0] for i in range(10)}
+    assert family_conformal_quantile(spread) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no families"):
+        family_conformal_quantile({})
+
+
 def _odd_graph() -> OpGraph:
     nodes = [OpNode(op="relax.nn.softmax", inputs=[TensorSpec([1, 8])], outputs=[TensorSpec([1, 8])],
                     ops=["relax.nn.softmax"]) for _ in range(3)]
@@ -136,7 +152,7 @@ def test_intervals_cover_with_their_width_and_flag_graphs_unlike_training(graphs
     pred = predictor_for(graphs)
     val = graphs[20:]
     truth = pred.predict(val).latency_ms * np.exp(np.linspace(-0.3, 0.3, len(val)))
-    unc = fit_uncertainty(pred, graphs[:20], val, truth, novel_abs_log_residuals=[0.9] * 10)
+    unc = fit_uncertainty(pred, graphs[:20], val, truth, novel_residuals_by_family={"a": [0.9] * 10})
     assert unc.q == pytest.approx(0.3) and unc.q_novel == pytest.approx(0.9)
     pred.provenance["uncertainty"] = Uncertainty.from_state(unc.to_state()).to_state()
     res = pred.predict([*graphs[:5], _odd_graph()])
@@ -155,7 +171,7 @@ def test_graphs_outside_the_training_size_range_are_flagged_as_extrapolated(grap
 
     pred = predictor_for(graphs)
     val = graphs[20:]
-    unc = fit_uncertainty(pred, graphs[:20], val, pred.predict(val).latency_ms * 1.1, novel_abs_log_residuals=[0.9] * 10)
+    unc = fit_uncertainty(pred, graphs[:20], val, pred.predict(val).latency_ms * 1.1, novel_residuals_by_family={"a": [0.9] * 10})
     largest = max(graphs[:20], key=lambda g: g.flops)
     assert unc.extent[0].tolist() == [min(g.flops for g in graphs[:20]), largest.flops]
     assert unc.extent[1, 1] == max(g.memory_access for g in graphs[:20])

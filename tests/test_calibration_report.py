@@ -60,12 +60,13 @@ def test_shipped_intervals_come_from_leave_one_family_out_runs_of_its_own_config
     """Re-shipping the default means redoing its calibration: the cached held-out runs must be
     of the shipped method (lofo_rows refuses others), cover every family it trained on, and
     give exactly the width the checkpoint stores for graphs unlike its training data."""
-    from nar_tvm.cost_model.uncertainty import conformal_quantile
+    from nar_tvm.cost_model.uncertainty import family_conformal_quantile
 
     _, base = calibration_report.shipped()
     rows = calibration_report.lofo_rows()
     assert {r["method"] for r in rows} == {base.provenance["method"]}
     assert sorted(r["family"] for r in rows) == base.provenance["families"]
-    residuals = calibration_report.lofo_abs_log_residuals(calibration_report.cached_lofo())
-    assert base.uncertainty.q_novel == conformal_quantile(residuals)
-    assert f"leave-one-family-out runs ({len(residuals)} models" in base.uncertainty.source
+    residuals = calibration_report.lofo_residuals_by_family(calibration_report.cached_lofo())
+    assert base.uncertainty.q_novel == family_conformal_quantile(residuals)
+    models = sum(map(len, residuals.values()))
+    assert f"leave-one-family-out runs ({models} models of {len(residuals)} families" in base.uncertainty.source
