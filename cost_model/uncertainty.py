@@ -133,7 +133,9 @@ def _nearest_l1(queries: np.ndarray, reference: np.ndarray, exclude_self: bool =
 @dataclass
 class Uncertainty:
     q: float  # log half-width for graphs like the training data
-    q_novel: float | None  # for graphs flagged as novel; None: not measured, q is used
+    # For graphs flagged as novel; None: not measured (it takes a training run per family left
+    # out), and such graphs get no interval rather than the in-domain one, which would be a guess.
+    q_novel: float | None
     reference: np.ndarray  # [R, V] op mixes of training graphs
     threshold: float  # nearest-reference L1 distance above which a graph is novel
     source: str = ""
@@ -174,7 +176,8 @@ class Uncertainty:
         return np.where(over > 1.0, over, np.where(under < 1.0, under, 1.0))
 
     def half_widths(self, novel: np.ndarray) -> np.ndarray:
-        wide = self.q if self.q_novel is None else max(self.q_novel, self.q)
+        """Each graph's log half-width; NaN for a novel graph where q_novel was not measured."""
+        wide = math.nan if self.q_novel is None else max(self.q_novel, self.q)
         return np.where(novel, wide, self.q)
 
 

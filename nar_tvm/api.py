@@ -1,6 +1,8 @@
 """Python API mirroring the CLI: extract an OpGraph, predict latency."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,7 +152,8 @@ class Prediction:
     unknown_ops: int
     unknown_op_names: tuple
     # Nominal 90% interval and the "unlike the training data" flag (None: the checkpoint has
-    # no interval fit).
+    # no interval fit; the interval alone: the graph is flagged and the checkpoint measured no
+    # width for graphs unlike its training data).
     low_ms: float | None = None
     high_ms: float | None = None
     novel: bool | None = None
@@ -200,7 +203,7 @@ def predict(models, checkpoint=None, input_shapes: dict | None = None, example_i
         raise ValueError(f"graphs {wrong} are not at the checkpoint's level {level!r}")
     result = predictor.predict(graphs)
     def item(values, i, kind):
-        return None if values is None else kind(values[i])
+        return None if values is None or (kind is float and math.isnan(values[i])) else kind(values[i])
 
     out = [Prediction(g.name, float(result.latency_ms[i]), level, g.num_nodes, int(result.unknown_ops[i]),
                       tuple(result.unknown_op_names[i]), item(result.low_ms, i, float),

@@ -308,6 +308,40 @@ def test_train_evaluate_and_dataset_stats(capsys, tmp_path):
     assert code == 2 and "no such dataset" in err
 
 
+def test_trained_checkpoints_carry_the_in_domain_interval_and_the_novelty_flag(capsys, tmp_path):
+    """`nar-tvm train` fits what it can measure from its own split: the interval width on the
+    validation models and the novelty reference; a graph unlike the training data is flagged
+    and gets no interval, since the width for such graphs needs a run per family left out."""
+    from nar_tvm.api import predict
+    from nar_tvm.cli import _prediction_line
+    from nar_tvm.cost_model import load_checkpoint
+    from nar_tvm.cost_model.uncertainty import conformal_quantile
+    from nar_tvm.dataset import load_samples, make_split
+    from nar_tvm.passes.opgraph import OpGraph, OpNode, TensorSpec
+
+    _synthetic_dataset(tmp_path / "d")
+    ckpt = tmp_path / "m.pt"
+    code, _, _ = run(capsys, "train", tmp_path / "d", "--out", ckpt, "--epochs", "2", "--width", "32", "--layers", "1")
+    predictor = load_checkpoint(ckpt)
+    unc = predictor.uncertainty
+    assert code == 0 and unc.q_novel is None and "q_novel: not measured" in unc.source
+    val = make_split(load_samples(tmp_path / "d"), "in-domain", 0)["val"]
+    res = predictor.predict([s.graph("fused") for s in val])
+    measured = np.array([s.latency_ms for s in val])
+    assert unc.q == pytest.approx(conformal_quantile(np.log(measured / res.latency_ms)))
+    # A validation graph smaller than every training graph is flagged (size) and gets no interval.
+    assert res.novel.tolist() == (res.size_factor != 1.0).tolist() and 0 < res.novel.sum() < len(val)
+    assert np.allclose(res.high_ms[~res.novel] / res.latency_ms[~res.novel], np.exp(unc.q))
+    assert np.isnan(res.high_ms[res.novel]).all() and np.isnan(res.low_ms[res.novel]).all()
+    odd = OpGraph(nodes=[OpNode(op="relax.nn.softmax", inputs=[TensorSpec([1, 8])], outputs=[TensorSpec([1, 8])],
+                                ops=["relax.nn.softmax"]) for _ in range(3)],
+                  edges=[(0, 1), (1, 2)], level="fused", inputs=[TensorSpec([1, 8])], name="odd")
+    got = predict(odd, predictor=predictor)
+    assert got.novel and got.low_ms is None and got.high_ms is None and got.latency_ms > 0
+    assert ("UNLIKE THE TRAINING DATA (no interval: the checkpoint measured none for such graphs)  "
+            "(3 nodes of op types unseen in training: relax.nn.softmax)") in _prediction_line(got)
+
+
 def one_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, lines
