@@ -16,7 +16,9 @@ one core, depending on the machine. `--dataset` trains on another store (rows th
 and the table keeps stores apart): another machine's data is never pooled with this one's.
 `--measured-before` trains on what a store held at a time, so runs on a store that is still
 being profiled stay comparable. `batch` runs many in parallel workers, recording each row as
-it ends and skipping recorded ones, so it resumes.
+it ends and skipping recorded ones, so it resumes; `--with-predictions` also reruns the rows
+recorded without per-model predictions, which `ensemble` needs (and says when a rerun does not
+reproduce its row).
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py size prior 0 [--save ckpt.pt]
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/cost_prior_runs.py in-domain prior 0 --attention sigmoid-adjacency
@@ -25,6 +27,9 @@ it ends and skipping recorded ones, so it resumes.
         --seeds 0 --dataset benchmarks/data/zoo-epyc-znver3-1 --measured-before 2026-12-04T13:20 --jobs 16
     python benchmarks/cost_prior_runs.py table
     python benchmarks/cost_prior_runs.py kinds
+    OMP_NUM_THREADS=1 python benchmarks/cost_prior_runs.py batch --variants prior --transcendentals [--input-shapes] \
+        --splits ood:all --seeds 1 2 --dataset benchmarks/data/zoo-epyc-znver3-1 \
+        --measured-before 2026-12-04T12:31:37 --jobs 2 --with-predictions
     python benchmarks/cost_prior_runs.py ensemble --dataset benchmarks/data/zoo-epyc-znver3-1 --measured-before 2026-12-04T12:31:37
 """
 from __future__ import annotations
@@ -134,21 +139,43 @@ def _run_and_record(spec: Run) -> dict:
     return row
 
 
-def batch(specs: list[Run], jobs: int, deadline_min: float | None = None) -> list[dict]:
+def pending(specs: list[Run], with_predictions: bool = False) -> list[Run]:
+    """The runs of `specs` not recorded yet; `with_predictions`: also those recorded without
+    per-model predictions (rows before 2026-12-05), which `ensemble` cannot combine."""
+    done = {run_id(r): r for r in recorded()}
+    return [s for s in specs if (old := done.get(run_id(_row_of(s)))) is None
+            or (with_predictions and "predicted_ms" not in old)]
+
+
+def rerun_differs(old: dict | None, new: dict) -> str | None:
+    """What a rerun changed of its recorded row's results, if anything: training on the CPU is
+    reproducible on one machine and torch version, so a difference says the run is not the one
+    recorded (and its row, now replaced, was)."""
+    keys = ("val_mape", "test_mape", "best_epoch")
+    if old is None or all(old.get(k) == new.get(k) for k in keys):
+        return None
+    return (f"{new['split']} seed {new['seed']}: the rerun differs from its recorded row ("
+            + ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in keys if old.get(k) != new.get(k)) + ")")
+
+
+def batch(specs: list[Run], jobs: int, deadline_min: float | None = None, with_predictions: bool = False) -> list[dict]:
     """Runs `specs` in `jobs` worker processes, recording each row as it finishes; with a
-    deadline, runs not started by then are dropped (a later batch picks them up)."""
+    deadline, runs not started by then are dropped (a later batch picks them up).
+    `with_predictions`: see `pending`."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     from tqdm import tqdm
 
-    done = {run_id(r) for r in recorded()}
-    todo = [s for s in specs if run_id(_row_of(s)) not in done]
+    before = {run_id(r): r for r in recorded()}
+    todo = pending(specs, with_predictions)
     deadline = time.monotonic() + 60 * deadline_min if deadline_min is not None else None
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool, \
             tqdm(total=len(todo), desc="runs", unit="run") as bar:
         rows = []
         for row in started_before(pool, _run_and_record, todo, jobs, deadline):
+            if (changed := rerun_differs(before.get(run_id(row)), row)) is not None:
+                tqdm.write(changed)
             rows.append(row)
             bar.update()
     return rows
@@ -498,6 +525,8 @@ def main(argv=None) -> int:
     batch_args.add_argument("--threads", type=int, default=1,
                             help="torch threads per worker (jobs x threads should not exceed the cores)")
     batch_args.add_argument("--deadline-min", type=float, help="start no run after this many minutes")
+    batch_args.add_argument("--with-predictions", action="store_true",
+                            help="also rerun recorded runs whose rows lack per-model predictions (for 'ensemble')")
     args = parser.parse_args(argv)
     if args.split in ("table", "kinds"):
         print(table() if args.split == "table" else kinds())
@@ -532,7 +561,7 @@ def main(argv=None) -> int:
         # comparison a report needs) rather than a bit of each.
         specs = [replace(spec(split, variant, seed), parallel_runs=args.jobs, threads=args.threads)
                  for seed in args.seeds for variant in variants for split in splits]
-        rows = batch(specs, args.jobs, args.deadline_min)
+        rows = batch(specs, args.jobs, args.deadline_min, args.with_predictions)
         print(f"{len(rows)} runs recorded of {len(specs)} asked (the others were recorded before or not started)")
         return 0
     row = run(spec(args.split, args.variant, args.seed), args.save)

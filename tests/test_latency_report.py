@@ -160,6 +160,15 @@ def test_a_rerun_replaces_its_recorded_row(tmp_path, monkeypatch):
     specs = [cost_prior_runs.Run("ood:vgg", 0), cost_prior_runs.Run("ood:vgg", 0, method="nnlp", prior=False),
              cost_prior_runs.Run("ood:vgg", 0, data=tmp_path / "zoo-x", measured_before="2026-12-04T13:00")]
     assert cost_prior_runs.batch(specs, jobs=2) == []
+    # Asked for per-model predictions, the rows recorded without them are pending again.
+    with_predictions = {**rerun, "predicted_ms": {"val": {}, "test": {}}}
+    cost_prior_runs.record(with_predictions)
+    assert cost_prior_runs.pending(specs) == []
+    assert cost_prior_runs.pending(specs, with_predictions=True) == specs[1:]
+    assert cost_prior_runs.rerun_differs(None, rerun) is None and cost_prior_runs.rerun_differs(rerun, rerun) is None
+    assert cost_prior_runs.rerun_differs({**rerun, "best_epoch": 3}, {**rerun, "best_epoch": 4}) == \
+        "ood:vgg seed 0: the rerun differs from its recorded row (best_epoch 3 -> 4)"
+    cost_prior_runs.record(rerun)
     for row in rows:
         row.update(val_mape=0.01, test_acc10=0.5)
     monkeypatch.setattr(cost_prior_runs, "recorded", lambda: [cost_prior_runs.with_defaults(r) for r in rows])
