@@ -139,10 +139,11 @@ def _run_and_record(spec: Run) -> dict:
     return row
 
 
-def pending(specs: list[Run], with_predictions: bool = False) -> list[Run]:
+def pending(specs: list[Run], with_predictions: bool = False, done: dict | None = None) -> list[Run]:
     """The runs of `specs` not recorded yet; `with_predictions`: also those recorded without
-    per-model predictions (rows before 2026-12-05), which `ensemble` cannot combine."""
-    done = {run_id(r): r for r in recorded()}
+    per-model predictions (rows before 2026-12-05), which `ensemble` cannot combine. `done`:
+    the recorded rows by run_id, if the caller has read them."""
+    done = {run_id(r): r for r in recorded()} if done is None else done
     return [s for s in specs if (old := done.get(run_id(_row_of(s)))) is None
             or (with_predictions and "predicted_ms" not in old)]
 
@@ -168,7 +169,7 @@ def batch(specs: list[Run], jobs: int, deadline_min: float | None = None, with_p
     from tqdm import tqdm
 
     before = {run_id(r): r for r in recorded()}
-    todo = pending(specs, with_predictions)
+    todo = pending(specs, with_predictions, before)
     deadline = time.monotonic() + 60 * deadline_min if deadline_min is not None else None
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool, \
             tqdm(total=len(todo), desc="runs", unit="run") as bar:
@@ -274,6 +275,12 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def as_run(row: dict) -> dict:
+    """A recorded row in the latency report's run format, for its target functions."""
+    return {"overall": {"mape": row["test_mape"]}, "kernel_kinds": row.get("kernel_kinds"),
+            "families": {f: {"mape": m} for f, m in row["test_family_mape"].items()}}
+
+
 def snapshot_rows(dataset: str, measured_before: str | None) -> list[dict]:
     """The recorded runs on one store as it was at `measured_before`."""
     rows = [r for r in recorded() if r["dataset"] == dataset and r["measured_before"] == measured_before]
@@ -341,7 +348,7 @@ def ensemble_targets(snapshot: list[dict], scores: dict[tuple[str, int], list[fl
     nnlp = {}
     for r in snapshot:
         if r["method"] == "nnlp" and r["split"] in splits:
-            nnlp.setdefault(r["split"].removeprefix("ood:"), {})[r["seed"]] = {"overall": {"mape": r["test_mape"]}}
+            nnlp.setdefault(r["split"].removeprefix("ood:"), {})[r["seed"]] = as_run(r)
     if set(nnlp) == set(combined):
         lines.append("- " + below_nnlp_target(float(np.mean(list(held_out_mapes(combined).values()))),
                                               float(np.mean(list(held_out_mapes(nnlp).values())))))
@@ -357,10 +364,6 @@ def families(dataset: str, measured_before: str | None) -> str:
     from latency_report_protocol import below_nnlp_target, family_targets, held_out_mapes, mean_std, ood_seed_means
 
     rows = snapshot_rows(dataset, measured_before)
-
-    def as_run(r):  # the latency report's run format, for its target functions
-        return {"overall": {"mape": r["test_mape"]}, "kernel_kinds": r.get("kernel_kinds"),
-                "families": {f: {"mape": m} for f, m in r["test_family_mape"].items()}}
 
     variants = sorted({configuration_label(r) for r in rows}, key=lambda v: (not v.startswith("shipped + prior"), v))
     ood = {v: {} for v in variants}

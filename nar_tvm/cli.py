@@ -284,9 +284,7 @@ def cmd_train(args) -> int:
     from nar_tvm.cost_model import recipes, save_checkpoint
     from nar_tvm.cost_model.tokenizer import TokenizerConfig
 
-    from nar_tvm.cost_model.uncertainty import fit_uncertainty
-
-    from .training import evaluate_predictor, graphs_of, latencies_of, train_on_dataset
+    from .training import evaluate_predictor, train_on_dataset
 
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "loss", "patience")
                  if getattr(args, k) is not None}
@@ -306,11 +304,6 @@ def cmd_train(args) -> int:
                                                  labels=args.labels,
                                                  tokenizer_cfg=TokenizerConfig.with_options(
                                                      args.transcendentals, args.input_shapes))
-    level = predictor.provenance["level"]
-    predictor.provenance["uncertainty"] = fit_uncertainty(
-        predictor, graphs_of(parts["train"], level), graphs_of(parts["val"], level), latencies_of(parts["val"]),
-        source=f"q: validation split ({len(parts['val'])} models); q_novel: not measured (nar-tvm train), so "
-               "graphs unlike the training data get no interval").to_state()
     path = save_checkpoint(predictor, args.out)
     val = evaluate_predictor(predictor, parts["val"])["overall"]
     print(f"saved {path}: best epoch {history.best_epoch}, validation MAPE {val['mape']:.4f}, "

@@ -9,6 +9,7 @@ import numpy as np
 
 from nar_tvm.cost_model import (LatencyPredictor, NARFormerV2Config, Tokenizer, TokenizerConfig, TrainConfig,
                                 load_checkpoint, regression_report, train)
+from nar_tvm.cost_model.uncertainty import fit_uncertainty
 
 from .dataset import TRAINING_LABELS, Sample, load_samples, make_split
 
@@ -34,11 +35,18 @@ def train_on_dataset(dataset, level: str = "op", split: str = "in-domain", seed:
     parts = make_split(samples, split, seed)
     train_cfg = train_cfg or TrainConfig(seed=seed)
     node_targets = [s.node_ms(level) for s in parts["train"]] if node_weight > 0 else None
-    predictor, history = train(graphs_of(parts["train"], level), latencies_of(parts["train"]),
-                               graphs_of(parts["val"], level), latencies_of(parts["val"]),
+    train_graphs, val_graphs = graphs_of(parts["train"], level), graphs_of(parts["val"], level)
+    predictor, history = train(train_graphs, latencies_of(parts["train"]), val_graphs, latencies_of(parts["val"]),
                                model_cfg=model_cfg, train_cfg=train_cfg, progress=progress, node_weight=node_weight,
                                node_targets=node_targets, tokenizer=Tokenizer(tokenizer_cfg) if tokenizer_cfg else None)
     predictor.platform = dict(samples[0].record["platform"], platform_id=samples[0].record["platform_id"])
+    # What the split itself can measure of the intervals: the width on its validation models and
+    # the novelty reference. The width for unlike graphs takes a run per family left out
+    # (benchmarks/calibration_report.py), so such graphs get no interval until it is fitted.
+    predictor.provenance["uncertainty"] = fit_uncertainty(
+        predictor, train_graphs, val_graphs, latencies_of(parts["val"]),
+        source=f"q: validation split ({len(parts['val'])} models); q_novel: not measured "
+               "(training.train_on_dataset), so graphs unlike the training data get no interval").to_state()
     predictor.provenance.update(dataset=str(dataset), split=split, split_seed=seed, level=level,
                                 best_val_mape=history.best_val_mape, node_weight=node_weight, labels=labels,
                                 families=sorted({s.family for s in parts["train"]}),

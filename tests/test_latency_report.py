@@ -486,8 +486,8 @@ def test_ensemble_states_the_targets_once_a_seed_held_out_every_family(tmp_path,
             # Seed 1 holds out one family only: no sixteen-family line of its own.
             {**member, "split": "ood:vgg", "seed": 1, "input_shapes": False, "predicted_ms": {"test": {"c": 10.0}}},
             {**member, "split": "ood:vgg", "seed": 1, "input_shapes": True, "predicted_ms": {"test": {"c": 10.0}}},
-            {**snapshot, "split": "ood:vit", "method": "nnlp", "prior": False, "test_mape": 0.4},
-            {**snapshot, "split": "ood:vgg", "method": "nnlp", "prior": False, "test_mape": 0.4}]
+            {**snapshot, "split": "ood:vit", "method": "nnlp", "prior": False, "test_mape": 0.4, "test_family_mape": {}},
+            {**snapshot, "split": "ood:vgg", "method": "nnlp", "prior": False, "test_mape": 0.4, "test_family_mape": {}}]
     monkeypatch.setattr(cost_prior_runs, "recorded", lambda: [cost_prior_runs.with_defaults(r) for r in rows])
     text = cost_prior_runs.ensemble("zoo-x", "2026-12-04T13:00")
     # vit 0.25 / 0.5 / 0 (as above), vgg 0.2 from every member: means 0.225, 0.35, 0.1.
