@@ -64,6 +64,7 @@ class Run:
     attention: str = "softmax"
     transcendentals: bool = False
     input_shapes: bool = False  # tokens also carry each node's first input shape
+    layers: int | None = None  # encoder blocks; None: the recipe's. 0: each kernel priced from its own token alone
     data: Path = DATA
     measured_before: str | None = None
     device: str = "cpu"
@@ -97,6 +98,8 @@ def run(spec: Run, save: str | None = None) -> dict:
         if spec.attention != cfg.attention:
             # The paper's attention has a single head: its score gates the adjacency, one per edge.
             cfg = replace(cfg, attention=spec.attention, n_heads=1)
+        if spec.layers is not None:
+            cfg = replace(cfg, n_layers=spec.layers)
     start = time.process_time()
     predictor, history, parts = train_on_dataset(
         spec.data, level="fused", split=spec.split, seed=spec.seed, model_cfg=cfg,
@@ -224,23 +227,24 @@ def configuration_label(row: dict, method_name: str | None = None) -> str:
         return method_name or row["method"]
     return ((method_name or row["method"]) + ((" + cost prior" if method_name else " + prior") if row["prior"] else "")
             + transcendentals_label(row["transcendentals"]) + input_shapes_label(row["input_shapes"])
-            + ("" if row["attention"] == "softmax" else f" ({row['attention']})"))
+            + ("" if row["attention"] == "softmax" else f" ({row['attention']})")
+            + ("" if row["layers"] is None else f" ({row['layers']} layers)"))
 
 
 def _row_of(spec: Run) -> dict:
     """The identifying fields of the row `spec` will write (run_id's input)."""
     return {"split": spec.split, "prior": spec.prior and spec.method == "shipped", "attention": spec.attention,
             "transcendentals": transcendentals_field(spec), "input_shapes": spec.input_shapes, "seed": spec.seed,
-            "method": spec.method,
+            "method": spec.method, "layers": spec.layers,
             "dataset": spec.data.name, "measured_before": spec.measured_before}
 
 
 def with_defaults(row: dict) -> dict:
-    """Rows written before the attention, dataset, transcendentals, method and snapshot options
+    """Rows written before the attention, dataset, transcendentals, method, layers and snapshot options
     trained the shipped recipe's default attention on all of DATA on CPU, without a
     transcendental count."""
     return {"attention": "softmax", "dataset": DATA.name, "transcendentals": False, "input_shapes": False,
-            "method": "shipped",
+            "method": "shipped", "layers": None,
             "measured_before": None, "device": "cpu", **row}
 
 
@@ -254,21 +258,22 @@ def table() -> str:
     rows = recorded()
     lines = ["| dataset | measured before | split | method | cost prior | attention | seeds | validation MAPE "
              "| test MAPE | test Acc(10%) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    variant = ("method", "prior", "attention", "transcendentals", "input_shapes")
+    variant = ("method", "prior", "attention", "transcendentals", "input_shapes", "layers")
     for data in sorted({(r["dataset"], r["measured_before"] or "") for r in rows},
                        key=lambda k: (k[0] != DATA.name, k)):
         here = [r for r in rows if (r["dataset"], r["measured_before"] or "") == data]
         for split in sorted({r["split"] for r in here}):
             in_split = [r for r in here if r["split"] == split]
             for v in sorted({tuple(r[k] for k in variant) for r in in_split},
-                            key=lambda v: (v[0] != "shipped", v[1], v[2] != "softmax", str(v[3]), v[4])):
+                            key=lambda v: (v[0] != "shipped", v[1], v[2] != "softmax", str(v[3]), v[4], str(v[5]))):
                 sel = sorted((r for r in in_split if tuple(r[k] for k in variant) == v), key=lambda r: r["seed"])
-                method, prior, attention, transcendentals, input_shapes = v
+                method, prior, attention, transcendentals, input_shapes, layers = v
 
                 def cell(key, fmt="{:.4f}"):
                     x = np.array([r[key] for r in sel])
                     return fmt.format(x.mean()) + (f" ± {x.std(ddof=1):.4f}" if len(x) > 1 else "")
-                lines.append(f"| {data[0]} | {data[1] or 'all'} | {split} | {method}{input_shapes_label(input_shapes)} | "
+                lines.append(f"| {data[0]} | {data[1] or 'all'} | {split} | {method}{input_shapes_label(input_shapes)}"
+                             f"{'' if layers is None else f' ({layers} layers)'} | "
                              f"{('yes' if prior else 'no') + transcendentals_label(transcendentals)} | "
                              f"{attention} | {', '.join(str(r['seed']) for r in sel)} | {cell('val_mape')} | "
                              f"{cell('test_mape')} | {cell('test_acc10', '{:.3f}')} |")
@@ -517,6 +522,8 @@ def main(argv=None) -> int:
     parser.add_argument("--input-shapes", action="store_true",
                         help="tokens also carry each node's first input shape (a conv's input channels: "
                              "untuned 1x1 convolutions slow down ~5x past ~40 of them)")
+    parser.add_argument("--layers", type=int, help="encoder blocks (default: the recipe's); 0 prices each kernel from "
+                        "its own token alone, without its neighbours")
     parser.add_argument("--measured-before", metavar="ISO_TIME",
                         help="train and test on what the store held at this time (a profiler may still be adding)")
     parser.add_argument("--device", default="cpu", help="torch device to train on (cuda runs are not bit-reproducible)")
@@ -549,11 +556,14 @@ def main(argv=None) -> int:
         parser.error("--input-shapes is NAR-Former V2's tokenizer option: not with nnlp")
     if args.attention != "softmax" and "nnlp" in variants:
         parser.error("--attention is NAR-Former V2's: not with nnlp")
+    if args.layers is not None and ("nnlp" in variants or args.layers < 0):
+        parser.error("--layers is a count (>= 0) of NAR-Former V2's encoder blocks: not with nnlp")
 
     def spec(split, variant, seed):
         method, prior = VARIANTS[variant]
         return Run(split=split, seed=seed, method=method, prior=prior, attention=args.attention,
-                   transcendentals=args.transcendentals, input_shapes=args.input_shapes, data=args.dataset,
+                   transcendentals=args.transcendentals, input_shapes=args.input_shapes, layers=args.layers,
+                   data=args.dataset,
                    measured_before=args.measured_before, device=args.device)
     if args.split == "batch":
         try:
@@ -577,7 +587,7 @@ def run_id(row: dict) -> tuple:
     """What a row measured."""
     row = with_defaults(row)
     return (row["dataset"], row["measured_before"], row["split"], row["method"], row["prior"], row["attention"],
-            row["transcendentals"], row["input_shapes"], row["seed"])
+            row["transcendentals"], row["input_shapes"], row["layers"], row["seed"])
 
 
 def record(row: dict) -> None:

@@ -77,6 +77,8 @@ class NARFormerV2Config:
     def validate(self) -> None:
         if self.token_dim is None or self.static_dim is None:
             raise ValueError("token_dim and static_dim must be set (from the tokenizer) to build a model")
+        if self.n_layers < 0:
+            raise ValueError(f"n_layers must be >= 0, got {self.n_layers}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.grouped_ffn and (self.d_model % self.ffn_groups or (self.d_model * self.ffn_ratio) % self.ffn_groups):
@@ -320,7 +322,8 @@ class NARFormerV2(GraphLatencyModel):
 
     def block_states(self, x: torch.Tensor, adj: torch.Tensor, degree: torch.Tensor,
                      mask: torch.Tensor) -> list[torch.Tensor]:
-        """Node states after each encoder block (readouts may fuse several of them)."""
+        """Node states after each encoder block (readouts may fuse several of them); with no
+        blocks, the embedded tokens: each node then sees only its own kernel, not its neighbours."""
         n = x.shape[1]
         keys = mask[:, None, :]
         allowed = (adj & keys) if self.cfg.use_graph_attention else keys.expand(-1, n, -1)
@@ -335,7 +338,7 @@ class NARFormerV2(GraphLatencyModel):
         for block in self.blocks:
             h = block(h, allowed, degree, pairs)
             states.append(h)
-        return states
+        return states or [h]
 
     @staticmethod
     def pool(h: torch.Tensor, norm: nn.Module, mask: torch.Tensor) -> torch.Tensor:

@@ -625,6 +625,28 @@ def test_kernel_readout_is_the_sum_of_kernel_times_plus_the_remainder(architectu
     torch.testing.assert_close(first.exp(), torch.tensor([7.0]))
 
 
+@pytest.mark.parametrize("layers", [0, 1])
+def test_without_encoder_blocks_each_kernel_is_priced_from_its_own_token(layers):
+    graphs, _ = dataset(2, seed=3, sizes=(6, 12))
+    tok = Tokenizer().fit(graphs)
+    model = build(tok, readout="kernels", n_layers=layers).eval()
+    for p in model.parameters():  # away from the near-zero layer scale, so the blocks do count
+        torch.nn.init.normal_(p, 0.0, 0.3)
+    batch = collate(tok.encode_many(graphs))
+    changed = {**batch, "x": batch["x"].clone()}
+    changed["x"][:, 0] += 1.0  # every graph's first node becomes another kernel
+    with torch.no_grad():
+        _, kernels = model.forward_with_nodes(**batch)
+        _, kernels_changed = model.forward_with_nodes(**changed)
+    others = batch["mask"].clone()
+    others[:, 0] = False
+    assert not torch.allclose(kernels[:, 0], kernels_changed[:, 0])
+    # One block lets a neighbour's token move a kernel's price; none leaves each kernel to itself.
+    assert torch.equal(kernels[others], kernels_changed[others]) == (layers == 0)
+    with pytest.raises(ValueError, match="n_layers"):
+        build(tok, n_layers=-1)
+
+
 def test_tokens_give_back_each_nodes_flops_and_bytes():
     from nar_tvm.cost_model.model import node_log_cost
 

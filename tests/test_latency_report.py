@@ -496,3 +496,21 @@ def test_ensemble_states_the_targets_once_a_seed_held_out_every_family(tmp_path,
     assert "0.100 vs 0.400 (75% lower) -> **met**" in text
     assert "mean MAPE <= 0.06 over the 2 held-out families: 0.100 -> **not met**" in text
     assert "worst vgg 0.200 -> **not met**" in text
+
+
+def test_encoder_depth_is_a_run_of_its_own(monkeypatch):
+    import cost_prior_runs
+
+    scores = {"val_mape": 0.01, "test_mape": 0.02, "test_acc10": 0.9}
+    recipe = {**cost_prior_runs._row_of(cost_prior_runs.Run("ood:vgg")), **scores}
+    no_blocks = {**cost_prior_runs._row_of(cost_prior_runs.Run("ood:vgg", layers=0)), **scores}
+    assert no_blocks["layers"] == 0 and cost_prior_runs.run_id(recipe) != cost_prior_runs.run_id(no_blocks)
+    # Rows written before the option trained the recipe's depth.
+    legacy = {k: v for k, v in recipe.items() if k != "layers"}
+    assert cost_prior_runs.run_id(legacy) == cost_prior_runs.run_id(recipe)
+    assert cost_prior_runs.configuration_label(cost_prior_runs.with_defaults(no_blocks)) == "shipped + prior (0 layers)"
+    monkeypatch.setattr(cost_prior_runs, "recorded", lambda: [cost_prior_runs.with_defaults(r) for r in (recipe, no_blocks)])
+    assert "| ood:vgg | shipped (0 layers) | yes | softmax | 0 |" in cost_prior_runs.table()
+    for bad in (["--variants", "nnlp", "--layers", "0"], ["--layers", "-1"]):
+        with pytest.raises(SystemExit):
+            cost_prior_runs.main(["batch", *bad])
