@@ -298,7 +298,7 @@ def targets(in_domain: dict, ood: dict, noise: dict, target_ood: dict, nar_name:
             lines.append(below_nnlp_target(a, np.mean(ood_seed_means(ood[nnlp_name], "mape")), nnlp_name))
     lines += family_targets(in_domain[nar_name], nar_ood_runs)
     lines.append(f"best method in-domain: by validation MAPE **{best_val}**, by test MAPE **{best_in}**; "
-                 f"the shipped checkpoint is the best neural method by validation MAPE, **{ship_name}**"
+                 f"the run's checkpoint is its best neural method by validation MAPE, **{ship_name}**"
                  + ("" if ship_name == best_val else
                     f" ({best_val} validates better but has no checkpoint format)"))
     return lines

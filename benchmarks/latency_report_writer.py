@@ -173,7 +173,7 @@ def write_report(path: Path, ctx: dict) -> None:
           "the other level was not trained.\n")
     else:
         w(f"\nChosen on validation MAPE: **{ctx['level']}** level "
-          "(used for every learned method below and for the shipped checkpoint).\n")
+          "(used for every learned method below and for the run's best checkpoint).\n")
 
     if ctx["lr_search"]:
         w("## Learning-rate search (first in-domain seed, validation MAPE)\n")
@@ -260,7 +260,7 @@ def write_report(path: Path, ctx: dict) -> None:
         w(f"* {line}")
     w("")
 
-    w("## Shipped checkpoint\n")
+    w("## Best checkpoint of this run\n")
     for line in ctx["shipped"]:
         w(f"* {line}")
     w("")
@@ -268,7 +268,7 @@ def write_report(path: Path, ctx: dict) -> None:
     sp = ctx.get("speed")
     if sp:
         w("## Speed\n")
-        w(f"Measured in this run, one thread, with the shipped checkpoint ({sp['level']}-level graphs). "
+        w(f"Measured in this run, one thread, with this run's best checkpoint ({sp['level']}-level graphs). "
           "Prediction end to end = `nar_tvm.api.predict(model.onnx)`: load the ONNX file, import it into "
           "Relax, extract the OpGraph, tokenize, forward (median of 3, after one warm-up call). "
           "Compile-and-measure = load the same ONNX, `tvm.compile` (untuned) and time it with the dataset's "

@@ -89,6 +89,10 @@ def test_committed_regenerate_commands_still_parse():
     parser = latency_report.build_parser()
     for name, argv in commands:
         parser.parse_args(argv)  # exits on an option the report used that is gone
+        # Rerunning a committed report must not replace the shipped default, which later
+        # scripts retrained and fitted intervals to.
+        written = Path(parser.parse_args(argv).checkpoint).resolve()
+        assert written != (Path(latency_report.__file__).parents[1] / "nar_tvm" / "checkpoints" / "default.pt").resolve()
 
 
 def test_held_out_kernel_error_pairs_each_kernel_with_its_measurement():
