@@ -268,6 +268,8 @@ def cmd_compare(args) -> int:
     for r in results:
         print(f"{r.name}: predicted {r.predicted_ms:.3f} ms, measured {r.measured_ms:.3f} ms "
               f"(CV {r.cv:.3f}), error {r.error:+.1%}, compiled in {r.compile_s:.1f} s")
+        if r.shared_core:
+            print(f"    warning: {r.shared_core}")
         for kernel, ms, predicted_ms in r.top_kernels:
             guess = "" if predicted_ms is None else f"  (predicted {predicted_ms:.3f} ms)"
             print(f"    {ms:9.3f} ms  {kernel}{guess}")
@@ -447,11 +449,16 @@ def cmd_profile(args) -> int:
 
 
 def _print_stats(s: dict) -> None:
+    from .native import SHARED_CORE_BELOW
+
     print(f"records: {s['status']}   platforms: {s['platforms']}")
     for fam, f in s["families"].items():
         print(f"  {fam:<14} {f['count']:5d}   {f['min_ms']:9.3f} .. {f['median_ms']:9.3f} .. {f['max_ms']:9.3f} ms")
     if s["median_cv"] is not None:
         print(f"median CV of repeats: {s['median_cv']:.4f}   median compile: {s['median_compile_s']:.2f} s")
+    if s.get("shared_core"):
+        print(f"timed on a core other work shared (< {SHARED_CORE_BELOW:.0%} of it), so inflated: "
+              f"{s['shared_core']} measurement{'s' if s['shared_core'] > 1 else ''}")
     if s["noise_floor"]:
         nf = s["noise_floor"]
         print(f"noise floor: median relative difference {nf['median_rel_diff']:.4f} over {nf['count']} "

@@ -15,7 +15,7 @@ from nar_tvm.passes.opgraph import OpGraph
 
 from .kernel_errors import predicted_kernel_ms
 from .loaders import ModelLoadError
-from .measure import Protocol
+from .measure import Protocol, shared_core_warning
 from .platform import PlatformSpec
 from .profiler import Worker, WorkerConfig, onnx_bytes_of
 
@@ -29,6 +29,8 @@ class Comparison:
     compile_s: float
     # (kernel, measured ms, predicted ms or None): predicted where the model sums kernel times.
     top_kernels: list = field(default_factory=list)
+    # measure.shared_core_warning's text when other work shared the measuring core, else None.
+    shared_core: str | None = None
 
     @property
     def error(self) -> float:
@@ -81,7 +83,8 @@ def compare(models: list[str], predictor, input_shapes=None, protocol: Protocol 
         per_kernel = predicted_kernel_ms(predictor, graph)
         kernels = [(k, v, per_kernel.get(k)) for k, v in m.get("kernels_ms", {}).items()
                    if not k.startswith("vm.builtin")]
-        out.append(Comparison(name, float(ms), m["median_ms"], m["cv"], m["compile_s"], kernels[:top]))
+        out.append(Comparison(name, float(ms), m["median_ms"], m["cv"], m["compile_s"], kernels[:top],
+                              shared_core_warning(m)))
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
+from nar_tvm.native import SHARED_CORE_BELOW
 from nar_tvm.passes.opgraph import OpGraph
 
 SHARD_PREFIX = "shard-"
@@ -350,8 +351,10 @@ def stats(path) -> dict:
     status = Counter()
     per_family: dict[str, list[float]] = defaultdict(list)
     cvs, compile_s, fps = [], [], Counter()
+    shared_core = 0
     for r in store.records():
         status[r["status"]] += 1
+        shared_core += r.get("measurement", {}).get("cpu_share", 1.0) < SHARED_CORE_BELOW
         if r["status"] == "ok":
             m = r["measurement"]
             per_family[r["model"].get("family", "unknown")].append(m["median_ms"])
@@ -368,6 +371,8 @@ def stats(path) -> dict:
         "families": families,
         "median_cv": statistics.median(cvs) if cvs else None,
         "median_compile_s": statistics.median(compile_s) if compile_s else None,
+        # Measurements (first runs and repeats) whose timing shared its core: inflated.
+        "shared_core": shared_core,
         "noise_floor": noise_floor(store),
         "probes": probe_runs(store),
     }

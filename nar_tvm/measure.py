@@ -18,6 +18,7 @@ from tvm import relax
 
 from nar_tvm.passes.pipeline import graph_level_passes, lowering_passes  # noqa: F401 - graph_level_passes: its old home
 
+from .native import SHARED_CORE_BELOW, cpu_share
 from .platform import PlatformSpec
 
 
@@ -86,6 +87,15 @@ def random_inputs(mod: tvm.IRModule, seed: int = 0) -> list[np.ndarray]:
 
 def coefficient_of_variation(values: list[float]) -> float:
     return statistics.pstdev(values) / statistics.mean(values) if len(values) > 1 else 0.0
+
+
+def shared_core_warning(measurement: dict) -> str | None:
+    """What to tell a user whose measurement ran on a core other work was using, or None."""
+    share = measurement.get("cpu_share")
+    if share is None or not share < SHARED_CORE_BELOW:
+        return None
+    return (f"the timing got {share:.0%} of a core's time: other work shared the core, so the measured time is "
+            f"inflated (up to {1 / max(share, 1e-3):.1f}x); measure on an idle core (--cpu-affinity)")
 
 
 class Session:
@@ -194,6 +204,7 @@ def measure_with_runner(ex, mod: tvm.IRModule, spec: PlatformSpec, session: Sess
         "protocol": protocol.to_dict(),
         "runner": "native",
         "number": int(res["number"]),
+        "cpu_share": res["cpu_share"],
     }
     if with_kernels:
         # The per-kernel breakdown needs Python callbacks: one instrumented in-process run.
@@ -234,7 +245,9 @@ def time_executable(ex, mod: tvm.IRModule, session: Session, protocol: Protocol,
     this process; the measurement part of a dataset record."""
     vm = session.load(ex)
     args = session.to_device(random_inputs(mod))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     repeats_ms = time_loaded(vm, args, session, protocol)
+    cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
     out = {
         "median_ms": statistics.median(repeats_ms),
         "repeats_ms": repeats_ms,
@@ -242,6 +255,8 @@ def time_executable(ex, mod: tvm.IRModule, session: Session, protocol: Protocol,
         "compile_s": compile_s,
         "protocol": protocol.to_dict(),
     }
+    if session.remote is None:  # a remote device's CPU time is not this process's
+        out["cpu_share"] = cpu_share(cpu_s, wall_s)
     if with_kernels and session.remote is None:
         # Python callbacks cannot cross RPC; remote records carry no breakdown.
         out["kernels_ms"] = kernel_breakdown(vm, args)

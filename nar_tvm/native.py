@@ -24,8 +24,10 @@ if __name__ == "__main__" and sys.path and \
 
 import importlib.util
 import json
+import resource
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 RUNNER_NAME = "nar-tvm-runner"
@@ -123,6 +125,7 @@ def measure_native(library, inputs, protocol=None, threads: int = 1, cpu_affinit
             library.export_library(path)
             return measure_native(path, inputs, protocol, threads, cpu_affinity, runner, timeout, seed)
     cmd = runner_command(runner, os.fspath(library), inputs, protocol, threads, cpu_affinity, seed)
+    children0, wall0 = _children_cpu_s(), time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -133,7 +136,24 @@ def measure_native(library, inputs, protocol=None, threads: int = 1, cpu_affinit
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise RunnerError(f"{RUNNER_NAME} printed no JSON: {proc.stdout.strip()[-500:]!r}")
-    return json.loads(lines[-1])
+    # Over the runner's whole life (loading the library too, also CPU-bound): see measure.SHARED_CORE_BELOW.
+    return {**json.loads(lines[-1]), "cpu_share": cpu_share(_children_cpu_s() - children0, time.perf_counter() - wall0)}
+
+
+# The timer reads wall-clock time, so a core shared with other work inflates every repeat alike
+# and the CV stays low: only the CPU time the timed process got, against the wall time it
+# waited, shows it. Below this share of one core, the timing was not the core's only work.
+SHARED_CORE_BELOW = 0.9
+
+
+def cpu_share(cpu_s: float, wall_s: float) -> float:
+    """CPU seconds a timing used per wall-clock second: about 1 for one thread on a quiet core."""
+    return round(cpu_s / wall_s, 3) if wall_s > 0 else float("nan")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------- build configuration

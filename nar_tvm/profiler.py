@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from .dataset import DatasetStore
-from .measure import Protocol
+from .measure import Protocol, shared_core_warning
 from .platform import PlatformSpec, fingerprint, platform_id
 
 
@@ -333,6 +333,9 @@ class Profiler:
                     rec.update(status="failed", stage="export", error=f"{type(exc).__name__}: {exc}"[:2000])
                 else:
                     rec = self.run_job(job, remeasure_of)
+                    shared = shared_core_warning(rec.get("measurement") or {})
+                    if shared:
+                        bar.write(f"warning: {rec['job']}: {shared}")
                 self.store.append(rec)
                 self.done.add(rec["job"])
                 counts[rec["status"]] += 1

@@ -197,6 +197,29 @@ def test_compare_measures_and_predicts(capsys, models, checkpoint):
     assert all(predicted is None for _, _, predicted in res["top_kernels"])
 
 
+def test_a_measurement_on_a_shared_core_is_flagged_by_compare_and_dataset_stats(capsys, monkeypatch, checkpoint,
+                                                                               tmp_path):
+    import nar_tvm.compare
+    from nar_tvm.measure import shared_core_warning
+
+    measured = {"median_ms": 10.0, "cv": 0.01, "compile_s": 1.0, "cpu_share": 0.25}
+    starved = nar_tvm.compare.Comparison("m", 2.5, 10.0, 0.01, 1.0, [], shared_core_warning(measured))
+    monkeypatch.setattr(nar_tvm.compare, "compare", lambda *a, **k: [starved])
+    code, out, _ = run(capsys, "compare", "zoo:resnet:0", "--checkpoint", checkpoint)
+    assert code == 0 and "    warning: the timing got 25% of a core's time" in out and "(up to 4.0x)" in out
+    code, out, _ = run(capsys, "compare", "zoo:resnet:0", "--checkpoint", checkpoint, "--json")
+    assert json.loads(out)["models"][0]["shared_core"] == starved.shared_core
+
+    _synthetic_dataset(tmp_path / "d")
+    store = DatasetStore(tmp_path / "d")
+    for share in (0.25, 0.95):  # measurements from before the field have none: not counted
+        store.append({"job": f"shared{share}", "status": "ok", "platform_id": "p", "platform": {"threads": 1},
+                      "model": {"family": "fa", "name": "x"}, "graphs": {},
+                      "measurement": {**measured, "cpu_share": share}})
+    code, out, _ = run(capsys, "dataset", "stats", tmp_path / "d")
+    assert code == 0 and "timed on a core other work shared (< 90% of it), so inflated: 1 measurement\n" in out
+
+
 def test_predicted_kernel_times_are_summed_per_kernel_name(checkpoint):
     from nar_tvm.kernel_errors import predicted_kernel_ms
     from nar_tvm.cost_model import load_checkpoint

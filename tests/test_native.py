@@ -72,6 +72,8 @@ def test_runner_prints_one_json_object(tiny_lib):
     assert res["number"] * res["repeats_ms"][-1] >= FAST.min_repeat_ms * 0.999
     assert res["protocol"] == FAST.to_dict()
     assert res["threads"] == 1 and res["cpu_affinity"] == [CORE] and res["inputs"] == ["float32:1,3,16,16"]
+    # The runner's CPU time over its wall time: one process on its own core, so at most about one.
+    assert 0 < res["cpu_share"] < 1.5
 
 
 @needs_runner
@@ -196,6 +198,34 @@ def test_missing_runner_fails_profile_unless_fallback(no_runner, tmp_path, capsy
                  "--runner", "native"])
     err = capsys.readouterr().err
     assert code == 2 and "nar-tvm profile: error" in err and "cmake --build build" in err
+
+
+def test_a_timing_on_a_core_other_work_shares_says_so():
+    import sys
+
+    from nar_tvm.measure import Session, build, shared_core_warning, time_executable
+
+    mod = tiny_relax_module()
+    spec = PlatformSpec(target={"kind": "llvm"})
+    ex, session = build(mod, spec), Session(spec)
+    protocol = Protocol(warmup=1, repeat=5, min_repeat_ms=60)
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {CORE})
+    try:
+        alone = time_executable(ex, mod, session, protocol, 0.0, with_kernels=False)
+        # Two busy processes on the same core (they inherit the pinning): the timing gets about a third of it.
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+        try:
+            shared = time_executable(ex, mod, session, protocol, 0.0, with_kernels=False)
+        finally:
+            for proc in busy:
+                proc.kill()
+                proc.wait()
+    finally:
+        os.sched_setaffinity(0, allowed)
+    # Relative to the same timing without them: whatever else this machine runs now shares it too.
+    assert 0 < shared["cpu_share"] < 0.75 * alone["cpu_share"] <= 0.75 * 1.05
+    assert shared_core_warning(shared).startswith(f"the timing got {shared['cpu_share']:.0%} of a core's time")
 
 
 def test_measure_rejects_unknown_runner():
