@@ -136,13 +136,14 @@ def measure_native(library, inputs, protocol=None, threads: int = 1, cpu_affinit
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise RunnerError(f"{RUNNER_NAME} printed no JSON: {proc.stdout.strip()[-500:]!r}")
-    # Over the runner's whole life (loading the library too, also CPU-bound): see measure.SHARED_CORE_BELOW.
+    # Over the runner's whole life (loading the library too, also CPU-bound): see SHARED_CORE_BELOW.
     return {**json.loads(lines[-1]), "cpu_share": cpu_share(_children_cpu_s() - children0, time.perf_counter() - wall0)}
 
 
 # The timer reads wall-clock time, so a core shared with other work inflates every repeat alike
 # and the CV stays low: only the CPU time the timed process got, against the wall time it
-# waited, shows it. Below this share of one core, the timing was not the core's only work.
+# waited, shows it. Below this share of one core, the timing was not the core's only work. A
+# multi-threaded timing reads above one, so there only a starvation below one core shows.
 SHARED_CORE_BELOW = 0.9
 
 
