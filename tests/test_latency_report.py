@@ -500,6 +500,16 @@ def test_ensemble_states_the_targets_once_a_seed_held_out_every_family(tmp_path,
     assert "0.100 vs 0.400 (75% lower) -> **met**" in text
     assert "mean MAPE <= 0.06 over the 2 held-out families: 0.100 -> **not met**" in text
     assert "worst vgg 0.200 -> **not met**" in text
+    assert "Every run of seeds" not in text  # one complete seed: nothing to pool across seeds
+
+    # Seed 1 holds out vit too: both seeds' four runs combine per model. vit: a from 5, 20 (seed 0) and
+    # 10, 10 (seed 1) -> 10, exact; b 20 from all. vgg: c from 12, 12, 10, 10 -> sqrt(120), APE 0.095.
+    rows += [{**member, "split": "ood:vit", "seed": 1, "input_shapes": shapes, "predicted_ms": {"test": {"a": 10.0, "b": 20.0}}}
+             for shapes in (False, True)]
+    text = cost_prior_runs.ensemble("zoo-x", "2026-12-04T13:00")
+    assert "| **mean over the 2 held-out families** | seed 1 |" in text
+    assert ("Every run of seeds 0, 1 combined (4 predictions per model, the same geometric mean): mean over the 2 "
+            "held-out families **0.048**, worst 0.095.") in text
 
 
 def test_encoder_depth_is_a_run_of_its_own(monkeypatch):
