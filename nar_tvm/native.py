@@ -125,7 +125,7 @@ def measure_native(library, inputs, protocol=None, threads: int = 1, cpu_affinit
             library.export_library(path)
             return measure_native(path, inputs, protocol, threads, cpu_affinity, runner, timeout, seed)
     cmd = runner_command(runner, os.fspath(library), inputs, protocol, threads, cpu_affinity, seed)
-    children0, wall0 = _children_cpu_s(), time.perf_counter()
+    children0, wall0 = children_cpu_s(), time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -137,7 +137,7 @@ def measure_native(library, inputs, protocol=None, threads: int = 1, cpu_affinit
     if not lines:
         raise RunnerError(f"{RUNNER_NAME} printed no JSON: {proc.stdout.strip()[-500:]!r}")
     # Over the runner's whole life (loading the library too, also CPU-bound): see SHARED_CORE_BELOW.
-    return {**json.loads(lines[-1]), "cpu_share": cpu_share(_children_cpu_s() - children0, time.perf_counter() - wall0)}
+    return {**json.loads(lines[-1]), "cpu_share": cpu_share(children_cpu_s() - children0, time.perf_counter() - wall0)}
 
 
 # The timer reads wall-clock time, so a core shared with other work inflates every repeat alike
@@ -152,7 +152,8 @@ def cpu_share(cpu_s: float, wall_s: float) -> float:
     return round(cpu_s / wall_s, 3) if wall_s > 0 else float("nan")
 
 
-def _children_cpu_s() -> float:
+def children_cpu_s() -> float:
+    """CPU seconds used so far by this process's finished children (the runner's runs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 
 PANEL_VERSION = 2
@@ -80,18 +81,28 @@ PANEL = ("conv3x3", "depthwise", "dense", "pool", "elementwise", "attention")
 class Probe:
     """The 10th-percentile ms of each panel model on one machine, core and thread count
     (`cv`: spread of all its timings, which shows how noisy the machine was; `round_spread`:
-    how far its rounds disagreed, None for probes that did not record it)."""
+    how far its rounds disagreed, None for probes that did not record it; `cpu_share`: CPU
+    time its timings got per wall second, under measure.SHARED_CORE_BELOW when other work
+    shared the core, None for remote probes and probes that did not record it)."""
 
     ms: dict[str, float]
     version: int = PANEL_VERSION
     time: str = ""
     cv: dict[str, float] = field(default_factory=dict)
     round_spread: float | None = None
+    cpu_share: float | None = None
+
+    @property
+    def shared_core(self) -> bool:
+        from .native import SHARED_CORE_BELOW
+
+        return self.cpu_share is not None and self.cpu_share < SHARED_CORE_BELOW
 
     @property
     def steady(self) -> bool:
-        """Whether the host held its speed during the probe (unknown counts as steady)."""
-        return self.round_spread is None or self.round_spread <= UNSTEADY_ROUND_SPREAD
+        """Whether the host held its speed during the probe (unknown counts as steady). A core
+        shared throughout slows every round alike, which the rounds' spread cannot show."""
+        return (self.round_spread is None or self.round_spread <= UNSTEADY_ROUND_SPREAD) and not self.shared_core
 
     @property
     def id(self) -> str:
@@ -104,6 +115,8 @@ class Probe:
                "cv": dict(self.cv)}
         if self.round_spread is not None:
             out["round_spread"] = self.round_spread
+        if self.cpu_share is not None:
+            out["cpu_share"] = self.cpu_share
         return out
 
     @classmethod
@@ -112,7 +125,8 @@ class Probe:
             raise ValueError(f"not a machine probe: {str(d)[:80]!r}")
         return cls(ms={k: float(v) for k, v in d["ms"].items()}, version=int(d.get("version", 0)),
                    time=str(d.get("time", "")), cv={k: float(v) for k, v in d.get("cv", {}).items()},
-                   round_spread=None if d.get("round_spread") is None else float(d["round_spread"]))
+                   round_spread=None if d.get("round_spread") is None else float(d["round_spread"]),
+                   cpu_share=None if d.get("cpu_share") is None else float(d["cpu_share"]))
 
 
 # Two v2 probes of one steady machine differ by about 5% (the 3.6% of one probe, times sqrt 2):
@@ -177,6 +191,7 @@ def measure_probe(spec, session, protocol, names=PANEL, runner: str = "inprocess
     from .loaders import load_onnx
     from .measure import (RUNNERS, Protocol, build, coefficient_of_variation, random_inputs, require_local_cpu,
                           time_exported, time_loaded)
+    from .native import children_cpu_s, cpu_share
 
     if runner not in RUNNERS:
         raise ValueError(f"unknown runner {runner!r}; choose from {RUNNERS}")
@@ -196,11 +211,15 @@ def measure_probe(spec, session, protocol, names=PANEL, runner: str = "inprocess
             else:  # loaded (uploaded, for a remote session) once, timed every round
                 vm, args = session.load(ex), session.to_device(random_inputs(mod))
                 timers[name] = lambda vm=vm, args=args: time_loaded(vm, args, session, per_round)
+        # This process's CPU time (in-process timings) and its runner children's (native ones).
+        cpu0, wall0 = time.process_time() + children_cpu_s(), time.perf_counter()
         samples, fastest = _time_in_rounds(timers, rounds)
+        share = cpu_share(time.process_time() + children_cpu_s() - cpu0, time.perf_counter() - wall0)
     ms = {name: round(float(np.percentile(s, PROBE_PERCENTILE)), 6) for name, s in samples.items()}
     cv = {name: round(coefficient_of_variation(s), 6) for name, s in samples.items()}
     return Probe(ms=ms, time=datetime.now(timezone.utc).isoformat(timespec="seconds"), cv=cv,
-                 round_spread=round(spread_of_rounds(fastest), 6))
+                 round_spread=round(spread_of_rounds(fastest), 6),
+                 cpu_share=share if session.remote is None else None)
 
 
 def _time_in_rounds(timers: dict, rounds: int) -> tuple[dict, dict]:
@@ -220,9 +239,13 @@ def describe(probe: Probe, reference: Probe | None = None) -> str:
     line = f"probe {probe.id} (panel v{probe.version}): " + ", ".join(parts)
     unsteady = [p for p in (probe, reference) if p is not None and not p.steady]
     for p in unsteady:
-        line += (f"\n  the host was unsteady during probe {p.id}: its rounds differ by {p.round_spread:.0%} "
-                 f"(more than {UNSTEADY_ROUND_SPREAD:.0%}); probe again when the host is quiet "
-                 "(little `st` in top)")
+        if p.shared_core:
+            line += (f"\n  other work shared the core during probe {p.id}: its timings got {p.cpu_share:.0%} of it, "
+                     "so the panel reads slower than this machine is; probe again on an idle core (--cpu-affinity)")
+        else:
+            line += (f"\n  the host was unsteady during probe {p.id}: its rounds differ by {p.round_spread:.0%} "
+                     f"(more than {UNSTEADY_ROUND_SPREAD:.0%}); probe again when the host is quiet "
+                     "(little `st` in top)")
     if reference is not None and reference.version != probe.version:
         line += (f"\n  not comparable with probe {reference.id}: it was measured with panel v{reference.version} "
                  f"(this is v{probe.version}); calibrate again to record a current probe")

@@ -319,7 +319,7 @@ def test_probe_times_the_panel_in_interleaved_rounds_and_ignores_bursts(monkeypa
     monkeypatch.setattr(measure, "build", lambda mod, spec, probe=None: mod)
     monkeypatch.setattr(measure, "random_inputs", lambda mod: [])
     loads = []
-    session = SimpleNamespace(load=lambda ex: loads.append(ex) or ex, to_device=lambda arrays: arrays)
+    session = SimpleNamespace(load=lambda ex: loads.append(ex) or ex, to_device=lambda arrays: arrays, remote=None)
     calls = []
 
     def timed(mod, args, session, protocol):
@@ -339,6 +339,10 @@ def test_probe_times_the_panel_in_interleaved_rounds_and_ignores_bursts(monkeypa
     # The burst does not move the probe, but it shows: round 2 ran 3x slower than the others.
     assert got.round_spread == pytest.approx(2.0, abs=0.02) and not got.steady
     assert probe_mod.Probe.from_dict(got.to_dict()).round_spread == got.round_spread
+    # A local probe records the share of the core its timings got (here pure Python, so busy).
+    assert got.cpu_share > 0 and probe_mod.Probe.from_dict(got.to_dict()).cpu_share == got.cpu_share
+    remote = probe_mod.measure_probe(None, SimpleNamespace(**{**vars(session), "remote": object()}), Protocol(), rounds=1)
+    assert remote.cpu_share is None and "cpu_share" not in remote.to_dict()
     with pytest.raises(ValueError, match="unknown runner"):
         probe_mod.measure_probe(None, None, Protocol(), runner="gpu")
 
@@ -355,6 +359,13 @@ def test_probes_of_different_panels_are_reported_as_not_comparable():
     shaky = Probe(ms={"conv3x3": 3.2}, round_spread=0.3)
     assert "unsteady during probe " + shaky.id in describe(new, shaky)
     assert "same machine, but an unsteady probe makes this verdict unreliable" in describe(new, shaky)
+    # Shared throughout, every round is slow alike: a small spread, yet not a reading of this machine.
+    starved = Probe(ms={"conv3x3": 6.0}, round_spread=0.02, cpu_share=0.5)
+    assert not starved.steady and starved.id == Probe(ms={"conv3x3": 6.0}).id
+    text = describe(starved, new)
+    assert f"other work shared the core during probe {starved.id}: its timings got 50% of it" in text
+    assert "a different machine, but an unsteady probe makes this verdict unreliable" in text
+    assert Probe(ms={"conv3x3": 3.0}, cpu_share=0.95).steady
 
 
 def test_round_spread_compares_rounds_not_models():
