@@ -6,7 +6,8 @@ with and without `cost_prior` (with it, the shipped recipe), optionally with the
 attention form (`--attention sigmoid-adjacency`: a sigmoid of the query-key score times the
 normalised adjacency, one head, as the official NAR-Former V2 code computes it), with the prior
 also pricing transcendental evaluations (`--transcendentals`), with each node's first input shape
-in its token (`--input-shapes`), and appends its validation and test MAPE (and, since session 25,
+in its token (`--input-shapes`), with another number of encoder blocks (`--layers`; 0 prices each
+kernel from its own token), and appends its validation and test MAPE (and, since session 25,
 every validation and test model's prediction) to benchmarks/cost_prior_runs.jsonl. Splits:
 `in-domain`, `ood:<family>` (the family held out of training and validation), and `size` (train on the smallest 80% of
 graphs by FLOPs, validate on the next 10%, test on the largest 10%: extrapolation to larger
