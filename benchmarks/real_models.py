@@ -188,10 +188,22 @@ def run_report(args) -> None:
                                                                          "loo_mape": fit.loo_mape[fit.method],
                                                                          "shots": len(shots)},
         "rows": rows,
+        "command": regenerate_command(args),
     }
     Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
     Path(args.md).write_text(render(summary))
     log(f"wrote {args.md} and {args.json}")
+
+
+def regenerate_command(args) -> str:
+    """The report command that wrote this report, its non-default options included."""
+    command = f"python benchmarks/real_models.py report --store {_shown(Path(args.store))}"
+    if args.checkpoint:
+        command += f" --checkpoint {_shown(Path(args.checkpoint))}"
+    for flag, value, default in (("--md", args.md, REPORT), ("--json", args.json, REPORT.with_suffix(".json"))):
+        if Path(value).resolve() != default.resolve():
+            command += f" {flag} {_shown(Path(value))}"
+    return command
 
 
 def _shown(path: Path) -> str:
@@ -221,8 +233,8 @@ def render(summary: dict) -> str:
     lines = [
         "# Published architectures at deployment size: predicted against measured",
         "",
-        "Regenerate: `python benchmarks/real_models.py report --store "
-        f"{summary['store']}` (measure first with the `profile` stage; see the script's docstring).",
+        f"Regenerate: `{summary.get('command') or 'python benchmarks/real_models.py report --store ' + summary['store']}` "
+        "(measure first with the `profile` stage; see the script's docstring).",
         "",
         f"Measured {summary['measured']} UTC on {summary['machine']}, one thread, untuned TVM (the default "
         "pipeline), by the project's profiler (1 warm-up, median of 3 timings), store "

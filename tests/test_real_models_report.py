@@ -51,4 +51,6 @@ def test_report_calibrates_on_the_shots_and_sets_extrapolated_models_apart(tmp_p
     assert huge["measured_ms"] / huge["calibrated_ms"] == pytest.approx(3.0, rel=1e-4)
     text = md.read_text()
     assert "| huge-224px |" in text and "Test CPU (LLVM mcpu testcpu)" in text
+    # The report says how to write it again, with the options that differ from the defaults.
+    assert f"--store {tmp_path / 'store'} --md {md} --json {js}`" in text and "--checkpoint" not in text
     assert "Outside it: 1 models: MAPE 0.667" in text
