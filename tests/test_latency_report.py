@@ -447,14 +447,10 @@ def test_a_run_row_keeps_every_validation_and_test_models_prediction(monkeypatch
     assert row["models"] == 4 and row["best_epoch"] == 4
 
 
-def test_ensemble_takes_the_geometric_mean_of_the_members_predictions(tmp_path, monkeypatch):
+def test_ensemble_takes_the_geometric_mean_of_the_members_predictions(tmp_path, monkeypatch, labelled_store):
     import cost_prior_runs
-    from nar_tvm.dataset import DatasetStore
 
-    store = DatasetStore(tmp_path / "zoo-x")
-    for job, ms in (("a", 10.0), ("b", 20.0)):
-        store.append({"job": job, "status": "ok", "platform_id": "p", "platform": {}, "time": "2026-12-04T12:00",
-                      "model": {"family": "vit", "name": job}, "measurement": {"median_ms": ms}})
+    labelled_store("zoo-x", {"a": ("vit", 10.0), "b": ("vit", 20.0)})
     monkeypatch.setattr(cost_prior_runs, "DATA", tmp_path / "default-store")
     count, shapes = ({"split": "ood:vit", "seed": 0, "prior": True, "transcendentals": "fused ops", "dataset": "zoo-x",
                       "input_shapes": flag, "measured_before": "2026-12-04T13:00", "predicted_ms": {"test": preds}}
@@ -472,14 +468,10 @@ def test_ensemble_takes_the_geometric_mean_of_the_members_predictions(tmp_path, 
         cost_prior_runs.ensemble("zoo-x", None)
 
 
-def test_ensemble_states_the_targets_once_a_seed_held_out_every_family(tmp_path, monkeypatch):
+def test_ensemble_states_the_targets_once_a_seed_held_out_every_family(tmp_path, monkeypatch, labelled_store):
     import cost_prior_runs
-    from nar_tvm.dataset import DatasetStore
 
-    store = DatasetStore(tmp_path / "zoo-x")
-    for job, family, ms in (("a", "vit", 10.0), ("b", "vit", 20.0), ("c", "vgg", 10.0)):
-        store.append({"job": job, "status": "ok", "platform_id": "p", "platform": {}, "time": "2026-12-04T12:00",
-                      "model": {"family": family, "name": job}, "measurement": {"median_ms": ms}})
+    labelled_store("zoo-x", {"a": ("vit", 10.0), "b": ("vit", 20.0), "c": ("vgg", 10.0)})
     monkeypatch.setattr(cost_prior_runs, "DATA", tmp_path / "default-store")
     snapshot = {"seed": 0, "dataset": "zoo-x", "measured_before": "2026-12-04T13:00"}
     member = {**snapshot, "prior": True, "transcendentals": "fused ops"}

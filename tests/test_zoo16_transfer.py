@@ -12,14 +12,9 @@ import cost_prior_runs  # noqa: E402
 import zoo16_transfer  # noqa: E402
 
 
-def test_held_out_residuals_are_the_configurations_own(tmp_path, monkeypatch):
-    from nar_tvm.dataset import DatasetStore
-
-    store = DatasetStore(tmp_path / "zoo-x")
-    for job, family, ms in (("a", "vit", 10.0), ("b", "vit", 20.0), ("c", "vgg", 10.0)):
-        store.append({"job": job, "status": "ok", "platform_id": "p", "platform": {}, "time": "2026-12-04T12:00",
-                      "model": {"family": family, "name": job}, "measurement": {"median_ms": ms}})
-    monkeypatch.setattr(zoo16_transfer, "STORE", tmp_path / "zoo-x")
+def test_held_out_residuals_are_the_configurations_own(monkeypatch, labelled_store):
+    store = labelled_store("zoo-x", {"a": ("vit", 10.0), "b": ("vit", 20.0), "c": ("vgg", 10.0)})
+    monkeypatch.setattr(zoo16_transfer, "STORE", store)
     monkeypatch.setattr(zoo16_transfer, "LOFO_BEFORE", "2026-12-04T13:00")
     count = {"prior": True, "transcendentals": "fused ops", "dataset": "zoo-x", "measured_before": "2026-12-04T13:00"}
     rows = [{**count, "split": "ood:vit", "seed": 0, "predicted_ms": {"test": {"a": 5.0, "b": 20.0}}},
