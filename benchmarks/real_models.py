@@ -233,7 +233,7 @@ def render(summary: dict) -> str:
     lines = [
         "# Published architectures at deployment size: predicted against measured",
         "",
-        f"Regenerate: `{summary.get('command') or 'python benchmarks/real_models.py report --store ' + summary['store']}` "
+        f"Regenerate: `{summary['command']}` "
         "(measure first with the `profile` stage; see the script's docstring).",
         "",
         f"Measured {summary['measured']} UTC on {summary['machine']}, one thread, untuned TVM (the default "

@@ -107,15 +107,13 @@ def run_xeon(args) -> None:
             rest = np.setdiff1d(np.arange(len(panel)), shots)
             fit = calibration.fit(predictor, [panel_graphs[i] for i in shots], panel_ms[shots])
             calibrated = calibrated_predictor(predictor, fit, None, {}, str(path))
-            draw = []
-            for graphs, ms in (([panel_graphs[i] for i in rest], panel_ms[rest]), (modern_graphs, modern_ms)):
-                res = calibrated.predict(graphs)
-                draw += [np.mean(np.abs(res.latency_ms / ms - 1)), np.mean((ms >= res.low_ms) & (ms <= res.high_ms))]
-            scores.append(draw)
-            res = calibrated.predict(modern_graphs)
+            panel_res, modern_res = calibrated.predict([panel_graphs[i] for i in rest]), calibrated.predict(modern_graphs)
+            scores.append([score for res, ms in ((panel_res, panel_ms[rest]), (modern_res, modern_ms))
+                           for score in (np.mean(np.abs(res.latency_ms / ms - 1)),
+                                         np.mean((ms >= res.low_ms) & (ms <= res.high_ms)))])
             for f in families:
                 mask = np.array([s.family == f for s in modern])
-                by_family[f].append(np.mean(np.abs(res.latency_ms[mask] / modern_ms[mask] - 1)))
+                by_family[f].append(np.mean(np.abs(modern_res.latency_ms[mask] / modern_ms[mask] - 1)))
         mean, std = np.mean(scores, axis=0), np.std(scores, axis=0)
         print(f"| `{path}` | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(mean, std)) + " | "
               + " | ".join(f"{np.mean(by_family[f]):.3f}" for f in families) + " |")

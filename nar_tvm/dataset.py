@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from nar_tvm.native import SHARED_CORE_BELOW
+from nar_tvm.native import shared_core as on_shared_core
 from nar_tvm.passes.opgraph import OpGraph
 
 SHARD_PREFIX = "shard-"
@@ -354,7 +354,7 @@ def stats(path) -> dict:
     shared_core = 0
     for r in store.records():
         status[r["status"]] += 1
-        shared_core += r.get("measurement", {}).get("cpu_share", 1.0) < SHARED_CORE_BELOW
+        shared_core += on_shared_core(r.get("measurement", {}).get("cpu_share"))
         if r["status"] == "ok":
             m = r["measurement"]
             per_family[r["model"].get("family", "unknown")].append(m["median_ms"])

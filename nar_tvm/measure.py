@@ -18,7 +18,7 @@ from tvm import relax
 
 from nar_tvm.passes.pipeline import graph_level_passes, lowering_passes  # noqa: F401 - graph_level_passes: its old home
 
-from .native import SHARED_CORE_BELOW, cpu_share
+from .native import cpu_share, shared_core
 from .platform import PlatformSpec
 
 
@@ -92,7 +92,7 @@ def coefficient_of_variation(values: list[float]) -> float:
 def shared_core_warning(measurement: dict) -> str | None:
     """What to tell a user whose measurement ran on a core other work was using, or None."""
     share = measurement.get("cpu_share")
-    if share is None or not share < SHARED_CORE_BELOW:
+    if not shared_core(share):
         return None
     return (f"the timing got {share:.0%} of a core's time: other work shared the core, so the measured time is "
             f"inflated (up to {1 / max(share, 1e-3):.1f}x); measure on an idle core (--cpu-affinity)")

@@ -147,6 +147,11 @@ def measure_native(library, inputs, protocol=None, threads: int = 1, cpu_affinit
 SHARED_CORE_BELOW = 0.9
 
 
+def shared_core(share: float | None) -> bool:
+    """Whether a timing with this `cpu_share` ran beside other work on its core (None: not recorded)."""
+    return share is not None and share < SHARED_CORE_BELOW
+
+
 def cpu_share(cpu_s: float, wall_s: float) -> float:
     """CPU seconds a timing used per wall-clock second: about 1 for one thread on a quiet core."""
     return round(cpu_s / wall_s, 3) if wall_s > 0 else float("nan")

@@ -82,7 +82,7 @@ class Probe:
     """The 10th-percentile ms of each panel model on one machine, core and thread count
     (`cv`: spread of all its timings, which shows how noisy the machine was; `round_spread`:
     how far its rounds disagreed, None for probes that did not record it; `cpu_share`: CPU
-    time its timings got per wall second, under measure.SHARED_CORE_BELOW when other work
+    time its timings got per wall second, under native.SHARED_CORE_BELOW when other work
     shared the core, None for remote probes and probes that did not record it)."""
 
     ms: dict[str, float]
@@ -94,9 +94,9 @@ class Probe:
 
     @property
     def shared_core(self) -> bool:
-        from .native import SHARED_CORE_BELOW
+        from .native import shared_core
 
-        return self.cpu_share is not None and self.cpu_share < SHARED_CORE_BELOW
+        return shared_core(self.cpu_share)
 
     @property
     def steady(self) -> bool:
